@@ -1,0 +1,299 @@
+//! One function per command: each reads its inputs, calls the crates and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use modelforge_model::burn::tensor::Device;
+use modelforge_registry::{Registry, split_reference};
+use modelforge_serve::Runnable;
+use modelforge_spec::Spec;
+use modelforge_train::{TrainOptions, Trained, class_count, evaluate};
+use serde_json::{Value, json};
+
+use crate::Compute;
+use crate::progress::Bars;
+
+/// Exit code of `run` when the model was published but failed its gate.
+const GATE_FAILED: u8 = 3;
+
+/// Settings every command shares.
+pub struct Context {
+    /// The model registry.
+    pub registry: Registry,
+    /// Where run folders go.
+    pub runs: PathBuf,
+}
+
+/// Sizes the compute thread pool once; returns the thread count in force.
+fn threads(compute: &Compute, spec: Option<&Spec>) -> Result<usize> {
+    let n = compute
+        .threads
+        .or_else(|| spec.and_then(|s| s.train.threads.as_ref().map(|t| *t.get_ref())))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n == 0 {
+        bail!("--threads 0: use 1 or more threads");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("cannot size the compute thread pool")?;
+    Ok(n)
+}
+
+fn device(compute: &Compute) -> Result<Device> {
+    Ok(modelforge_model::device(&compute.device)?)
+}
+
+/// `modelforge check FILE [--graph out.svg|.dot]`.
+pub fn check(file: &Path, graph: Option<&Path>) -> Result<ExitCode> {
+    let spec = Spec::load(file)?;
+    print!("{}", spec.summary());
+    if let Some(out) = graph {
+        let text = match out.extension().and_then(|e| e.to_str()) {
+            Some("dot" | "gv") => modelforge_spec::graph::to_dot(&spec),
+            Some("svg") => modelforge_spec::graph::to_svg(&spec),
+            _ => bail!("--graph {}: give a file ending in .svg or .dot", out.display()),
+        };
+        std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("graph written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_spec(ctx: &Context, spec: &Spec, compute: &Compute, resume: Option<String>) -> Result<Trained> {
+    let threads = threads(compute, Some(spec))?;
+    device(compute)?;
+    let data = modelforge_data::prepare(spec)?;
+    eprintln!(
+        "data: {} train, {} validation, {} test examples (fingerprint {})",
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        &data.fingerprint[..12]
+    );
+    let mut bars = Bars::default();
+    let trained = modelforge_train::train(
+        spec,
+        &data,
+        TrainOptions {
+            runs_dir: ctx.runs.clone(),
+            threads,
+            device: compute.device.clone(),
+            resume,
+            progress: &mut bars,
+        },
+    )?;
+    let figures: Vec<String> = trained.test.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    println!("run {} finished{}: {}", trained.run_id, if trained.stopped_early { " (stopped early)" } else { "" }, figures.join(", "));
+    println!("run folder: {}", trained.run_dir.display());
+    Ok(trained)
+}
+
+/// `modelforge train FILE [--resume RUN]`.
+pub fn train(ctx: &Context, file: &Path, compute: &Compute, resume: Option<String>) -> Result<ExitCode> {
+    let spec = Spec::load(file)?;
+    train_spec(ctx, &spec, compute, resume)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge run FILE`: check, train, evaluate, gate, publish.
+pub fn run(ctx: &Context, file: &Path, compute: &Compute) -> Result<ExitCode> {
+    let spec = Spec::load(file)?;
+    print!("{}", spec.summary());
+    let trained = train_spec(ctx, &spec, compute, None)?;
+    let published = modelforge_pipeline::publish(&spec, &trained, &ctx.registry)?;
+    println!(
+        "published {} version {} to {}",
+        published.name,
+        published.version,
+        published.dir.display()
+    );
+    if !published.aliases.is_empty() {
+        println!("aliases: {}", published.aliases.join(", "));
+    }
+    if let Some(gate) = &published.gate {
+        let verdict = if gate.passed { "passed" } else { "FAILED" };
+        println!("gate {verdict}: {} = {:.4} (needs {})", gate.metric, gate.value, gate.rule);
+        if !gate.passed {
+            eprintln!("error: the model did not pass its gate; it is published without aliases");
+            return Ok(ExitCode::from(GATE_FAILED));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge eval MODEL[@V] [--data SPEC]`.
+pub fn eval(ctx: &Context, model: &str, data_spec: Option<&Path>, compute: &Compute) -> Result<ExitCode> {
+    threads(compute, None)?;
+    let device = device(compute)?;
+    let runnable = Runnable::load(&ctx.registry, model, &device)?;
+    let spec = match data_spec {
+        Some(path) => {
+            let other = Spec::load(path)?;
+            let mut spec = runnable.spec.clone();
+            spec.data = other.data;
+            spec
+        }
+        None => runnable.spec.clone(),
+    };
+    let data = modelforge_data::prepare(&spec)?;
+    let eval = evaluate(runnable.network(), &data.test, spec.loss(), class_count(&spec), "test_", &device)?;
+    println!("{} on {} test examples", runnable.describe(), eval.examples);
+    for (k, v) in &eval.metrics {
+        println!("  {k:<16} {v:.4}");
+    }
+    if !eval.confusion.is_empty() {
+        let labels = &runnable.manifest.labels;
+        let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
+        println!("\n  {:<10} {:>9} {:>9} {:>9}", "class", "precision", "recall", "support");
+        for c in 0..eval.confusion.len() {
+            let support: u64 = eval.confusion[c].iter().sum();
+            println!("  {:<10} {:>9.4} {:>9.4} {:>9}", name(c), eval.precision[c], eval.recall[c], support);
+        }
+        println!("\n  confusion matrix (rows: actual, columns: predicted)");
+        for row in &eval.confusion {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
+            println!("  {}", cells.join(""));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flattens nested JSON arrays of numbers into `out`; errors name the path of a bad value.
+fn flatten(value: &Value, path: &str, out: &mut Vec<f32>) -> Result<()> {
+    match value {
+        Value::Number(n) => {
+            let v = n.as_f64().unwrap_or(f64::NAN);
+            if !v.is_finite() {
+                bail!("{path} is not a finite number");
+            }
+            out.push(v as f32);
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(item, &format!("{path}[{i}]"), out)?;
+            }
+        }
+        other => bail!("{path} is {other}, not a number — instances hold numbers only"),
+    }
+    Ok(())
+}
+
+/// `modelforge predict MODEL[@V] --input FILE.json`.
+pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", input.display()))?;
+    let instances = match &doc {
+        Value::Array(items) => items,
+        Value::Object(map) => match map.get("instances").or_else(|| map.get("inputs")) {
+            Some(Value::Array(items)) => items,
+            _ => bail!("{}: expected {{\"instances\": [...]}} or {{\"inputs\": [...]}}", input.display()),
+        },
+        _ => bail!("{}: expected a JSON array of instances or an object with \"instances\"", input.display()),
+    };
+    if instances.is_empty() {
+        bail!("{}: no instances to predict", input.display());
+    }
+    threads(compute, None)?;
+    let device = device(compute)?;
+    let runnable = Runnable::load(&ctx.registry, model, &device)?;
+    let per_sample: usize = runnable.manifest.input.shape.iter().product();
+    let mut values = Vec::with_capacity(instances.len() * per_sample);
+    for (i, instance) in instances.iter().enumerate() {
+        let before = values.len();
+        flatten(instance, &format!("instances[{i}]"), &mut values)?;
+        if values.len() - before != per_sample {
+            bail!(
+                "instances[{i}] has {} values but {} takes {per_sample} (shape {:?})",
+                values.len() - before,
+                runnable.describe(),
+                runnable.manifest.input.shape
+            );
+        }
+    }
+    let (outputs, width) = runnable.predict(&values, instances.len())?;
+    let labels = &runnable.manifest.labels;
+    let predictions: Vec<Value> = outputs
+        .chunks_exact(width)
+        .map(|row| match runnable.manifest.task.as_str() {
+            "regression" => json!({ "outputs": row }),
+            _ => {
+                let class = modelforge_train::evaluation::predicted_class(row);
+                let mut p = json!({ "class": class, "outputs": row });
+                if let Some(l) = labels.get(class) {
+                    p["label"] = json!(l);
+                }
+                p
+            }
+        })
+        .collect();
+    let (name, _) = split_reference(model);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "model": name,
+            "version": runnable.manifest.version,
+            "predictions": predictions,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry list`.
+pub fn registry_list(ctx: &Context) -> Result<ExitCode> {
+    let models = ctx.registry.models()?;
+    if models.is_empty() {
+        println!("no models in {}", ctx.registry.root().display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:>8} {:<12} {:<24} {:>10}", "MODEL", "VERSION", "STATE", "ALIASES", "TEST ACC");
+    for name in models {
+        let aliases = ctx.registry.aliases(&name)?;
+        for status in ctx.registry.status(&name)? {
+            let here: Vec<&str> = aliases.iter().filter(|(_, v)| **v == status.version).map(|(a, _)| a.as_str()).collect();
+            let (state, acc) = match &status.state {
+                Ok(m) => ("ok".to_string(), m.metrics.get("test_accuracy").map_or("-".into(), |a| format!("{a:.4}"))),
+                Err(reason) => (format!("CORRUPT: {reason}"), "-".into()),
+            };
+            println!("{name:<24} {:>8} {state:<12} {:<24} {acc:>10}", status.version, here.join(","));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry show MODEL[@V]`.
+pub fn registry_show(ctx: &Context, model: &str) -> Result<ExitCode> {
+    let (name, version) = ctx.registry.resolve(model)?;
+    let v = ctx.registry.open(&name, version)?;
+    println!("{}", serde_json::to_string_pretty(&v.manifest)?);
+    println!("folder: {} (checksums verified)", v.dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry alias MODEL ALIAS VERSION | --rm`.
+pub fn registry_alias(ctx: &Context, model: &str, alias: &str, version: Option<u64>, rm: bool) -> Result<ExitCode> {
+    if rm {
+        if !ctx.registry.remove_alias(model, alias)? {
+            bail!("{model} has no alias {alias:?}");
+        }
+        println!("removed alias {model}@{alias}");
+    } else {
+        let version = version.context("give the version the alias points at")?;
+        ctx.registry.set_alias(model, alias, version)?;
+        println!("{model}@{alias} → version {version}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry rm MODEL@VERSION [--force]`.
+pub fn registry_rm(ctx: &Context, reference: &str, force: bool) -> Result<ExitCode> {
+    let (name, which) = split_reference(reference);
+    let Some(which) = which.filter(|w| w.parse::<u64>().is_ok()) else {
+        bail!("give MODEL@VERSION with a version number, e.g. {name}@1");
+    };
+    let version: u64 = which.parse()?;
+    ctx.registry.remove_version(name, version, force)?;
+    println!("removed {name} version {version}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,151 @@
+//! The `modelforge` binary: parses arguments and wires the crates together.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Build, train, register and serve neural networks from one declarative file.
+#[derive(Parser)]
+#[command(name = "modelforge", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Registry root folder.
+    #[arg(long, global = true, env = "MODELFORGE_REGISTRY", default_value = "models")]
+    registry: PathBuf,
+    /// Folder for run directories.
+    #[arg(long, global = true, env = "MODELFORGE_RUNS", default_value = "runs")]
+    runs: PathBuf,
+}
+
+/// Where and with how many threads compute runs.
+#[derive(Args, Clone)]
+pub struct Compute {
+    /// Compute threads (default: the spec's train.threads, else every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Compute device: cpu (or cuda[:N] in builds with the cuda feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a spec file and print the model summary.
+    Check {
+        /// The spec file.
+        file: PathBuf,
+        /// Also draw the model graph to this file (.svg or .dot).
+        #[arg(long)]
+        graph: Option<PathBuf>,
+    },
+    /// Train a spec's model into a new run (or continue one with --resume).
+    Train {
+        /// The spec file.
+        file: PathBuf,
+        #[command(flatten)]
+        compute: Compute,
+        /// Continue this run (id or folder) from its last checkpoint.
+        #[arg(long)]
+        resume: Option<String>,
+    },
+    /// The whole chain: check, train, evaluate, gate and publish to the registry.
+    Run {
+        /// The spec file.
+        file: PathBuf,
+        #[command(flatten)]
+        compute: Compute,
+    },
+    /// Evaluate a published model on a test split.
+    Eval {
+        /// MODEL, MODEL@VERSION or MODEL@ALIAS.
+        model: String,
+        /// A spec file whose [data] section gives the data (default: the model's own).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        compute: Compute,
+    },
+    /// Offline inference on a JSON file of instances.
+    Predict {
+        /// MODEL, MODEL@VERSION or MODEL@ALIAS.
+        model: String,
+        /// JSON: {"instances": [...]}, {"inputs": [...]} or a bare array of instances.
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        compute: Compute,
+    },
+    /// Inspect and manage the registry.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// List models with their versions and aliases.
+    List,
+    /// Show one version's manifest and check its files.
+    Show {
+        /// MODEL, MODEL@VERSION or MODEL@ALIAS.
+        model: String,
+    },
+    /// Point an alias at a version, or remove it with --rm.
+    Alias {
+        /// The model.
+        model: String,
+        /// The alias, e.g. production.
+        alias: String,
+        /// The version it points at.
+        #[arg(required_unless_present = "rm")]
+        version: Option<u64>,
+        /// Remove the alias instead.
+        #[arg(long)]
+        rm: bool,
+    },
+    /// Remove a version.
+    Rm {
+        /// MODEL@VERSION.
+        reference: String,
+        /// Also drop aliases that point at it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = commands::Context {
+        registry: modelforge_registry::Registry::new(cli.registry),
+        runs: cli.runs,
+    };
+    let result = match cli.command {
+        Command::Check { file, graph } => commands::check(&file, graph.as_deref()),
+        Command::Train { file, compute, resume } => commands::train(&ctx, &file, &compute, resume),
+        Command::Run { file, compute } => commands::run(&ctx, &file, &compute),
+        Command::Eval { model, data, compute } => commands::eval(&ctx, &model, data.as_deref(), &compute),
+        Command::Predict { model, input, compute } => commands::predict(&ctx, &model, &input, &compute),
+        Command::Registry(cmd) => match cmd {
+            RegistryCommand::List => commands::registry_list(&ctx),
+            RegistryCommand::Show { model } => commands::registry_show(&ctx, &model),
+            RegistryCommand::Alias {
+                model,
+                alias,
+                version,
+                rm,
+            } => commands::registry_alias(&ctx, &model, &alias, version, rm),
+            RegistryCommand::Rm { reference, force } => commands::registry_rm(&ctx, &reference, force),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,710 @@
+//! The modelforge declarative file: TOML text to a validated [`Spec`], with shape
+//! inference and errors that name the file, line, column and a fix.
+
+pub mod data;
+pub mod deploy;
+mod error;
+pub mod graph;
+pub mod layer;
+pub mod model;
+pub mod train;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+pub use data::{DataFiles, DataFormat, DataSpec, Missing, Normalize};
+pub use deploy::{DeploySpec, Gate};
+pub use error::{SpecError, line_column};
+pub use layer::{Flow, LayerSpec, Padding, show_shape};
+pub use model::{Dtype, InputSpec, ModelSpec, OutputSpec, Task};
+pub use train::{CheckpointSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec, TrainSpec};
+
+/// A whole, validated spec file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// What the model is and computes.
+    pub model: ModelSpec,
+    /// Where the examples come from.
+    pub data: DataSpec,
+    /// How it is trained.
+    pub train: TrainSpec,
+    /// Where it goes afterwards.
+    #[serde(default)]
+    pub deploy: DeploySpec,
+}
+
+/// One row of the model summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// 0-based position in `layers`.
+    pub index: usize,
+    /// Kind as written in the file.
+    pub kind: &'static str,
+    /// Per-sample input shape.
+    pub input_shape: Vec<usize>,
+    /// Per-sample output shape.
+    pub output_shape: Vec<usize>,
+    /// Trainable parameters.
+    pub parameters: usize,
+}
+
+impl Spec {
+    /// Reads, parses and validates a spec file; relative data paths are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| SpecError::NotUtf8 {
+            path: path.to_path_buf(),
+            offset: e.utf8_error().valid_up_to(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Spec::parse(&text, path, base)
+    }
+
+    /// Parses and validates spec text; `path` names it in errors, `base` anchors relative paths.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Spec, SpecError> {
+        Spec::parse_checked(text, path, base, true)
+    }
+
+    /// Parses a resolved spec stored with a run or model version: the same checks, except that
+    /// the data files it names need not exist any more.
+    pub fn parse_stored(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        Spec::parse_checked(text, path, Path::new("/"), false)
+    }
+
+    fn parse_checked(text: &str, path: &Path, base: &Path, data_must_exist: bool) -> Result<Spec, SpecError> {
+        if text.trim().is_empty() {
+            return Err(SpecError::Invalid {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: "the spec file is empty".into(),
+                fix: "start from examples/mnist/modelforge.toml: it needs [model], [data] and [train]"
+                    .into(),
+            });
+        }
+        let mut spec: Spec = toml::from_str(text).map_err(|e| {
+            let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
+            SpecError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let at = Locator {
+            text,
+            path,
+            data_must_exist,
+        };
+        spec.resolve_paths(base);
+        spec.validate(&at)?;
+        Ok(spec)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        };
+        for files in std::iter::once(self.data.train.get_mut()).chain(self.data.test.as_mut().map(|t| t.get_mut())) {
+            resolve(&mut files.images);
+            resolve(&mut files.labels);
+            resolve(&mut files.path);
+        }
+    }
+
+    /// Shapes and parameter counts of every layer.
+    pub fn layer_infos(&self) -> Vec<LayerInfo> {
+        let mut shape = self.model.input.get_ref().shape.clone();
+        let mut infos = Vec::new();
+        for (index, layer) in self.model.layers.iter().enumerate() {
+            let layer = layer.get_ref();
+            let out = layer
+                .output_shape(&shape)
+                .expect("validated spec has consistent shapes");
+            infos.push(LayerInfo {
+                index,
+                kind: layer.kind(),
+                parameters: layer.parameters(&shape),
+                input_shape: std::mem::replace(&mut shape, out.clone()),
+                output_shape: out,
+            });
+        }
+        infos
+    }
+
+    /// Total trainable parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.layer_infos().iter().map(|l| l.parameters).sum()
+    }
+
+    /// The per-sample output shape.
+    pub fn output_shape(&self) -> Vec<usize> {
+        self.layer_infos()
+            .last()
+            .map_or_else(|| self.model.input.get_ref().shape.clone(), |l| l.output_shape.clone())
+    }
+
+    /// The loss in force: the one given, or the task's natural one.
+    pub fn loss(&self) -> Loss {
+        self.train.loss.as_ref().map_or_else(
+            || match self.model.output.get_ref().task {
+                Task::Classification => Loss::CrossEntropy,
+                Task::Regression => Loss::Mse,
+                Task::Binary => Loss::BinaryCrossEntropy,
+            },
+            |l| *l.get_ref(),
+        )
+    }
+
+    /// The model name.
+    pub fn name(&self) -> &str {
+        self.model.name.get_ref()
+    }
+
+    /// The resolved spec as TOML text (paths absolute, defaults filled in).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a spec always serialises")
+    }
+
+    /// sha256 of the canonical JSON form of any part of the spec.
+    pub fn hash_of<T: Serialize>(part: &T) -> String {
+        let json = serde_json::to_vec(part).expect("spec parts serialise");
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// Keras-style summary table.
+    pub fn summary(&self) -> String {
+        let input = self.model.input.get_ref();
+        let mut rows = vec![(
+            format!("input ({})", input.name),
+            show_shape(&input.shape),
+            "0".to_string(),
+        )];
+        for info in self.layer_infos() {
+            rows.push((
+                format!("{} ({})", info.index, info.kind),
+                show_shape(&info.output_shape),
+                group_thousands(info.parameters),
+            ));
+        }
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
+        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(12);
+        let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(7);
+        let rule = "─".repeat(w0 + w1 + w2 + 6);
+        let mut out = format!("Model: {}\n{rule}\n", self.name());
+        out += &format!("{:<w0$}   {:<w1$}   {:>w2$}\n{rule}\n", "Layer", "Output shape", "Param #");
+        for (a, b, c) in rows {
+            out += &format!("{a:<w0$}   {b:<w1$}   {c:>w2$}\n");
+        }
+        let output = self.model.output.get_ref();
+        out += &format!(
+            "{rule}\nTotal params: {}\nOutput: {} ({}), loss {}\n",
+            group_thousands(self.parameter_count()),
+            output.name,
+            output.task.name(),
+            self.loss().name()
+        );
+        out
+    }
+
+    fn validate(&self, at: &Locator) -> Result<(), SpecError> {
+        self.validate_model(at)?;
+        self.validate_data(at)?;
+        self.validate_train(at)?;
+        self.validate_deploy(at)
+    }
+
+    fn validate_model(&self, at: &Locator) -> Result<(), SpecError> {
+        let m = &self.model;
+        let name = m.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || name.starts_with('.')
+        {
+            return Err(at.invalid(
+                m.name.span(),
+                format!("model name {name:?} is not a valid registry name"),
+                "use letters, digits, '-', '_' and '.', e.g. \"mnist-mlp\"",
+            ));
+        }
+        let input = m.input.get_ref();
+        if input.shape.is_empty() || input.shape.contains(&0) {
+            return Err(at.invalid(
+                m.input.span(),
+                format!("input shape {:?} has no size or a size of 0", input.shape),
+                "give the per-sample shape without the batch axis, e.g. shape = [1, 28, 28]",
+            ));
+        }
+        if m.layers.is_empty() {
+            return Err(at.invalid(
+                m.name.span(),
+                "the model has no layers".into(),
+                "add `layers = [ { flatten = {} }, { dense = { units = 10 } } ]` to [model]",
+            ));
+        }
+        let mut shape = input.shape.clone();
+        let mut flow = match input.dtype {
+            Dtype::F32 => Flow::Float,
+            Dtype::I64 => Flow::Ids,
+        };
+        for (i, layer) in m.layers.iter().enumerate() {
+            let spec = layer.get_ref();
+            let here = |p: layer::ShapeProblem| {
+                at.invalid(
+                    layer.span(),
+                    format!("layer {} ({}): {}", i + 1, spec.kind(), p.message),
+                    &p.fix,
+                )
+            };
+            spec.check_options().map_err(here)?;
+            if spec.input_flow() != flow {
+                let (message, fix) = match flow {
+                    Flow::Ids => (
+                        "the input holds integer ids but this layer needs floats".to_string(),
+                        "make the first layer `{ embedding = { vocab = N, dim = D } }`, or set dtype = \"f32\"",
+                    ),
+                    Flow::Float => (
+                        "embedding needs integer ids but its input is floats".to_string(),
+                        "make embedding the first layer and set the input dtype = \"i64\"",
+                    ),
+                };
+                return Err(here(layer::ShapeProblem {
+                    message,
+                    fix: fix.into(),
+                }));
+            }
+            shape = spec.output_shape(&shape).map_err(here)?;
+            flow = Flow::Float;
+        }
+        self.validate_output(at, &shape)
+    }
+
+    fn validate_output(&self, at: &Locator, shape: &[usize]) -> Result<(), SpecError> {
+        let out = &self.model.output;
+        let o = out.get_ref();
+        let shown = show_shape(shape);
+        match o.task {
+            Task::Classification => {
+                let Some(classes) = o.classes else {
+                    return Err(at.invalid(
+                        out.span(),
+                        "a classification output needs `classes`".into(),
+                        "add classes = N to the output table",
+                    ));
+                };
+                if classes < 2 {
+                    return Err(at.invalid(
+                        out.span(),
+                        format!("classification with {classes} class(es)"),
+                        "give classes = 2 or more, or use task = \"binary\" for yes/no",
+                    ));
+                }
+                if shape != [classes] {
+                    return Err(at.invalid(
+                        out.span(),
+                        format!("the last layer gives {shown} but the output has {classes} classes"),
+                        &format!("end the layers with `{{ dense = {{ units = {classes} }} }}`"),
+                    ));
+                }
+                if !o.labels.is_empty() && o.labels.len() != classes {
+                    return Err(at.invalid(
+                        out.span(),
+                        format!("{} labels for {classes} classes", o.labels.len()),
+                        "give one label per class, in class order",
+                    ));
+                }
+            }
+            Task::Binary => {
+                if shape != [1] {
+                    return Err(at.invalid(
+                        out.span(),
+                        format!("a binary output needs shape [1] but the last layer gives {shown}"),
+                        "end the layers with `{ dense = { units = 1 } }`",
+                    ));
+                }
+            }
+            Task::Regression => {
+                if shape.len() != 1 {
+                    return Err(at.invalid(
+                        out.span(),
+                        format!("a regression output needs rank 1 but the last layer gives {shown}"),
+                        "end the layers with `{ dense = { units = K } }` for K targets",
+                    ));
+                }
+            }
+        }
+        if o.task != Task::Classification && (o.classes.is_some() || !o.labels.is_empty()) {
+            return Err(at.invalid(
+                out.span(),
+                format!("`classes` and `labels` are for classification, not {}", o.task.name()),
+                "remove them, or set task = \"classification\"",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_data(&self, at: &Locator) -> Result<(), SpecError> {
+        let d = &self.data;
+        let splits = std::iter::once(("train", &d.train)).chain(d.test.as_ref().map(|t| ("test", t)));
+        for (split, files) in splits {
+            let f = files.get_ref();
+            let (needed, stray): (&[(&str, &Option<PathBuf>)], &[(&str, &Option<PathBuf>)]) =
+                match *d.format.get_ref() {
+                    DataFormat::Idx => (&[("images", &f.images), ("labels", &f.labels)], &[("path", &f.path)]),
+                    DataFormat::Csv => (&[("path", &f.path)], &[("images", &f.images), ("labels", &f.labels)]),
+                };
+            for (key, value) in needed {
+                match value {
+                    None => {
+                        return Err(at.invalid(
+                            files.span(),
+                            format!("data.{split} has no `{key}` for this format"),
+                            &format!("add {key} = \"FILE\" to data.{split}"),
+                        ));
+                    }
+                    Some(p) if at.data_must_exist && !p.is_file() => {
+                        return Err(at.invalid(
+                            files.span(),
+                            format!("data.{split}.{key}: {} does not exist", p.display()),
+                            "give a path relative to the spec file's folder",
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some((key, _)) = stray.iter().find(|(_, v)| v.is_some()) {
+                return Err(at.invalid(
+                    files.span(),
+                    format!("data.{split}.{key} does not belong to format {:?}", d.format.get_ref()),
+                    "IDX takes `images` and `labels`; CSV takes `path`",
+                ));
+            }
+        }
+        fraction(at, &d.validation, "data.validation")?;
+        if d.test.is_none() {
+            fraction(at, &d.test_fraction, "data.test_fraction")?;
+            if *d.test_fraction.get_ref() == 0.0 {
+                return Err(at.invalid(
+                    d.test_fraction.span(),
+                    "no test files and test_fraction = 0 leave nothing to test on".into(),
+                    "give data.test files or a test_fraction such as 0.2",
+                ));
+            }
+        }
+        if *d.validation.get_ref() + if d.test.is_none() { *d.test_fraction.get_ref() } else { 0.0 } >= 1.0 {
+            return Err(at.invalid(
+                d.validation.span(),
+                "validation and test fractions leave no training examples".into(),
+                "make validation + test_fraction less than 1",
+            ));
+        }
+        if d.limit_train == Some(0) || d.limit_test == Some(0) {
+            return Err(at.invalid(
+                d.format.span(),
+                "limit_train or limit_test is 0".into(),
+                "remove the limit, or give 1 or more",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_train(&self, at: &Locator) -> Result<(), SpecError> {
+        let t = &self.train;
+        if *t.epochs.get_ref() == 0 {
+            return Err(at.invalid(t.epochs.span(), "epochs is 0".into(), "train for 1 or more epochs"));
+        }
+        if *t.batch_size.get_ref() == 0 {
+            return Err(at.invalid(t.batch_size.span(), "batch_size is 0".into(), "use a batch size such as 64"));
+        }
+        let opt = t.optimizer.get_ref();
+        let lr = opt.lr();
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(at.invalid(
+                t.optimizer.span(),
+                format!("learning rate {lr} is not positive"),
+                "give lr a positive value such as 1e-3",
+            ));
+        }
+        let bad = match opt {
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+                ..
+            } => {
+                if !(0.0..1.0).contains(momentum) {
+                    Some(format!("momentum {momentum} is outside [0, 1)"))
+                } else if *nesterov && *momentum == 0.0 {
+                    Some("nesterov needs a momentum above 0".to_string())
+                } else {
+                    non_negative(*weight_decay, "weight_decay")
+                }
+            }
+            OptimizerSpec::Adam {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+                ..
+            }
+            | OptimizerSpec::Adamw {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+                ..
+            } => {
+                if !(0.0..1.0).contains(beta1) || !(0.0..1.0).contains(beta2) {
+                    Some(format!("betas ({beta1}, {beta2}) must lie in [0, 1)"))
+                } else if *epsilon <= 0.0 {
+                    Some(format!("epsilon {epsilon} is not positive"))
+                } else {
+                    non_negative(*weight_decay, "weight_decay")
+                }
+            }
+        };
+        if let Some(message) = bad {
+            return Err(at.invalid(
+                t.optimizer.span(),
+                message,
+                "see docs/spec.md#trainoptimizer for the valid ranges",
+            ));
+        }
+        match t.schedule.get_ref() {
+            ScheduleSpec::Step { every_epochs: 0, .. } => {
+                return Err(at.invalid(
+                    t.schedule.span(),
+                    "step schedule with every_epochs = 0".into(),
+                    "decay every 1 or more epochs",
+                ));
+            }
+            ScheduleSpec::Step { gamma, .. } if !(*gamma > 0.0 && *gamma <= 1.0) => {
+                return Err(at.invalid(t.schedule.span(), format!("gamma {gamma} is outside (0, 1]"), "use e.g. gamma = 0.1"));
+            }
+            ScheduleSpec::Cosine { min_lr, .. } if !(*min_lr >= 0.0 && *min_lr < lr) => {
+                return Err(at.invalid(
+                    t.schedule.span(),
+                    format!("min_lr {min_lr} must be at least 0 and below lr {lr}"),
+                    "lower min_lr",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(clip) = &t.clip_grad_norm
+            && !(*clip.get_ref() > 0.0 && clip.get_ref().is_finite())
+        {
+            return Err(at.invalid(clip.span(), format!("clip_grad_norm {} is not positive", clip.get_ref()), "use e.g. 1.0"));
+        }
+        if let Some(es) = &t.early_stopping {
+            let metric = &es.get_ref().metric;
+            if !train::metric_names().contains(&metric.as_str()) {
+                return Err(at.invalid(
+                    es.span(),
+                    format!("unknown metric {metric:?} for early stopping"),
+                    &format!("use one of {}", train::metric_names().join(", ")),
+                ));
+            }
+            if es.get_ref().patience == 0 {
+                return Err(at.invalid(es.span(), "patience is 0".into(), "wait 1 or more epochs"));
+            }
+        }
+        if t.checkpoint.get_ref().keep == 0 {
+            return Err(at.invalid(t.checkpoint.span(), "checkpoint.keep is 0".into(), "keep 1 or more checkpoints"));
+        }
+        if let Some(threads) = &t.threads
+            && *threads.get_ref() == 0
+        {
+            return Err(at.invalid(threads.span(), "threads is 0".into(), "use 1 or more threads"));
+        }
+        let loss = self.loss();
+        let task = self.model.output.get_ref().task;
+        let fits = matches!(
+            (task, loss),
+            (Task::Classification, Loss::CrossEntropy) | (Task::Regression, Loss::Mse) | (Task::Binary, Loss::BinaryCrossEntropy)
+        );
+        if !fits {
+            let span = t.loss.as_ref().map_or(0..0, |l| l.span());
+            return Err(at.invalid(
+                span,
+                format!("loss {} does not fit a {} output", loss.name(), task.name()),
+                "remove `loss` to use the task's natural loss",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_deploy(&self, at: &Locator) -> Result<(), SpecError> {
+        let d = &self.deploy;
+        if let Some(gate) = &d.gate {
+            let g = gate.get_ref();
+            let known = ["test_accuracy", "test_loss", "test_mae", "test_rmse"];
+            if !known.contains(&g.metric.as_str()) {
+                return Err(at.invalid(
+                    gate.span(),
+                    format!("unknown gate metric {:?}", g.metric),
+                    &format!("use one of {}", known.join(", ")),
+                ));
+            }
+            if g.min.is_none() && g.max.is_none() {
+                return Err(at.invalid(gate.span(), "the gate has no threshold".into(), "add min = X or max = X"));
+            }
+        }
+        if let Some(server) = &d.server
+            && !(server.get_ref().starts_with("http://") || server.get_ref().starts_with("https://"))
+        {
+            return Err(at.invalid(
+                server.span(),
+                format!("server {:?} is not an http(s) URL", server.get_ref()),
+                "give e.g. \"http://127.0.0.1:8000\"",
+            ));
+        }
+        for alias in &d.aliases {
+            if alias.is_empty() || alias.chars().all(|c| c.is_ascii_digit()) || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(at.invalid(
+                    0..0,
+                    format!("alias {alias:?} is not a valid alias name"),
+                    "use letters, digits, '-' and '_' (not only digits), e.g. \"production\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fraction(at: &Locator, value: &Spanned<f64>, key: &str) -> Result<(), SpecError> {
+    let v = *value.get_ref();
+    if !(0.0..1.0).contains(&v) {
+        return Err(at.invalid(value.span(), format!("{key} is {v}"), "give a fraction in [0, 1), e.g. 0.1"));
+    }
+    Ok(())
+}
+
+fn non_negative(v: f64, key: &str) -> Option<String> {
+    (!(v >= 0.0 && v.is_finite())).then(|| format!("{key} {v} is negative"))
+}
+
+/// A default value with no position in the file (for keys left out).
+fn unspanned<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+
+/// Formats 101770 as "101,770".
+pub fn group_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Turns byte spans into positioned errors.
+struct Locator<'a> {
+    text: &'a str,
+    path: &'a Path,
+    data_must_exist: bool,
+}
+
+impl Locator<'_> {
+    fn invalid(&self, span: Range<usize>, message: String, fix: &str) -> SpecError {
+        let (line, column) = line_column(self.text, span.start);
+        SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+            fix: fix.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MLP: &str = r#"
+[model]
+name = "tiny"
+input = { name = "x", shape = [4] }
+output = { task = "classification", classes = 3 }
+layers = [
+  { dense = { units = 8 } },
+  { relu = {} },
+  { dense = { units = 3 } },
+]
+
+[data]
+format = "csv"
+train = { path = "Cargo.toml" }
+
+[train]
+epochs = 2
+batch_size = 4
+optimizer = { kind = "adam", lr = 0.01 }
+"#;
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::parse(text, Path::new("t.toml"), Path::new(env!("CARGO_MANIFEST_DIR")))
+    }
+
+    #[test]
+    fn parses_and_counts_parameters() {
+        let spec = parse(MLP).unwrap();
+        assert_eq!(spec.parameter_count(), 4 * 8 + 8 + 8 * 3 + 3);
+        assert_eq!(spec.output_shape(), vec![3]);
+        assert_eq!(spec.loss(), Loss::CrossEntropy);
+        assert!(spec.summary().contains("Total params: 67"));
+    }
+
+    #[test]
+    fn shape_errors_name_line_and_fix() {
+        let text = MLP.replace("shape = [4]", "shape = [2, 2, 2]");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:7:3: layer 1 (dense): its input is [2, 2, 2]"), "{err}");
+        assert!(err.contains("flatten"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_syntax_errors_with_position() {
+        let text = MLP.replace("lr = 0.01", "lr = 0.01, beta3 = 1");
+        let err = parse(&text).unwrap_err();
+        match err {
+            SpecError::Syntax { line, message, .. } => {
+                assert_eq!(line, 19);
+                assert!(message.contains("beta3"), "{message}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn resolved_spec_round_trips() {
+        let spec = parse(MLP).unwrap();
+        let again: Spec = toml::from_str(&spec.to_toml()).unwrap();
+        assert_eq!(Spec::hash_of(&again.model), Spec::hash_of(&spec.model));
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(group_thousands(101_770), "101,770");
+        assert_eq!(group_thousands(12), "12");
+        assert_eq!(group_thousands(1_000_000), "1,000,000");
+    }
+}

@@ -1,0 +1,109 @@
+//! Optimisers from the spec, and gradient clipping by global norm.
+
+use modelforge_model::burn::module::{Module, ModuleVisitor, Param, ParamId};
+use modelforge_model::burn::optim::decay::WeightDecayConfig;
+use modelforge_model::burn::optim::momentum::MomentumConfig;
+use modelforge_model::burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use modelforge_model::burn::tensor::Tensor;
+use modelforge_spec::OptimizerSpec;
+
+/// Builds the burn optimiser the spec describes.
+pub fn build(spec: &OptimizerSpec) -> ModuleOptimizer {
+    let decay = |wd: f64| (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
+    match spec {
+        OptimizerSpec::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            ..
+        } => SgdConfig::new()
+            .with_weight_decay(decay(*weight_decay))
+            .with_momentum((*momentum > 0.0).then(|| MomentumConfig {
+                momentum: *momentum,
+                dampening: 0.0,
+                nesterov: *nesterov,
+            }))
+            .init(),
+        OptimizerSpec::Adam {
+            beta1,
+            beta2,
+            epsilon,
+            weight_decay,
+            ..
+        } => AdamConfig::new()
+            .with_beta_1(*beta1 as f32)
+            .with_beta_2(*beta2 as f32)
+            .with_epsilon(*epsilon as f32)
+            .with_weight_decay(decay(*weight_decay))
+            .init(),
+        OptimizerSpec::Adamw {
+            beta1,
+            beta2,
+            epsilon,
+            weight_decay,
+            ..
+        } => AdamWConfig::new()
+            .with_beta_1(*beta1 as f32)
+            .with_beta_2(*beta2 as f32)
+            .with_epsilon(*epsilon as f32)
+            .with_weight_decay(*weight_decay as f32)
+            .init(),
+    }
+}
+
+/// The ids and ranks of every float parameter of a module.
+#[derive(Default)]
+struct ParamList(Vec<(ParamId, usize)>);
+
+impl ModuleVisitor for ParamList {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push((param.id, D));
+    }
+}
+
+fn squared_norm<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
+    grads.get::<D>(id).map(|g| g.powi_scalar(2).sum())
+}
+
+fn rescale<const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: f32) {
+    if let Some(g) = grads.remove::<D>(id) {
+        grads.register::<D>(id, g.mul_scalar(factor));
+    }
+}
+
+/// Scales all gradients down so that their global L2 norm is at most `max_norm`;
+/// returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut params = ParamList::default();
+    module.visit(&mut params);
+    let mut total: Option<Tensor<1>> = None;
+    for &(id, rank) in &params.0 {
+        let part = match rank {
+            1 => squared_norm::<1>(grads, id),
+            2 => squared_norm::<2>(grads, id),
+            3 => squared_norm::<3>(grads, id),
+            4 => squared_norm::<4>(grads, id),
+            _ => None,
+        };
+        if let Some(p) = part {
+            total = Some(match total {
+                Some(t) => t + p,
+                None => p,
+            });
+        }
+    }
+    let norm = total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
+    if norm > max_norm {
+        let factor = (max_norm / (norm + 1e-6)) as f32;
+        for &(id, rank) in &params.0 {
+            match rank {
+                1 => rescale::<1>(grads, id, factor),
+                2 => rescale::<2>(grads, id, factor),
+                3 => rescale::<3>(grads, id, factor),
+                4 => rescale::<4>(grads, id, factor),
+                _ => {}
+            }
+        }
+    }
+    norm
+}

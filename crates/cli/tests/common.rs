@@ -1,0 +1,134 @@
+//! A sandbox folder and helpers to run the binary in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's data folder.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").canonicalize().expect("data folder")
+}
+
+/// A temporary working folder for one test.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file (text or bytes) relative to the sandbox.
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// The binary, run in the sandbox with one thread.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_modelforge"));
+        c.args(args).current_dir(self.path()).env_remove("MODELFORGE_REGISTRY").env_remove("MODELFORGE_RUNS");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("binary runs")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Entries of a sandbox folder (empty when it does not exist).
+    pub fn entries(&self, folder: &str) -> Vec<String> {
+        match std::fs::read_dir(self.path().join(folder)) {
+            Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// A spec for a small MLP on a CSV file; `extra` is appended to `[train]`.
+pub fn csv_spec(csv: &str, features: usize, classes: usize, train_extra: &str) -> String {
+    format!(
+        r#"[model]
+name = "small"
+input = {{ name = "x", shape = [{features}] }}
+output = {{ task = "classification", classes = {classes} }}
+layers = [
+  {{ dense = {{ units = 16 }} }},
+  {{ relu = {{}} }},
+  {{ dense = {{ units = {classes} }} }},
+]
+
+[data]
+format = "csv"
+train = {{ path = "{csv}" }}
+test_fraction = 0.25
+normalize = "zscore"
+csv = {{ header = false, label = -1 }}
+
+[train]
+epochs = 5
+batch_size = 16
+optimizer = {{ kind = "adam", lr = 0.01 }}
+{train_extra}
+"#
+    )
+}
+
+/// A spec on the first `train` and `test` MNIST examples; `layers` and `train_extra` vary.
+pub fn mnist_spec(name: &str, layers: &str, limit_train: usize, limit_test: usize, train_extra: &str) -> String {
+    let d = data_dir().join("mnist");
+    let d = d.display();
+    format!(
+        r#"[model]
+name = "{name}"
+input = {{ name = "image", shape = [1, 28, 28] }}
+output = {{ name = "logits", task = "classification", classes = 10 }}
+layers = [{layers}]
+
+[data]
+format = "idx"
+train = {{ images = "{d}/train-images-idx3-ubyte.gz", labels = "{d}/train-labels-idx1-ubyte.gz" }}
+test = {{ images = "{d}/t10k-images-idx3-ubyte.gz", labels = "{d}/t10k-labels-idx1-ubyte.gz" }}
+normalize = "scale"
+limit_train = {limit_train}
+limit_test = {limit_test}
+
+[train]
+seed = 7
+{train_extra}
+"#
+    )
+}
+
+/// The MLP layers of the reference model.
+pub const MLP: &str = "{ flatten = {} }, { dense = { units = 128 } }, { relu = {} }, { dense = { units = 128 } }, { relu = {} }, { dense = { units = 10 } }";
+
+/// Tensor bytes of a safetensors file by name (metadata ignored).
+pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,159 @@
+//! The whole chain through the real binary: check, run, registry, predict, eval.
+
+use crate::common::{MLP, Sandbox, data_dir, mnist_spec};
+
+fn digits_spec(gate_min: f64) -> String {
+    let csv = data_dir().join("tabular/digits.csv.gz");
+    format!(
+        r#"[model]
+name = "digits"
+input = {{ name = "pixels", shape = [64] }}
+output = {{ name = "logits", task = "classification", classes = 10 }}
+layers = [{{ dense = {{ units = 64 }} }}, {{ relu = {{}} }}, {{ dense = {{ units = 10 }} }}]
+
+[data]
+format = "csv"
+train = {{ path = "{}" }}
+test_fraction = 0.2
+normalize = "zscore"
+csv = {{ header = false, label = -1 }}
+
+[train]
+epochs = 20
+batch_size = 32
+optimizer = {{ kind = "adam", lr = 1e-3 }}
+
+[deploy]
+aliases = ["production"]
+gate = {{ metric = "test_accuracy", min = {gate_min} }}
+"#,
+        csv.display()
+    )
+}
+
+#[test]
+fn run_publishes_versions_that_predict_and_evaluate() {
+    let sb = Sandbox::new();
+    sb.write("spec.toml", digits_spec(0.9));
+    let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    assert!(out.contains("Total params: 4,810"), "{out}");
+    assert!(out.contains("published digits version 1"), "{out}");
+    assert!(out.contains("gate passed"), "{out}");
+    let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    assert!(out.contains("published digits version 2"), "{out}");
+
+    let list = sb.ok(&["registry", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("digits") && l.contains(" 2 ") && l.contains("production")), "{list}");
+    let show = sb.ok(&["registry", "show", "digits@1"]);
+    let manifest: serde_json::Value = serde_json::from_str(show.split("folder:").next().unwrap()).unwrap();
+    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["input"]["shape"], serde_json::json!([64]));
+    assert!(manifest["metrics"]["test_accuracy"].as_f64().unwrap() > 0.9);
+    assert_eq!(manifest["lineage"]["spec_hash"].as_str().unwrap().len(), 64);
+
+    // The first test row of the CSV, predicted through the alias.
+    let row: Vec<f64> = {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(data_dir().join("tabular/digits.csv.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text.lines().next().unwrap().split(',').map(|v| v.parse().unwrap()).collect()
+    };
+    let features = &row[..64];
+    sb.write("in.json", serde_json::json!({ "instances": [features, features] }).to_string());
+    let pred: serde_json::Value = serde_json::from_str(&sb.ok(&["predict", "digits@production", "--input", "in.json"])).unwrap();
+    assert_eq!(pred["version"], 2);
+    assert_eq!(pred["predictions"].as_array().unwrap().len(), 2);
+    assert_eq!(pred["predictions"][0]["class"], serde_json::json!(row[64] as u64));
+
+    let eval = sb.ok(&["eval", "digits@1", "--threads", "1"]);
+    assert!(eval.contains("test_accuracy") && eval.contains("confusion matrix") && eval.contains("precision"), "{eval}");
+
+    // Bad requests against a working registry: clear errors, registry unharmed.
+    sb.write("bad.json", "{\"instances\": [[1, 2, 3]]}");
+    let out = sb.run(&["predict", "digits", "--input", "bad.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instances[0] has 3 values but digits@2 takes 64"));
+    sb.write("bad.json", "{\"instances\": [[1, 2, 3]");
+    let out = sb.run(&["predict", "digits", "--input", "bad.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not valid JSON"));
+    let out = sb.run(&["registry", "rm", "digits@2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aliased as production"));
+
+    // A corrupt version is reported, never loaded; the good one still serves.
+    let weights = sb.path().join("models/digits/1/weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&weights, bytes).unwrap();
+    let out = sb.run(&["predict", "digits@1", "--input", "in.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("digits version 1 is corrupt: weights.safetensors does not match its checksum"), "{err}");
+    assert!(sb.ok(&["registry", "list"]).contains("CORRUPT"));
+    sb.ok(&["predict", "digits@2", "--input", "in.json"]);
+
+    sb.ok(&["registry", "rm", "digits@1"]);
+    sb.ok(&["registry", "alias", "digits", "production", "--rm"]);
+    sb.ok(&["registry", "rm", "digits@2"]);
+    let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    assert!(out.contains("published digits version 3"), "versions are never reused: {out}");
+}
+
+#[test]
+fn a_failing_gate_publishes_without_alias_and_exits_3() {
+    let sb = Sandbox::new();
+    sb.write("spec.toml", digits_spec(0.9999));
+    let out = sb.run(&["run", "spec.toml", "--threads", "1"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("gate FAILED"), "{stdout}");
+    assert!(sb.path().join("models/digits/1/manifest.json").is_file());
+    assert!(!sb.path().join("models/digits/aliases.json").exists());
+}
+
+#[test]
+fn check_prints_the_summary_and_draws_the_graph() {
+    let sb = Sandbox::new();
+    sb.write("spec.toml", mnist_spec("m", MLP, 100, 100, "epochs = 1\nbatch_size = 8\noptimizer = { kind = \"sgd\", lr = 0.1 }"));
+    let out = sb.ok(&["check", "spec.toml", "--graph", "g.svg"]);
+    assert!(out.contains("Total params: 118,282"), "{out}");
+    assert!(out.contains("1 (dense)       [128]          100,480"), "{out}");
+    let svg = std::fs::read_to_string(sb.path().join("g.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("5: dense"));
+    sb.ok(&["check", "spec.toml", "--graph", "g.dot"]);
+    let dot = std::fs::read_to_string(sb.path().join("g.dot")).unwrap();
+    assert!(dot.contains("n6 -> n7"), "{dot}");
+}
+
+#[test]
+fn mnist_subset_learns_with_conv_and_mlp() {
+    let sb = Sandbox::new();
+    let train = "epochs = 2\nbatch_size = 32\noptimizer = { kind = \"adam\", lr = 1e-3 }\ncheckpoint = { every_epochs = 1, keep = 1 }";
+    sb.write("mlp.toml", mnist_spec("mlp", MLP, 4000, 1000, train));
+    let lenet = "{ conv2d = { filters = 6, kernel = 5, padding = \"same\" } }, { relu = {} }, { max_pool2d = { size = 2 } }, \
+                 { conv2d = { filters = 16, kernel = 5 } }, { relu = {} }, { max_pool2d = { size = 2 } }, { flatten = {} }, \
+                 { dense = { units = 84 } }, { relu = {} }, { dense = { units = 10 } }";
+    sb.write("lenet.toml", mnist_spec("lenet", lenet, 4000, 1000, train));
+    for (file, min) in [("mlp.toml", 0.85), ("lenet.toml", 0.85)] {
+        sb.ok(&["run", file, "--threads", "2"]);
+        let name = file.trim_end_matches(".toml");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap()).unwrap();
+        let acc = manifest["metrics"]["test_accuracy"].as_f64().unwrap();
+        assert!(acc >= min, "{name}: test accuracy {acc} < {min}");
+    }
+    let runs = sb.entries("runs");
+    assert_eq!(runs.len(), 2);
+    let run = sb.path().join("runs").join(&runs[0]);
+    for f in ["spec.toml", "run.json", "metrics.jsonl", "evaluation.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["status"], "completed");
+    assert_eq!(info["environment"]["threads"], 2);
+    assert_eq!(info["data_fingerprint"].as_str().unwrap().len(), 64);
+}

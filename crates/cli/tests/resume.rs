@@ -1,0 +1,93 @@
+//! Determinism: the same seed and threads give the same run; a run killed with
+//! SIGKILL and resumed ends with bit-identical weights.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::common::{Sandbox, mnist_spec, tensors};
+
+const LAYERS: &str = "{ flatten = {} }, { dense = { units = 64 } }, { relu = {} }, { dropout = { rate = 0.2 } }, { dense = { units = 10 } }";
+
+fn spec() -> String {
+    mnist_spec(
+        "resume",
+        LAYERS,
+        3000,
+        200,
+        "epochs = 4\nbatch_size = 16\noptimizer = { kind = \"adamw\", lr = 1e-3 }\n\
+         schedule = { kind = \"cosine\", warmup_steps = 50 }\nclip_grad_norm = 1.0\n\
+         checkpoint = { every_steps = 20, every_epochs = 1, keep = 2 }\nlog_every_steps = 10",
+    )
+}
+
+fn only_run(sb: &Sandbox, runs: &str) -> PathBuf {
+    let entries = sb.entries(runs);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    sb.path().join(runs).join(&entries[0])
+}
+
+fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"))
+        .collect();
+    let last = ckpts.iter().max().expect("a checkpoint");
+    tensors(&last.join("weights.safetensors"))
+}
+
+#[test]
+fn killed_and_resumed_runs_end_bit_identical() {
+    let sb = Sandbox::new();
+    sb.write("spec.toml", spec());
+    sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "a"]);
+    sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "b"]);
+    let (a, b) = (only_run(&sb, "a"), only_run(&sb, "b"));
+    assert_eq!(
+        std::fs::read(a.join("metrics.jsonl")).unwrap(),
+        std::fs::read(b.join("metrics.jsonl")).unwrap(),
+        "same seed and threads give the same metrics"
+    );
+    let reference = final_weights(&a);
+    assert_eq!(reference, final_weights(&b));
+
+    // Kill at a pseudo-random moment after the first checkpoint.
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+    let delay = Duration::from_millis(u64::from(nanos % 400));
+    let mut child = sb.command(&["train", "spec.toml", "--threads", "1", "--runs", "c"]).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let written = std::fs::read_dir(sb.path().join("c"))
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(|e| std::fs::read_dir(e.unwrap().path().join("checkpoints")).ok())
+            .map_or(0, |r| r.count());
+        if written > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let c = only_run(&sb, "c");
+    let run_id = c.file_name().unwrap().to_string_lossy().into_owned();
+    if status.success() {
+        eprintln!("the run finished before the kill; resuming a finished run must still agree");
+    }
+    let out = sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "c", "--resume", &run_id]);
+    assert!(out.contains(&run_id), "{out}");
+    assert_eq!(final_weights(&c), reference, "resumed weights differ (killed {delay:?} after the first checkpoint)");
+    assert_eq!(
+        std::fs::read(c.join("metrics.jsonl")).unwrap(),
+        std::fs::read(a.join("metrics.jsonl")).unwrap(),
+        "the resumed metrics log matches the uninterrupted one"
+    );
+
+    // Resuming with a changed spec is refused.
+    sb.write("spec.toml", spec().replace("lr = 1e-3", "lr = 2e-3"));
+    let out = sb.run(&["train", "spec.toml", "--threads", "1", "--runs", "c", "--resume", &run_id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trained from a different spec"));
+}

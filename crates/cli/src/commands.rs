@@ -53,7 +53,10 @@ pub fn check(file: &Path, graph: Option<&Path>) -> Result<ExitCode> {
         let text = match out.extension().and_then(|e| e.to_str()) {
             Some("dot" | "gv") => modelforge_spec::graph::to_dot(&spec),
             Some("svg") => modelforge_spec::graph::to_svg(&spec),
-            _ => bail!("--graph {}: give a file ending in .svg or .dot", out.display()),
+            _ => bail!(
+                "--graph {}: give a file ending in .svg or .dot",
+                out.display()
+            ),
         };
         std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
         println!("graph written to {}", out.display());
@@ -61,7 +64,12 @@ pub fn check(file: &Path, graph: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn train_spec(ctx: &Context, spec: &Spec, compute: &Compute, resume: Option<String>) -> Result<Trained> {
+fn train_spec(
+    ctx: &Context,
+    spec: &Spec,
+    compute: &Compute,
+    resume: Option<String>,
+) -> Result<Trained> {
     let threads = threads(compute, Some(spec))?;
     device(compute)?;
     let data = modelforge_data::prepare(spec)?;
@@ -84,14 +92,33 @@ fn train_spec(ctx: &Context, spec: &Spec, compute: &Compute, resume: Option<Stri
             progress: &mut bars,
         },
     )?;
-    let figures: Vec<String> = trained.test.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-    println!("run {} finished{}: {}", trained.run_id, if trained.stopped_early { " (stopped early)" } else { "" }, figures.join(", "));
+    let figures: Vec<String> = trained
+        .test
+        .metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    println!(
+        "run {} finished{}: {}",
+        trained.run_id,
+        if trained.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        },
+        figures.join(", ")
+    );
     println!("run folder: {}", trained.run_dir.display());
     Ok(trained)
 }
 
 /// `modelforge train FILE [--resume RUN]`.
-pub fn train(ctx: &Context, file: &Path, compute: &Compute, resume: Option<String>) -> Result<ExitCode> {
+pub fn train(
+    ctx: &Context,
+    file: &Path,
+    compute: &Compute,
+    resume: Option<String>,
+) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
     train_spec(ctx, &spec, compute, resume)?;
     Ok(ExitCode::SUCCESS)
@@ -114,7 +141,10 @@ pub fn run(ctx: &Context, file: &Path, compute: &Compute) -> Result<ExitCode> {
     }
     if let Some(gate) = &published.gate {
         let verdict = if gate.passed { "passed" } else { "FAILED" };
-        println!("gate {verdict}: {} = {:.4} (needs {})", gate.metric, gate.value, gate.rule);
+        println!(
+            "gate {verdict}: {} = {:.4} (needs {})",
+            gate.metric, gate.value, gate.rule
+        );
         if !gate.passed {
             eprintln!("error: the model did not pass its gate; it is published without aliases");
             return Ok(ExitCode::from(GATE_FAILED));
@@ -124,7 +154,12 @@ pub fn run(ctx: &Context, file: &Path, compute: &Compute) -> Result<ExitCode> {
 }
 
 /// `modelforge eval MODEL[@V] [--data SPEC]`.
-pub fn eval(ctx: &Context, model: &str, data_spec: Option<&Path>, compute: &Compute) -> Result<ExitCode> {
+pub fn eval(
+    ctx: &Context,
+    model: &str,
+    data_spec: Option<&Path>,
+    compute: &Compute,
+) -> Result<ExitCode> {
     threads(compute, None)?;
     let device = device(compute)?;
     let runnable = Runnable::load(&ctx.registry, model, &device)?;
@@ -138,7 +173,14 @@ pub fn eval(ctx: &Context, model: &str, data_spec: Option<&Path>, compute: &Comp
         None => runnable.spec.clone(),
     };
     let data = modelforge_data::prepare(&spec)?;
-    let eval = evaluate(runnable.network(), &data.test, spec.loss(), class_count(&spec), "test_", &device)?;
+    let eval = evaluate(
+        runnable.network(),
+        &data.test,
+        spec.loss(),
+        class_count(&spec),
+        "test_",
+        &device,
+    )?;
     println!("{} on {} test examples", runnable.describe(), eval.examples);
     for (k, v) in &eval.metrics {
         println!("  {k:<16} {v:.4}");
@@ -146,10 +188,19 @@ pub fn eval(ctx: &Context, model: &str, data_spec: Option<&Path>, compute: &Comp
     if !eval.confusion.is_empty() {
         let labels = &runnable.manifest.labels;
         let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
-        println!("\n  {:<10} {:>9} {:>9} {:>9}", "class", "precision", "recall", "support");
+        println!(
+            "\n  {:<10} {:>9} {:>9} {:>9}",
+            "class", "precision", "recall", "support"
+        );
         for c in 0..eval.confusion.len() {
             let support: u64 = eval.confusion[c].iter().sum();
-            println!("  {:<10} {:>9.4} {:>9.4} {:>9}", name(c), eval.precision[c], eval.recall[c], support);
+            println!(
+                "  {:<10} {:>9.4} {:>9.4} {:>9}",
+                name(c),
+                eval.precision[c],
+                eval.recall[c],
+                support
+            );
         }
         println!("\n  confusion matrix (rows: actual, columns: predicted)");
         for row in &eval.confusion {
@@ -182,15 +233,23 @@ fn flatten(value: &Value, path: &str, out: &mut Vec<f32>) -> Result<()> {
 
 /// `modelforge predict MODEL[@V] --input FILE.json`.
 pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", input.display()))?;
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let doc: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", input.display()))?;
     let instances = match &doc {
         Value::Array(items) => items,
         Value::Object(map) => match map.get("instances").or_else(|| map.get("inputs")) {
             Some(Value::Array(items)) => items,
-            _ => bail!("{}: expected {{\"instances\": [...]}} or {{\"inputs\": [...]}}", input.display()),
+            _ => bail!(
+                "{}: expected {{\"instances\": [...]}} or {{\"inputs\": [...]}}",
+                input.display()
+            ),
         },
-        _ => bail!("{}: expected a JSON array of instances or an object with \"instances\"", input.display()),
+        _ => bail!(
+            "{}: expected a JSON array of instances or an object with \"instances\"",
+            input.display()
+        ),
     };
     if instances.is_empty() {
         bail!("{}: no instances to predict", input.display());
@@ -247,16 +306,32 @@ pub fn registry_list(ctx: &Context) -> Result<ExitCode> {
         println!("no models in {}", ctx.registry.root().display());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:>8} {:<12} {:<24} {:>10}", "MODEL", "VERSION", "STATE", "ALIASES", "TEST ACC");
+    println!(
+        "{:<24} {:>8} {:<12} {:<24} {:>10}",
+        "MODEL", "VERSION", "STATE", "ALIASES", "TEST ACC"
+    );
     for name in models {
         let aliases = ctx.registry.aliases(&name)?;
         for status in ctx.registry.status(&name)? {
-            let here: Vec<&str> = aliases.iter().filter(|(_, v)| **v == status.version).map(|(a, _)| a.as_str()).collect();
+            let here: Vec<&str> = aliases
+                .iter()
+                .filter(|(_, v)| **v == status.version)
+                .map(|(a, _)| a.as_str())
+                .collect();
             let (state, acc) = match &status.state {
-                Ok(m) => ("ok".to_string(), m.metrics.get("test_accuracy").map_or("-".into(), |a| format!("{a:.4}"))),
+                Ok(m) => (
+                    "ok".to_string(),
+                    m.metrics
+                        .get("test_accuracy")
+                        .map_or("-".into(), |a| format!("{a:.4}")),
+                ),
                 Err(reason) => (format!("CORRUPT: {reason}"), "-".into()),
             };
-            println!("{name:<24} {:>8} {state:<12} {:<24} {acc:>10}", status.version, here.join(","));
+            println!(
+                "{name:<24} {:>8} {state:<12} {:<24} {acc:>10}",
+                status.version,
+                here.join(",")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -272,7 +347,13 @@ pub fn registry_show(ctx: &Context, model: &str) -> Result<ExitCode> {
 }
 
 /// `modelforge registry alias MODEL ALIAS VERSION | --rm`.
-pub fn registry_alias(ctx: &Context, model: &str, alias: &str, version: Option<u64>, rm: bool) -> Result<ExitCode> {
+pub fn registry_alias(
+    ctx: &Context,
+    model: &str,
+    alias: &str,
+    version: Option<u64>,
+    rm: bool,
+) -> Result<ExitCode> {
     if rm {
         if !ctx.registry.remove_alias(model, alias)? {
             bail!("{model} has no alias {alias:?}");

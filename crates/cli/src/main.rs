@@ -15,7 +15,12 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Registry root folder.
-    #[arg(long, global = true, env = "MODELFORGE_REGISTRY", default_value = "models")]
+    #[arg(
+        long,
+        global = true,
+        env = "MODELFORGE_REGISTRY",
+        default_value = "models"
+    )]
     registry: PathBuf,
     /// Folder for run directories.
     #[arg(long, global = true, env = "MODELFORGE_RUNS", default_value = "runs")]
@@ -125,10 +130,22 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check { file, graph } => commands::check(&file, graph.as_deref()),
-        Command::Train { file, compute, resume } => commands::train(&ctx, &file, &compute, resume),
+        Command::Train {
+            file,
+            compute,
+            resume,
+        } => commands::train(&ctx, &file, &compute, resume),
         Command::Run { file, compute } => commands::run(&ctx, &file, &compute),
-        Command::Eval { model, data, compute } => commands::eval(&ctx, &model, data.as_deref(), &compute),
-        Command::Predict { model, input, compute } => commands::predict(&ctx, &model, &input, &compute),
+        Command::Eval {
+            model,
+            data,
+            compute,
+        } => commands::eval(&ctx, &model, data.as_deref(), &compute),
+        Command::Predict {
+            model,
+            input,
+            compute,
+        } => commands::predict(&ctx, &model, &input, &compute),
         Command::Registry(cmd) => match cmd {
             RegistryCommand::List => commands::registry_list(&ctx),
             RegistryCommand::Show { model } => commands::registry_show(&ctx, &model),
@@ -138,7 +155,9 @@ fn main() -> ExitCode {
                 version,
                 rm,
             } => commands::registry_alias(&ctx, &model, &alias, version, rm),
-            RegistryCommand::Rm { reference, force } => commands::registry_rm(&ctx, &reference, force),
+            RegistryCommand::Rm { reference, force } => {
+                commands::registry_rm(&ctx, &reference, force)
+            }
         },
     };
     match result {

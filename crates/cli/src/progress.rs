@@ -40,8 +40,14 @@ impl Progress for Bars {
     fn step(&mut self, r: &StepReport) {
         let bar = self.bar_for(r.epoch);
         bar.set_position(r.batch as u64);
-        let acc = r.accuracy.map(|a| format!(" acc {a:.4}")).unwrap_or_default();
-        bar.set_message(format!("step {} loss {:.4}{acc} {:.0} samples/s", r.step, r.loss, r.samples_per_sec));
+        let acc = r
+            .accuracy
+            .map(|a| format!(" acc {a:.4}"))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "step {} loss {:.4}{acc} {:.0} samples/s",
+            r.step, r.loss, r.samples_per_sec
+        ));
     }
 
     fn epoch(&mut self, r: &EpochReport) {
@@ -51,8 +57,20 @@ impl Progress for Bars {
         let figures: Vec<String> = r
             .metrics
             .iter()
-            .map(|(k, v)| if k == "lr" { format!("{k} {v:.2e}") } else { format!("{k} {v:.4}") })
+            .map(|(k, v)| {
+                if k == "lr" {
+                    format!("{k} {v:.2e}")
+                } else {
+                    format!("{k} {v:.4}")
+                }
+            })
             .collect();
-        eprintln!("epoch {}/{} ({:.1}s): {}", r.epoch + 1, r.epochs, r.seconds, figures.join(", "));
+        eprintln!(
+            "epoch {}/{} ({:.1}s): {}",
+            r.epoch + 1,
+            r.epochs,
+            r.seconds,
+            figures.join(", ")
+        );
     }
 }

@@ -59,10 +59,18 @@ struct Case {
     expect: &'static str,
 }
 
-fn case(name: &'static str, spec_text: String, args: &[&'static str], expect: &'static str) -> Case {
+fn case(
+    name: &'static str,
+    spec_text: String,
+    args: &[&'static str],
+    expect: &'static str,
+) -> Case {
     Case {
         name,
-        files: vec![("spec.toml", spec_text.into_bytes()), ("data.csv", good_csv().into_bytes())],
+        files: vec![
+            ("spec.toml", spec_text.into_bytes()),
+            ("data.csv", good_csv().into_bytes()),
+        ],
         args: args.to_vec(),
         expect,
     }
@@ -121,7 +129,10 @@ fn cases() -> Vec<Case> {
     ];
     let with_csv = |name: &'static str, csv: &str, expect: &'static str| Case {
         name,
-        files: vec![("spec.toml", spec().into_bytes()), ("data.csv", csv.as_bytes().to_vec())],
+        files: vec![
+            ("spec.toml", spec().into_bytes()),
+            ("data.csv", csv.as_bytes().to_vec()),
+        ],
         args: TRAIN.to_vec(),
         expect,
     };
@@ -135,16 +146,39 @@ fn cases() -> Vec<Case> {
     missing = missing.replacen("\n", "\n1,,3,4,0\n", 1);
     let mut word = good_csv();
     word = word.replacen("\n", "\n1,two,3,4,0\n", 1);
-    v.push(with_csv("ragged csv row", &ragged, "data.csv:41: the row has 3 fields but the header has 5"));
-    v.push(with_csv("nan in data", &nan, "data.csv:2: column \"c0\" holds NaN, which is not a finite number"));
-    v.push(with_csv("label out of range", &out_of_range, "label 7 is out of range for 2 classes"));
-    v.push(with_csv("missing value", &missing, "data.csv:2: column \"c1\" is empty"));
-    v.push(with_csv("text in a numeric column", &word, "holds \"two\", which is not a number"));
+    v.push(with_csv(
+        "ragged csv row",
+        &ragged,
+        "data.csv:41: the row has 3 fields but the header has 5",
+    ));
+    v.push(with_csv(
+        "nan in data",
+        &nan,
+        "data.csv:2: column \"c0\" holds NaN, which is not a finite number",
+    ));
+    v.push(with_csv(
+        "label out of range",
+        &out_of_range,
+        "label 7 is out of range for 2 classes",
+    ));
+    v.push(with_csv(
+        "missing value",
+        &missing,
+        "data.csv:2: column \"c1\" is empty",
+    ));
+    v.push(with_csv(
+        "text in a numeric column",
+        &word,
+        "holds \"two\", which is not a number",
+    ));
     v.push(with_csv("empty csv", "", "holds no examples"));
     let idx = |name: &'static str, images: Vec<u8>, labels: Vec<u8>, expect: &'static str| Case {
         name,
         files: vec![
-            ("spec.toml", idx_spec("images.idx", "labels.idx").into_bytes()),
+            (
+                "spec.toml",
+                idx_spec("images.idx", "labels.idx").into_bytes(),
+            ),
             ("images.idx", images),
             ("labels.idx", labels),
         ],
@@ -153,12 +187,46 @@ fn cases() -> Vec<Case> {
     };
     let images = idx_u8(&[3, 2, 2], &[0; 12]);
     let labels = idx_u8(&[3], &[0, 1, 0]);
-    v.push(idx("truncated header", images[..14].to_vec(), labels.clone(), "truncated header: 14 bytes"));
-    v.push(idx("truncated idx", images[..images.len() - 3].to_vec(), labels.clone(), "the file is truncated or corrupt"));
-    v.push(idx("idx with a bad magic number", b"PK\x03\x04 not idx at all".to_vec(), labels.clone(), "is not IDX"));
-    v.push(idx("idx count mismatch", images.clone(), idx_u8(&[2], &[0, 1]), "2 labels for 3 images"));
-    v.push(idx("damaged gzip", { let mut g = gz(&images); g.truncate(g.len() / 2); g }, labels.clone(), "gzip stream is damaged"));
-    v.push(idx("idx label out of range", gz(&images), idx_u8(&[3], &[0, 1, 9]), "label 9 is out of range for 2 classes"));
+    v.push(idx(
+        "truncated header",
+        images[..14].to_vec(),
+        labels.clone(),
+        "truncated header: 14 bytes",
+    ));
+    v.push(idx(
+        "truncated idx",
+        images[..images.len() - 3].to_vec(),
+        labels.clone(),
+        "the file is truncated or corrupt",
+    ));
+    v.push(idx(
+        "idx with a bad magic number",
+        b"PK\x03\x04 not idx at all".to_vec(),
+        labels.clone(),
+        "is not IDX",
+    ));
+    v.push(idx(
+        "idx count mismatch",
+        images.clone(),
+        idx_u8(&[2], &[0, 1]),
+        "2 labels for 3 images",
+    ));
+    v.push(idx(
+        "damaged gzip",
+        {
+            let mut g = gz(&images);
+            g.truncate(g.len() / 2);
+            g
+        },
+        labels.clone(),
+        "gzip stream is damaged",
+    ));
+    v.push(idx(
+        "idx label out of range",
+        gz(&images),
+        idx_u8(&[3], &[0, 1, 9]),
+        "label 9 is out of range for 2 classes",
+    ));
     v.push(Case {
         name: "non-UTF-8 spec",
         files: vec![("spec.toml", vec![b'[', 0xff, 0xfe, b']'])],
@@ -182,11 +250,20 @@ fn every_malformed_input_gets_one_clear_error() {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
         let problems = [
-            (out.status.code() != Some(2), format!("exit code {:?}", out.status.code())),
-            (!stderr.contains(c.expect), format!("message lacks {:?}", c.expect)),
+            (
+                out.status.code() != Some(2),
+                format!("exit code {:?}", out.status.code()),
+            ),
+            (
+                !stderr.contains(c.expect),
+                format!("message lacks {:?}", c.expect),
+            ),
             (lines.len() != 1, format!("{} error lines", lines.len())),
             (stderr.contains("panicked"), "panicked".into()),
-            (!sb.entries("runs").is_empty(), format!("left runs {:?}", sb.entries("runs"))),
+            (
+                !sb.entries("runs").is_empty(),
+                format!("left runs {:?}", sb.entries("runs")),
+            ),
             (!sb.entries("models").is_empty(), "left a registry".into()),
         ];
         for (bad, what) in problems {

@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 
 /// The repository's data folder.
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").canonicalize().expect("data folder")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data")
+        .canonicalize()
+        .expect("data folder")
 }
 
 /// A temporary working folder for one test.
@@ -37,7 +40,10 @@ impl Sandbox {
     /// The binary, run in the sandbox with one thread.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_modelforge"));
-        c.args(args).current_dir(self.path()).env_remove("MODELFORGE_REGISTRY").env_remove("MODELFORGE_RUNS");
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("MODELFORGE_REGISTRY")
+            .env_remove("MODELFORGE_RUNS");
         c
     }
 
@@ -60,7 +66,9 @@ impl Sandbox {
     /// Entries of a sandbox folder (empty when it does not exist).
     pub fn entries(&self, folder: &str) -> Vec<String> {
         match std::fs::read_dir(self.path().join(folder)) {
-            Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -96,7 +104,13 @@ optimizer = {{ kind = "adam", lr = 0.01 }}
 }
 
 /// A spec on the first `train` and `test` MNIST examples; `layers` and `train_extra` vary.
-pub fn mnist_spec(name: &str, layers: &str, limit_train: usize, limit_test: usize, train_extra: &str) -> String {
+pub fn mnist_spec(
+    name: &str,
+    layers: &str,
+    limit_train: usize,
+    limit_test: usize,
+    train_extra: &str,
+) -> String {
     let d = data_dir().join("mnist");
     let d = d.display();
     format!(
@@ -128,7 +142,11 @@ pub const MLP: &str = "{ flatten = {} }, { dense = { units = 128 } }, { relu = {
 pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect();
     out.sort();
     out
 }

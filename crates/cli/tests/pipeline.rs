@@ -43,9 +43,14 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     assert!(out.contains("published digits version 2"), "{out}");
 
     let list = sb.ok(&["registry", "list"]);
-    assert!(list.lines().any(|l| l.starts_with("digits") && l.contains(" 2 ") && l.contains("production")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("digits") && l.contains(" 2 ") && l.contains("production")),
+        "{list}"
+    );
     let show = sb.ok(&["registry", "show", "digits@1"]);
-    let manifest: serde_json::Value = serde_json::from_str(show.split("folder:").next().unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(show.split("folder:").next().unwrap()).unwrap();
     assert_eq!(manifest["version"], 1);
     assert_eq!(manifest["input"]["shape"], serde_json::json!([64]));
     assert!(manifest["metrics"]["test_accuracy"].as_f64().unwrap() > 0.9);
@@ -55,26 +60,49 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     let row: Vec<f64> = {
         use std::io::Read;
         let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(data_dir().join("tabular/digits.csv.gz")).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
-        text.lines().next().unwrap().split(',').map(|v| v.parse().unwrap()).collect()
+        flate2::read::GzDecoder::new(
+            std::fs::File::open(data_dir().join("tabular/digits.csv.gz")).unwrap(),
+        )
+        .read_to_string(&mut text)
+        .unwrap();
+        text.lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect()
     };
     let features = &row[..64];
-    sb.write("in.json", serde_json::json!({ "instances": [features, features] }).to_string());
-    let pred: serde_json::Value = serde_json::from_str(&sb.ok(&["predict", "digits@production", "--input", "in.json"])).unwrap();
+    sb.write(
+        "in.json",
+        serde_json::json!({ "instances": [features, features] }).to_string(),
+    );
+    let pred: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["predict", "digits@production", "--input", "in.json"]))
+            .unwrap();
     assert_eq!(pred["version"], 2);
     assert_eq!(pred["predictions"].as_array().unwrap().len(), 2);
-    assert_eq!(pred["predictions"][0]["class"], serde_json::json!(row[64] as u64));
+    assert_eq!(
+        pred["predictions"][0]["class"],
+        serde_json::json!(row[64] as u64)
+    );
 
     let eval = sb.ok(&["eval", "digits@1", "--threads", "1"]);
-    assert!(eval.contains("test_accuracy") && eval.contains("confusion matrix") && eval.contains("precision"), "{eval}");
+    assert!(
+        eval.contains("test_accuracy")
+            && eval.contains("confusion matrix")
+            && eval.contains("precision"),
+        "{eval}"
+    );
 
     // Bad requests against a working registry: clear errors, registry unharmed.
     sb.write("bad.json", "{\"instances\": [[1, 2, 3]]}");
     let out = sb.run(&["predict", "digits", "--input", "bad.json"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("instances[0] has 3 values but digits@2 takes 64"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("instances[0] has 3 values but digits@2 takes 64")
+    );
     sb.write("bad.json", "{\"instances\": [[1, 2, 3]");
     let out = sb.run(&["predict", "digits", "--input", "bad.json"]);
     assert_eq!(out.status.code(), Some(2));
@@ -92,7 +120,12 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     let out = sb.run(&["predict", "digits@1", "--input", "in.json"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("digits version 1 is corrupt: weights.safetensors does not match its checksum"), "{err}");
+    assert!(
+        err.contains(
+            "digits version 1 is corrupt: weights.safetensors does not match its checksum"
+        ),
+        "{err}"
+    );
     assert!(sb.ok(&["registry", "list"]).contains("CORRUPT"));
     sb.ok(&["predict", "digits@2", "--input", "in.json"]);
 
@@ -100,7 +133,10 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     sb.ok(&["registry", "alias", "digits", "production", "--rm"]);
     sb.ok(&["registry", "rm", "digits@2"]);
     let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
-    assert!(out.contains("published digits version 3"), "versions are never reused: {out}");
+    assert!(
+        out.contains("published digits version 3"),
+        "versions are never reused: {out}"
+    );
 }
 
 #[test]
@@ -118,10 +154,22 @@ fn a_failing_gate_publishes_without_alias_and_exits_3() {
 #[test]
 fn check_prints_the_summary_and_draws_the_graph() {
     let sb = Sandbox::new();
-    sb.write("spec.toml", mnist_spec("m", MLP, 100, 100, "epochs = 1\nbatch_size = 8\noptimizer = { kind = \"sgd\", lr = 0.1 }"));
+    sb.write(
+        "spec.toml",
+        mnist_spec(
+            "m",
+            MLP,
+            100,
+            100,
+            "epochs = 1\nbatch_size = 8\noptimizer = { kind = \"sgd\", lr = 0.1 }",
+        ),
+    );
     let out = sb.ok(&["check", "spec.toml", "--graph", "g.svg"]);
     assert!(out.contains("Total params: 118,282"), "{out}");
-    assert!(out.contains("1 (dense)       [128]          100,480"), "{out}");
+    assert!(
+        out.contains("1 (dense)       [128]          100,480"),
+        "{out}"
+    );
     let svg = std::fs::read_to_string(sb.path().join("g.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("5: dense"));
     sb.ok(&["check", "spec.toml", "--graph", "g.dot"]);
@@ -141,8 +189,10 @@ fn mnist_subset_learns_with_conv_and_mlp() {
     for (file, min) in [("mlp.toml", 0.85), ("lenet.toml", 0.85)] {
         sb.ok(&["run", file, "--threads", "2"]);
         let name = file.trim_end_matches(".toml");
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap()).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap(),
+        )
+        .unwrap();
         let acc = manifest["metrics"]["test_accuracy"].as_f64().unwrap();
         assert!(acc >= min, "{name}: test accuracy {acc} < {min}");
     }
@@ -152,7 +202,8 @@ fn mnist_subset_learns_with_conv_and_mlp() {
     for f in ["spec.toml", "run.json", "metrics.jsonl", "evaluation.json"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["status"], "completed");
     assert_eq!(info["environment"]["threads"], 2);
     assert_eq!(info["data_fingerprint"].as_str().unwrap().len(), 64);

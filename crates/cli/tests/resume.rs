@@ -30,7 +30,12 @@ fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
         .collect();
     let last = ckpts.iter().max().expect("a checkpoint");
     tensors(&last.join("weights.safetensors"))
@@ -52,9 +57,15 @@ fn killed_and_resumed_runs_end_bit_identical() {
     assert_eq!(reference, final_weights(&b));
 
     // Kill at a pseudo-random moment after the first checkpoint.
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let delay = Duration::from_millis(u64::from(nanos % 400));
-    let mut child = sb.command(&["train", "spec.toml", "--threads", "1", "--runs", "c"]).spawn().unwrap();
+    let mut child = sb
+        .command(&["train", "spec.toml", "--threads", "1", "--runs", "c"])
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     loop {
         let written = std::fs::read_dir(sb.path().join("c"))
@@ -65,7 +76,10 @@ fn killed_and_resumed_runs_end_bit_identical() {
         if written > 0 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(delay);
@@ -76,9 +90,22 @@ fn killed_and_resumed_runs_end_bit_identical() {
     if status.success() {
         eprintln!("the run finished before the kill; resuming a finished run must still agree");
     }
-    let out = sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "c", "--resume", &run_id]);
+    let out = sb.ok(&[
+        "train",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--runs",
+        "c",
+        "--resume",
+        &run_id,
+    ]);
     assert!(out.contains(&run_id), "{out}");
-    assert_eq!(final_weights(&c), reference, "resumed weights differ (killed {delay:?} after the first checkpoint)");
+    assert_eq!(
+        final_weights(&c),
+        reference,
+        "resumed weights differ (killed {delay:?} after the first checkpoint)"
+    );
     assert_eq!(
         std::fs::read(c.join("metrics.jsonl")).unwrap(),
         std::fs::read(a.join("metrics.jsonl")).unwrap(),
@@ -87,7 +114,16 @@ fn killed_and_resumed_runs_end_bit_identical() {
 
     // Resuming with a changed spec is refused.
     sb.write("spec.toml", spec().replace("lr = 1e-3", "lr = 2e-3"));
-    let out = sb.run(&["train", "spec.toml", "--threads", "1", "--runs", "c", "--resume", &run_id]);
+    let out = sb.run(&[
+        "train",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--runs",
+        "c",
+        "--resume",
+        &run_id,
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("trained from a different spec"));
 }

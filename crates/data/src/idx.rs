@@ -24,7 +24,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
 
 fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     if bytes.len() < 4 {
-        return Err(format!("only {} bytes: an IDX file starts with a 4-byte magic number", bytes.len()));
+        return Err(format!(
+            "only {} bytes: an IDX file starts with a 4-byte magic number",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(format!(
@@ -47,12 +50,20 @@ fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     }
     let header = 4 + 4 * rank;
     if bytes.len() < header {
-        return Err(format!("truncated header: {} bytes for a rank-{rank} file", bytes.len()));
+        return Err(format!(
+            "truncated header: {} bytes for a rank-{rank} file",
+            bytes.len()
+        ));
     }
     let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
         .collect();
-    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("dimensions overflow")?;
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("dimensions overflow")?;
     let body = &bytes[header..];
     let expected = count * width;
     if body.len() != expected {
@@ -64,7 +75,10 @@ fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     let values = match kind {
         0x08 => body.iter().map(|&b| b as f32).collect(),
         0x09 => body.iter().map(|&b| b as i8 as f32).collect(),
-        0x0B => body.chunks_exact(2).map(|c| i16::from_be_bytes([c[0], c[1]]) as f32).collect(),
+        0x0B => body
+            .chunks_exact(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]) as f32)
+            .collect(),
         0x0C => body
             .chunks_exact(4)
             .map(|c| i32::from_be_bytes(c.try_into().expect("4 bytes")) as f32)

@@ -100,7 +100,10 @@ impl Targets {
         match self {
             Targets::Classes(c) => Targets::Classes(rows.iter().map(|&r| c[r]).collect()),
             Targets::Values { values, width } => Targets::Values {
-                values: rows.iter().flat_map(|&r| values[r * width..(r + 1) * width].iter().copied()).collect(),
+                values: rows
+                    .iter()
+                    .flat_map(|&r| values[r * width..(r + 1) * width].iter().copied())
+                    .collect(),
                 width: *width,
             },
         }
@@ -122,7 +125,7 @@ impl Dataset {
     /// Number of examples.
     pub fn len(&self) -> usize {
         let n = self.sample_len();
-        if n == 0 { 0 } else { self.features.len() / n }
+        self.features.len().checked_div(n).unwrap_or(0)
     }
 
     /// Whether there are no examples.
@@ -207,7 +210,11 @@ impl Normalizer {
                         hi[j] = hi[j].max(v);
                     }
                 }
-                let scale = lo.iter().zip(&hi).map(|(l, h)| if h > l { 1.0 / (h - l) } else { 1.0 }).collect();
+                let scale = lo
+                    .iter()
+                    .zip(&hi)
+                    .map(|(l, h)| if h > l { 1.0 / (h - l) } else { 1.0 })
+                    .collect();
                 Normalizer { shift: lo, scale }
             }
             Normalize::Zscore => {
@@ -292,7 +299,9 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, DataError> {
         }
         None => {
             let order = permutation(d.seed, u64::MAX, train.len());
-            let n_test = ((train.len() as f64) * d.test_fraction.get_ref()).round().max(1.0) as usize;
+            let n_test = ((train.len() as f64) * d.test_fraction.get_ref())
+                .round()
+                .max(1.0) as usize;
             let mut test = train.select(&order[..n_test]);
             if let Some(n) = d.limit_test {
                 test.truncate(n);
@@ -337,7 +346,10 @@ fn read_split(spec: &Spec, files: &modelforge_spec::DataFiles) -> Result<Dataset
                 if labels.dims.len() != 1 && !(labels.dims.len() == 2 && labels.dims[1] == 1) {
                     return Err(DataError::Corrupt {
                         path: labels_path,
-                        reason: format!("labels have dimensions {:?}; expected one label per item", labels.dims),
+                        reason: format!(
+                            "labels have dimensions {:?}; expected one label per item",
+                            labels.dims
+                        ),
                     });
                 }
                 if images.dims[0] != labels.dims[0] {
@@ -359,7 +371,12 @@ fn read_split(spec: &Spec, files: &modelforge_spec::DataFiles) -> Result<Dataset
                 let path = files.path.clone().expect("validated: csv has path");
                 let t = table::read_csv(&path, &spec.data.csv)?;
                 let width = t.width();
-                (t.features, vec![width], RawLabels::Text(t.labels, t.lines), path)
+                (
+                    t.features,
+                    vec![width],
+                    RawLabels::Text(t.labels, t.lines),
+                    path,
+                )
             }
         };
     let per_sample: usize = width_shape.iter().product();
@@ -378,7 +395,10 @@ fn read_split(spec: &Spec, files: &modelforge_spec::DataFiles) -> Result<Dataset
     if let Some(i) = features.iter().position(|v| !v.is_finite()) {
         return Err(DataError::Corrupt {
             path: where_,
-            reason: format!("example {} holds a value that is not a finite number", i / per_sample + 1),
+            reason: format!(
+                "example {} holds a value that is not a finite number",
+                i / per_sample + 1
+            ),
         });
     }
     if input.dtype == Dtype::I64
@@ -386,7 +406,11 @@ fn read_split(spec: &Spec, files: &modelforge_spec::DataFiles) -> Result<Dataset
     {
         return Err(DataError::Mismatch {
             path: where_,
-            message: format!("example {} holds {}, not an integer id", i / per_sample + 1, features[i]),
+            message: format!(
+                "example {} holds {}, not an integer id",
+                i / per_sample + 1,
+                features[i]
+            ),
             fix: "integer-id inputs need whole numbers ≥ 0".into(),
         });
     }
@@ -407,7 +431,13 @@ enum RawLabels {
 }
 
 impl RawLabels {
-    fn into_targets(self, task: Task, classes: Option<usize>, names: &[String], path: &Path) -> Result<Targets, DataError> {
+    fn into_targets(
+        self,
+        task: Task,
+        classes: Option<usize>,
+        names: &[String],
+        path: &Path,
+    ) -> Result<Targets, DataError> {
         let bad = |line: usize, message: String, fix: &str| DataError::Mismatch {
             path: path.to_path_buf(),
             message: format!("row {line}: {message}"),
@@ -419,13 +449,23 @@ impl RawLabels {
                 Ok(Targets::Values { values, width: 1 })
             }
             Task::Classification | Task::Binary => {
-                let n = if task == Task::Binary { 2 } else { classes.unwrap_or(2) };
+                let n = if task == Task::Binary {
+                    2
+                } else {
+                    classes.unwrap_or(2)
+                };
                 let (labels, lines): (Vec<f32>, Vec<usize>) = match self {
-                    RawLabels::Text(cells, lines) if !names.is_empty() && cells.iter().any(|c| c.parse::<f32>().is_err()) => {
+                    RawLabels::Text(cells, lines)
+                        if !names.is_empty() && cells.iter().any(|c| c.parse::<f32>().is_err()) =>
+                    {
                         let mut out = Vec::with_capacity(cells.len());
                         for (cell, &line) in cells.iter().zip(&lines) {
                             let idx = names.iter().position(|n| n == cell).ok_or_else(|| {
-                                bad(line, format!("label {cell:?} is not one of the classes {names:?}"), "add it to model.output.labels or fix the row")
+                                bad(
+                                    line,
+                                    format!("label {cell:?} is not one of the classes {names:?}"),
+                                    "add it to model.output.labels or fix the row",
+                                )
                             })?;
                             out.push(idx as f32);
                         }

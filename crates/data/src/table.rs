@@ -32,7 +32,10 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
     let bytes = read_maybe_gz(path)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| DataError::Corrupt {
         path: path.to_path_buf(),
-        reason: format!("not UTF-8 text (invalid byte at offset {})", e.valid_up_to()),
+        reason: format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        ),
     })?;
     let csv_err = |line: usize, message: String| DataError::Csv {
         path: path.to_path_buf(),
@@ -54,7 +57,10 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
     }
     let header: Vec<String> = if options.header {
         if records.is_empty() {
-            return Err(csv_err(options.skip_rows + 1, "no header line: the file is empty".into()));
+            return Err(csv_err(
+                options.skip_rows + 1,
+                "no header line: the file is empty".into(),
+            ));
         }
         let (_, h) = records.remove(0);
         h.iter().map(|s| s.trim().to_string()).collect()
@@ -63,14 +69,19 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
         (0..width).map(|i| format!("c{i}")).collect()
     };
     if records.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let width = header.len();
     let label_index = match &options.label {
         LabelColumn::Name(name) => header.iter().position(|h| h == name).ok_or_else(|| {
             csv_err(
                 options.skip_rows + 1,
-                format!("no column named {name:?}; the columns are {}", header.join(", ")),
+                format!(
+                    "no column named {name:?}; the columns are {}",
+                    header.join(", ")
+                ),
             )
         })?,
         LabelColumn::Index(i) => {
@@ -88,16 +99,25 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
         if !header.contains(name) {
             return Err(csv_err(
                 options.skip_rows + 1,
-                format!("categorical column {name:?} is not in the header ({})", header.join(", ")),
+                format!(
+                    "categorical column {name:?} is not in the header ({})",
+                    header.join(", ")
+                ),
             ));
         }
     }
-    let categorical: Vec<bool> = header.iter().map(|h| options.categorical.contains(h)).collect();
+    let categorical: Vec<bool> = header
+        .iter()
+        .map(|h| options.categorical.contains(h))
+        .collect();
     for (line, record) in &records {
         if record.len() != width {
             return Err(csv_err(
                 *line,
-                format!("the row has {} fields but the header has {width}", record.len()),
+                format!(
+                    "the row has {} fields but the header has {width}",
+                    record.len()
+                ),
             ));
         }
     }
@@ -105,7 +125,10 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
     let categories: Vec<Vec<String>> = (0..width)
         .map(|c| {
             if categorical[c] {
-                let set: BTreeSet<String> = records.iter().map(|(_, r)| r[c].trim().to_string()).collect();
+                let set: BTreeSet<String> = records
+                    .iter()
+                    .map(|(_, r)| r[c].trim().to_string())
+                    .collect();
                 set.into_iter().collect()
             } else {
                 Vec::new()
@@ -129,7 +152,11 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
         for c in (0..width).filter(|&c| c != label_index) {
             let cell = record[c].trim();
             if categorical[c] {
-                features.extend(categories[c].iter().map(|v| if v == cell { 1.0 } else { 0.0 }));
+                features.extend(
+                    categories[c]
+                        .iter()
+                        .map(|v| if v == cell { 1.0 } else { 0.0 }),
+                );
                 continue;
             }
             if cell.is_empty() {
@@ -149,7 +176,13 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
                     }
                     Missing::Zero => features.push(0.0),
                     Missing::Mean => {
-                        holes.push((features.len(), feature_names.iter().position(|n| *n == header[c]).expect("numeric column named")));
+                        holes.push((
+                            features.len(),
+                            feature_names
+                                .iter()
+                                .position(|n| *n == header[c])
+                                .expect("numeric column named"),
+                        ));
                         features.push(0.0);
                     }
                 }
@@ -167,20 +200,28 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table, DataError> {
             if !value.is_finite() {
                 return Err(csv_err(
                     *line,
-                    format!("column {:?} holds {cell}, which is not a finite number", header[c]),
+                    format!(
+                        "column {:?} holds {cell}, which is not a finite number",
+                        header[c]
+                    ),
                 ));
             }
             features.push(value);
         }
         let label = record[label_index].trim();
         if label.is_empty() {
-            return Err(csv_err(*line, format!("the label column {:?} is empty", header[label_index])));
+            return Err(csv_err(
+                *line,
+                format!("the label column {:?} is empty", header[label_index]),
+            ));
         }
         labels.push(label.to_string());
         lines.push(*line);
     }
     if labels.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     fill_means(&mut features, feature_names.len(), &holes);
     Ok(Table {
@@ -241,13 +282,21 @@ mod tests {
     #[test]
     fn missing_values_error_or_fill() {
         let f = write("a,b,y\n1,,0\n3,4,1\n");
-        let err = read_csv(f.path(), &CsvOptions::default()).unwrap_err().to_string();
-        assert!(err.contains(":2:") && err.contains("\"b\" is empty"), "{err}");
+        let err = read_csv(f.path(), &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2:") && err.contains("\"b\" is empty"),
+            "{err}"
+        );
         let mean = CsvOptions {
             missing: Missing::Mean,
             ..CsvOptions::default()
         };
-        assert_eq!(read_csv(f.path(), &mean).unwrap().features, vec![1.0, 4.0, 3.0, 4.0]);
+        assert_eq!(
+            read_csv(f.path(), &mean).unwrap().features,
+            vec![1.0, 4.0, 3.0, 4.0]
+        );
         let drop = CsvOptions {
             missing: Missing::Drop,
             ..CsvOptions::default()
@@ -258,8 +307,18 @@ mod tests {
     #[test]
     fn ragged_rows_and_nan_are_errors() {
         let f = write("a,y\n1,0\n2\n");
-        assert!(read_csv(f.path(), &CsvOptions::default()).unwrap_err().to_string().contains(":3:"));
+        assert!(
+            read_csv(f.path(), &CsvOptions::default())
+                .unwrap_err()
+                .to_string()
+                .contains(":3:")
+        );
         let f = write("a,y\nNaN,0\n");
-        assert!(read_csv(f.path(), &CsvOptions::default()).unwrap_err().to_string().contains("not a finite number"));
+        assert!(
+            read_csv(f.path(), &CsvOptions::default())
+                .unwrap_err()
+                .to_string()
+                .contains("not a finite number")
+        );
     }
 }

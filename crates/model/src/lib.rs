@@ -31,7 +31,9 @@ pub enum ModelError {
         reason: String,
     },
     /// An input batch does not have the shape or type the model takes.
-    #[error("input has {got} values but a batch of {batch} needs {want} ({shape}) — send {batch} × {per_sample} values")]
+    #[error(
+        "input has {got} values but a batch of {batch} needs {want} ({shape}) — send {batch} × {per_sample} values"
+    )]
     BadInput {
         /// Values received.
         got: usize,
@@ -61,7 +63,10 @@ pub fn device(name: &str) -> Result<Device, ModelError> {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
         n if n == "cuda" || n.starts_with("cuda:") => {
-            let index = n.strip_prefix("cuda:").and_then(|i| i.parse().ok()).unwrap_or(0);
+            let index = n
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
             Ok(Device::cuda(index))
         }
         other => Err(ModelError::NoDevice(other.to_string())),

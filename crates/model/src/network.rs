@@ -4,8 +4,8 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig,
-    Linear, LinearConfig, PaddingConfig2d,
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm,
+    LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::tensor::activation;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -185,7 +185,9 @@ impl Network {
                         .with_strides([stride.unwrap_or(*size); 2])
                         .init(),
                 )),
-                LayerSpec::Dropout { rate } => Some(Block::Dropout(DropoutConfig::new(*rate).init())),
+                LayerSpec::Dropout { rate } => {
+                    Some(Block::Dropout(DropoutConfig::new(*rate).init()))
+                }
                 LayerSpec::BatchNorm { epsilon, momentum } => Some(Block::BatchNorm(
                     BatchNormConfig::new(input[0])
                         .with_epsilon(*epsilon)
@@ -197,9 +199,9 @@ impl Network {
                         .with_epsilon(*epsilon)
                         .init(device),
                 )),
-                LayerSpec::Embedding { vocab, dim } => {
-                    Some(Block::Embedding(EmbeddingConfig::new(*vocab, *dim).init(device)))
-                }
+                LayerSpec::Embedding { vocab, dim } => Some(Block::Embedding(
+                    EmbeddingConfig::new(*vocab, *dim).init(device),
+                )),
                 _ => None,
             };
             let op = match (block, layer) {
@@ -207,7 +209,9 @@ impl Network {
                     blocks.push(b);
                     Op::Block(blocks.len() - 1)
                 }
-                (None, LayerSpec::Flatten {} | LayerSpec::Reshape { .. }) => Op::Reshape(info.output_shape.clone()),
+                (None, LayerSpec::Flatten {} | LayerSpec::Reshape { .. }) => {
+                    Op::Reshape(info.output_shape.clone())
+                }
                 (None, LayerSpec::Relu {}) => Op::Relu,
                 (None, LayerSpec::LeakyRelu { slope }) => Op::LeakyRelu(*slope),
                 (None, LayerSpec::Gelu {}) => Op::Gelu,
@@ -261,7 +265,12 @@ impl Network {
     }
 
     /// Turns raw (un-normalised) host values of `batch` samples into the input tensor.
-    pub fn input(&self, values: &[f32], batch: usize, device: &Device) -> Result<Activation, ModelError> {
+    pub fn input(
+        &self,
+        values: &[f32],
+        batch: usize,
+        device: &Device,
+    ) -> Result<Activation, ModelError> {
         let per_sample = self.input_len();
         if values.len() != batch * per_sample || batch == 0 {
             return Err(ModelError::BadInput {
@@ -329,7 +338,10 @@ impl Network {
         }
         match x {
             Activation::R2(t) => t,
-            other => unreachable!("validated specs end in rank 1 per sample, got {:?}", other.dims()),
+            other => unreachable!(
+                "validated specs end in rank 1 per sample, got {:?}",
+                other.dims()
+            ),
         }
     }
 
@@ -343,7 +355,10 @@ impl Network {
             (Block::BatchNorm(b), x) => each_rank!(x, t => b.forward(t)),
             (Block::LayerNorm(n), x) => each_rank!(x, t => n.forward(t)),
             (Block::Embedding(e), Activation::Ids(ids)) => Activation::R3(e.forward(ids)),
-            (b, x) => unreachable!("validated specs route shapes correctly: {b:?} on {:?}", x.dims()),
+            (b, x) => unreachable!(
+                "validated specs route shapes correctly: {b:?} on {:?}",
+                x.dims()
+            ),
         }
     }
 }
@@ -359,7 +374,12 @@ pub(crate) mod tests {
              [data]\nformat = \"csv\"\ntrain = {{ path = \"Cargo.toml\" }}\n\
              [train]\nepochs = 1\nbatch_size = 2\noptimizer = {{ kind = \"sgd\", lr = 0.1 }}\n"
         );
-        Spec::parse(&text, Path::new("t.toml"), Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+        Spec::parse(
+            &text,
+            Path::new("t.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -396,6 +416,9 @@ pub(crate) mod tests {
         let s = spec("{ dense = { units = 2 } }", "{ shape = [3] }", 2);
         let device = Device::flex();
         let net = Network::new(&s, &device);
-        assert!(matches!(net.input(&[1.0; 5], 2, &device), Err(ModelError::BadInput { .. })));
+        assert!(matches!(
+            net.input(&[1.0; 5], 2, &device),
+            Err(ModelError::BadInput { .. })
+        ));
     }
 }

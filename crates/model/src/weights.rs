@@ -33,14 +33,31 @@ pub struct NamedTensor {
 
 fn named<const D: usize>(name: String, t: Tensor<D>, id: u64) -> NamedTensor {
     let shape = t.dims().to_vec();
-    let values = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data");
-    NamedTensor { name, shape, values, id }
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor data");
+    NamedTensor {
+        name,
+        shape,
+        values,
+        id,
+    }
 }
 
 /// Replaces a parameter's value, keeping its training state, and optionally its id.
-fn replace<const D: usize>(p: Param<Tensor<D>>, value: Tensor<D>, id: Option<u64>) -> Param<Tensor<D>> {
+fn replace<const D: usize>(
+    p: Param<Tensor<D>>,
+    value: Tensor<D>,
+    id: Option<u64>,
+) -> Param<Tensor<D>> {
     let (old_id, old, mapper) = p.consume();
-    let value = if old.is_require_grad() { value.require_grad() } else { value };
+    let value = if old.is_require_grad() {
+        value.require_grad()
+    } else {
+        value
+    };
     Param::from_mapped_value(id.map_or(old_id, ParamId::from), value, mapper)
 }
 
@@ -55,18 +72,31 @@ impl Source<'_> {
     /// The named tensor as a burn tensor of `shape`; with `transposed` the file holds the
     /// matrix as `[shape[1], shape[0]]` (PyTorch's dense layout) and it is transposed on the host,
     /// so the result is contiguous and computes exactly like the original.
-    fn take<const D: usize>(&self, name: &str, shape: [usize; D], transposed: bool) -> Result<(Tensor<D>, Option<u64>), String> {
-        let t = self.tensors.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+    fn take<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        transposed: bool,
+    ) -> Result<(Tensor<D>, Option<u64>), String> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("tensor {name} is missing"))?;
         let mut stored = shape.to_vec();
         if transposed {
             stored.reverse();
         }
         if t.shape != stored {
-            return Err(format!("tensor {name} has shape {:?} but the network needs {stored:?}", t.shape));
+            return Err(format!(
+                "tensor {name} has shape {:?} but the network needs {stored:?}",
+                t.shape
+            ));
         }
         let values = if transposed {
             let (rows, cols) = (stored[0], stored[1]);
-            (0..rows * cols).map(|i| t.values[(i % rows) * cols + i / rows]).collect()
+            (0..rows * cols)
+                .map(|i| t.values[(i % rows) * cols + i / rows])
+                .collect()
         } else {
             t.values.clone()
         };
@@ -74,12 +104,21 @@ impl Source<'_> {
         Ok((tensor, (self.keep_ids && t.id != 0).then_some(t.id)))
     }
 
-    fn param<const D: usize>(&self, name: &str, p: Param<Tensor<D>>, transposed: bool) -> Result<Param<Tensor<D>>, String> {
+    fn param<const D: usize>(
+        &self,
+        name: &str,
+        p: Param<Tensor<D>>,
+        transposed: bool,
+    ) -> Result<Param<Tensor<D>>, String> {
         let (t, id) = self.take(name, p.val().dims(), transposed)?;
         Ok(replace(p, t, id))
     }
 
-    fn running(&self, name: &str, r: RunningState<Tensor<1>>) -> Result<RunningState<Tensor<1>>, String> {
+    fn running(
+        &self,
+        name: &str,
+        r: RunningState<Tensor<1>>,
+    ) -> Result<RunningState<Tensor<1>>, String> {
         let shape = r.value().dims();
         let (t, _) = self.take(name, shape, false)?;
         Ok(RunningState::new(t))
@@ -95,7 +134,11 @@ impl Network {
             let p = |suffix: &str| format!("layers.{layer}.{suffix}");
             match &self.blocks[*b] {
                 Block::Dense(l) => {
-                    out.push(named(p("weight"), l.weight.val().transpose(), l.weight.id.val()));
+                    out.push(named(
+                        p("weight"),
+                        l.weight.val().transpose(),
+                        l.weight.id.val(),
+                    ));
                     if let Some(bias) = &l.bias {
                         out.push(named(p("bias"), bias.val(), bias.id.val()));
                     }
@@ -118,12 +161,17 @@ impl Network {
                         out.push(named(p("bias"), beta.val(), beta.id.val()));
                     }
                 }
-                Block::Embedding(e) => out.push(named(p("weight"), e.weight.val(), e.weight.id.val())),
+                Block::Embedding(e) => {
+                    out.push(named(p("weight"), e.weight.val(), e.weight.id.val()))
+                }
                 Block::MaxPool2d(_) | Block::AvgPool2d(_) | Block::Dropout(_) => {}
             }
         }
         let n = self.norm();
-        for (name, v) in [("input_norm.shift", &n.shift), ("input_norm.scale", &n.scale)] {
+        for (name, v) in [
+            ("input_norm.shift", &n.shift),
+            ("input_norm.scale", &n.scale),
+        ] {
             out.push(NamedTensor {
                 name: name.into(),
                 shape: vec![v.len()],
@@ -136,7 +184,12 @@ impl Network {
 
     /// Replaces every weight from named tensors; with `keep_ids` the parameter ids are restored too
     /// (so that saved optimiser state matches).
-    pub fn load_named(self, tensors: &[NamedTensor], device: &Device, keep_ids: bool) -> Result<Network, String> {
+    pub fn load_named(
+        self,
+        tensors: &[NamedTensor],
+        device: &Device,
+        keep_ids: bool,
+    ) -> Result<Network, String> {
         let src = Source {
             tensors: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
             device,
@@ -157,12 +210,18 @@ impl Network {
             loaded.push(match block {
                 Block::Dense(mut l) => {
                     l.weight = src.param(&p("weight"), l.weight, true)?;
-                    l.bias = l.bias.map(|b| src.param(&p("bias"), b, false)).transpose()?;
+                    l.bias = l
+                        .bias
+                        .map(|b| src.param(&p("bias"), b, false))
+                        .transpose()?;
                     Block::Dense(l)
                 }
                 Block::Conv2d(mut c) => {
                     c.weight = src.param(&p("weight"), c.weight, false)?;
-                    c.bias = c.bias.map(|b| src.param(&p("bias"), b, false)).transpose()?;
+                    c.bias = c
+                        .bias
+                        .map(|b| src.param(&p("bias"), b, false))
+                        .transpose()?;
                     Block::Conv2d(c)
                 }
                 Block::BatchNorm(mut n) => {
@@ -174,7 +233,10 @@ impl Network {
                 }
                 Block::LayerNorm(mut n) => {
                     n.gamma = src.param(&p("weight"), n.gamma, false)?;
-                    n.beta = n.beta.map(|b| src.param(&p("bias"), b, false)).transpose()?;
+                    n.beta = n
+                        .beta
+                        .map(|b| src.param(&p("bias"), b, false))
+                        .transpose()?;
                     Block::LayerNorm(n)
                 }
                 Block::Embedding(mut e) => {
@@ -196,7 +258,11 @@ impl Network {
     }
 
     /// Writes the weights as a safetensors file (written in place; callers make it atomic).
-    pub fn save_safetensors(&self, path: &Path, metadata: BTreeMap<String, String>) -> Result<(), ModelError> {
+    pub fn save_safetensors(
+        &self,
+        path: &Path,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<(), ModelError> {
         let bytes = self.safetensors_bytes(metadata);
         std::fs::write(path, bytes).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
@@ -210,17 +276,26 @@ impl Network {
     }
 
     /// Loads weights from a safetensors file written by [`Network::save_safetensors`].
-    pub fn load_safetensors(self, path: &Path, device: &Device, keep_ids: bool) -> Result<Network, ModelError> {
+    pub fn load_safetensors(
+        self,
+        path: &Path,
+        device: &Device,
+        keep_ids: bool,
+    ) -> Result<Network, ModelError> {
         let tensors = read_safetensors(path)?;
-        self.load_named(&tensors, device, keep_ids).map_err(|reason| ModelError::BadWeights {
-            path: path.to_path_buf(),
-            reason: format!("{reason} — the weights were saved for a different model"),
-        })
+        self.load_named(&tensors, device, keep_ids)
+            .map_err(|reason| ModelError::BadWeights {
+                path: path.to_path_buf(),
+                reason: format!("{reason} — the weights were saved for a different model"),
+            })
     }
 }
 
 /// Encodes named tensors (f32) as safetensors bytes, with their parameter ids in the metadata.
-pub fn encode_safetensors(tensors: &[NamedTensor], mut metadata: BTreeMap<String, String>) -> Vec<u8> {
+pub fn encode_safetensors(
+    tensors: &[NamedTensor],
+    mut metadata: BTreeMap<String, String>,
+) -> Vec<u8> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -229,14 +304,23 @@ pub fn encode_safetensors(tensors: &[NamedTensor], mut metadata: BTreeMap<String
         .iter()
         .zip(&bytes)
         .map(|(t, b)| {
-            let view = TensorView::new(StDtype::F32, t.shape.clone(), b).expect("shape matches data");
+            let view =
+                TensorView::new(StDtype::F32, t.shape.clone(), b).expect("shape matches data");
             (t.name.clone(), view)
         })
         .collect();
-    let ids: BTreeMap<&str, u64> = tensors.iter().filter(|t| t.id != 0).map(|t| (t.name.as_str(), t.id)).collect();
+    let ids: BTreeMap<&str, u64> = tensors
+        .iter()
+        .filter(|t| t.id != 0)
+        .map(|t| (t.name.as_str(), t.id))
+        .collect();
     metadata.insert("format".into(), WEIGHTS_FORMAT.into());
-    metadata.insert("param_ids".into(), serde_json::to_string(&ids).expect("ids serialise"));
-    safetensors::serialize(views, Some(metadata.into_iter().collect())).expect("valid f32 tensors serialise")
+    metadata.insert(
+        "param_ids".into(),
+        serde_json::to_string(&ids).expect("ids serialise"),
+    );
+    safetensors::serialize(views, Some(metadata.into_iter().collect()))
+        .expect("valid f32 tensors serialise")
 }
 
 /// Reads every tensor of a safetensors file as f32 with the ids stored in its metadata.
@@ -249,18 +333,23 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, ModelError> {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let ids: HashMap<String, u64> = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("param_ids"))
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != StDtype::F32 {
-            return Err(bad(format!("tensor {name} is {:?}; modelforge weights are F32", view.dtype())));
+            return Err(bad(format!(
+                "tensor {name} is {:?}; modelforge weights are F32",
+                view.dtype()
+            )));
         }
         let values = view
             .data()
@@ -298,15 +387,35 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("w.safetensors");
         net.save_safetensors(&path, BTreeMap::new()).unwrap();
-        let fresh = Network::new(&s, &device).load_safetensors(&path, &device, true).unwrap();
+        let fresh = Network::new(&s, &device)
+            .load_safetensors(&path, &device, true)
+            .unwrap();
         let x: Vec<f32> = (0..50).map(|i| i as f32 / 10.0).collect();
-        let a: Vec<f32> = net.forward(net.input(&x, 2, &device).unwrap()).into_data().try_to_vec::<f32>().unwrap();
-        let b: Vec<f32> = fresh.forward(fresh.input(&x, 2, &device).unwrap()).into_data().try_to_vec::<f32>().unwrap();
+        let a: Vec<f32> = net
+            .forward(net.input(&x, 2, &device).unwrap())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = fresh
+            .forward(fresh.input(&x, 2, &device).unwrap())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(a, b);
-        let names: Vec<String> = read_safetensors(&path).unwrap().into_iter().map(|t| t.name).collect();
+        let names: Vec<String> = read_safetensors(&path)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         assert!(names.contains(&"layers.3.weight".to_string()));
-        let other = spec("{ flatten = {} }, { dense = { units = 3 } }", "{ shape = [1, 5, 5] }", 3);
-        let err = Network::new(&other, &device).load_safetensors(&path, &device, false).unwrap_err();
+        let other = spec(
+            "{ flatten = {} }, { dense = { units = 3 } }",
+            "{ shape = [1, 5, 5] }",
+            3,
+        );
+        let err = Network::new(&other, &device)
+            .load_safetensors(&path, &device, false)
+            .unwrap_err();
         assert!(err.to_string().contains("different model"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -101,7 +101,11 @@ pub fn judge(spec: &Spec, metrics: &BTreeMap<String, f64>) -> Option<GateOutcome
 
 /// Publishes a trained model as a new version; aliases from `[deploy]` are set only when the
 /// gate passes (or there is none).
-pub fn publish(spec: &Spec, trained: &Trained, registry: &Registry) -> Result<Published, PipelineError> {
+pub fn publish(
+    spec: &Spec,
+    trained: &Trained,
+    registry: &Registry,
+) -> Result<Published, PipelineError> {
     let manifest = manifest(spec, trained);
     let mut meta = BTreeMap::new();
     meta.insert("model".to_string(), spec.name().to_string());

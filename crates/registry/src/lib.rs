@@ -58,7 +58,9 @@ pub enum RegistryError {
         known: String,
     },
     /// A stored version failed its checks.
-    #[error("{name} version {version} is corrupt: {reason} — remove it with `modelforge registry rm {name}@{version}` and publish again")]
+    #[error(
+        "{name} version {version} is corrupt: {reason} — remove it with `modelforge registry rm {name}@{version}` and publish again"
+    )]
     Corrupt {
         /// The model.
         name: String,
@@ -77,7 +79,9 @@ pub enum RegistryError {
         path: PathBuf,
     },
     /// Removing a version that an alias points at.
-    #[error("{name} version {version} is aliased as {aliases} — move or remove the alias first, or pass --force")]
+    #[error(
+        "{name} version {version} is aliased as {aliases} — move or remove the alias first, or pass --force"
+    )]
     Aliased {
         /// The model.
         name: String,
@@ -132,7 +136,9 @@ pub struct Registry {
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -146,7 +152,9 @@ pub fn check_name(name: &str) -> Result<(), RegistryError> {
 pub fn check_alias(alias: &str) -> Result<(), RegistryError> {
     let ok = !alias.is_empty()
         && !alias.chars().all(|c| c.is_ascii_digit())
-        && alias.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
     if ok {
         Ok(())
     } else {
@@ -192,11 +200,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), RegistryError> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Registry {
@@ -274,7 +286,11 @@ impl Registry {
             if let Ok(aliases) = self.aliases(name) {
                 parts.extend(aliases.keys().cloned());
             }
-            if parts.is_empty() { "none".into() } else { parts.join(", ") }
+            if parts.is_empty() {
+                "none".into()
+            } else {
+                parts.join(", ")
+            }
         };
         let missing = |r: &str| RegistryError::NoVersion {
             name: name.into(),
@@ -307,14 +323,17 @@ impl Registry {
             version,
             reason,
         };
-        let sums = fs::read_to_string(dir.join(CHECKSUMS)).map_err(|e| corrupt(format!("{CHECKSUMS}: {e}")))?;
+        let sums = fs::read_to_string(dir.join(CHECKSUMS))
+            .map_err(|e| corrupt(format!("{CHECKSUMS}: {e}")))?;
         let mut listed = Vec::new();
         for line in sums.lines().filter(|l| !l.trim().is_empty()) {
             let (sum, file) = line
                 .split_once("  ")
                 .ok_or_else(|| corrupt(format!("{CHECKSUMS} has a malformed line {line:?}")))?;
             if file.contains('/') || file.starts_with('.') {
-                return Err(corrupt(format!("{CHECKSUMS} names {file:?}, outside the version folder")));
+                return Err(corrupt(format!(
+                    "{CHECKSUMS} names {file:?}, outside the version folder"
+                )));
             }
             let path = dir.join(file);
             if !path.is_file() {
@@ -330,8 +349,8 @@ impl Registry {
             return Err(corrupt(format!("{CHECKSUMS} does not cover {MANIFEST}")));
         }
         let bytes = fs::read(dir.join(MANIFEST)).map_err(io(&dir.join(MANIFEST)))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{MANIFEST} is not a valid manifest: {e}")))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("{MANIFEST} is not a valid manifest: {e}")))?;
         if manifest.name != name || manifest.version != version {
             return Err(corrupt(format!(
                 "{MANIFEST} says {}@{}, not {name}@{version}",
@@ -358,12 +377,23 @@ impl Registry {
 
     /// Publishes a new version atomically and returns it; the manifest's version and
     /// creation time are filled in here.
-    pub fn publish(&self, mut manifest: Manifest, artifacts: &[Artifact]) -> Result<Version, RegistryError> {
+    pub fn publish(
+        &self,
+        mut manifest: Manifest,
+        artifacts: &[Artifact],
+    ) -> Result<Version, RegistryError> {
         let name = manifest.name.clone();
         check_name(&name)?;
         for a in artifacts {
-            if a.name.contains('/') || a.name.starts_with('.') || a.name == MANIFEST || a.name == CHECKSUMS {
-                return Err(RegistryError::BadName(format!("artifact name {:?} is not allowed", a.name)));
+            if a.name.contains('/')
+                || a.name.starts_with('.')
+                || a.name == MANIFEST
+                || a.name == CHECKSUMS
+            {
+                return Err(RegistryError::BadName(format!(
+                    "artifact name {:?} is not allowed",
+                    a.name
+                )));
             }
         }
         let model_dir = self.model_dir(&name);
@@ -382,14 +412,19 @@ impl Registry {
             fs::create_dir_all(&staging).map_err(io(&staging))?;
             let mut sums = String::new();
             let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-            let all = artifacts.iter().map(|a| (a.name.as_str(), a.bytes.as_slice()));
+            let all = artifacts
+                .iter()
+                .map(|a| (a.name.as_str(), a.bytes.as_slice()));
             for (file, bytes) in all.chain(std::iter::once((MANIFEST, manifest_bytes.as_slice()))) {
                 write_synced(&staging.join(file), bytes)?;
                 sums += &format!("{}  {file}\n", hex::encode(Sha256::digest(bytes)));
             }
             write_synced(&staging.join(CHECKSUMS), sums.as_bytes())?;
             sync_dir(&staging)?;
-            write_atomic(&model_dir.join(LAST_VERSION), version.to_string().as_bytes())?;
+            write_atomic(
+                &model_dir.join(LAST_VERSION),
+                version.to_string().as_bytes(),
+            )?;
             let dest = model_dir.join(version.to_string());
             fs::rename(&staging, &dest).map_err(io(&dest))?;
             sync_dir(&model_dir)?;
@@ -429,7 +464,10 @@ impl Registry {
         let _lock = NameLock::acquire(&model_dir)?;
         let mut aliases = self.aliases(name)?;
         aliases.insert(alias.to_string(), version);
-        write_atomic(&model_dir.join(ALIASES), &serde_json::to_vec_pretty(&aliases).expect("json"))
+        write_atomic(
+            &model_dir.join(ALIASES),
+            &serde_json::to_vec_pretty(&aliases).expect("json"),
+        )
     }
 
     /// Removes an alias; returns whether it existed.
@@ -439,12 +477,20 @@ impl Registry {
         let _lock = NameLock::acquire(&model_dir)?;
         let mut aliases = self.aliases(name)?;
         let existed = aliases.remove(alias).is_some();
-        write_atomic(&model_dir.join(ALIASES), &serde_json::to_vec_pretty(&aliases).expect("json"))?;
+        write_atomic(
+            &model_dir.join(ALIASES),
+            &serde_json::to_vec_pretty(&aliases).expect("json"),
+        )?;
         Ok(existed)
     }
 
     /// Removes a version (refused while an alias points at it, unless `force`, which drops those aliases).
-    pub fn remove_version(&self, name: &str, version: u64, force: bool) -> Result<(), RegistryError> {
+    pub fn remove_version(
+        &self,
+        name: &str,
+        version: u64,
+        force: bool,
+    ) -> Result<(), RegistryError> {
         if !self.versions(name)?.contains(&version) {
             return Err(RegistryError::NoVersion {
                 name: name.into(),
@@ -455,7 +501,11 @@ impl Registry {
         let model_dir = self.model_dir(name);
         let _lock = NameLock::acquire(&model_dir)?;
         let mut aliases = self.aliases(name)?;
-        let pointing: Vec<String> = aliases.iter().filter(|(_, v)| **v == version).map(|(a, _)| a.clone()).collect();
+        let pointing: Vec<String> = aliases
+            .iter()
+            .filter(|(_, v)| **v == version)
+            .map(|(a, _)| a.clone())
+            .collect();
         if !pointing.is_empty() {
             if !force {
                 return Err(RegistryError::Aliased {
@@ -465,7 +515,10 @@ impl Registry {
                 });
             }
             aliases.retain(|_, v| *v != version);
-            write_atomic(&model_dir.join(ALIASES), &serde_json::to_vec_pretty(&aliases).expect("json"))?;
+            write_atomic(
+                &model_dir.join(ALIASES),
+                &serde_json::to_vec_pretty(&aliases).expect("json"),
+            )?;
         }
         // Rename out of sight first so a crash never leaves a half-deleted visible version.
         let dir = model_dir.join(version.to_string());
@@ -519,10 +572,28 @@ mod tests {
     fn versions_increase_and_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::new(dir.path());
-        assert_eq!(reg.publish(manifest("m"), &weights()).unwrap().manifest.version, 1);
-        assert_eq!(reg.publish(manifest("m"), &weights()).unwrap().manifest.version, 2);
+        assert_eq!(
+            reg.publish(manifest("m"), &weights())
+                .unwrap()
+                .manifest
+                .version,
+            1
+        );
+        assert_eq!(
+            reg.publish(manifest("m"), &weights())
+                .unwrap()
+                .manifest
+                .version,
+            2
+        );
         reg.remove_version("m", 2, false).unwrap();
-        assert_eq!(reg.publish(manifest("m"), &weights()).unwrap().manifest.version, 3);
+        assert_eq!(
+            reg.publish(manifest("m"), &weights())
+                .unwrap()
+                .manifest
+                .version,
+            3
+        );
         assert_eq!(reg.versions("m").unwrap(), vec![1, 3]);
         assert_eq!(reg.resolve("m").unwrap().1, 3);
     }
@@ -534,8 +605,14 @@ mod tests {
         reg.publish(manifest("m"), &weights()).unwrap();
         reg.set_alias("m", "production", 1).unwrap();
         assert_eq!(reg.resolve("m@production").unwrap(), ("m".into(), 1));
-        assert!(matches!(reg.remove_version("m", 1, false), Err(RegistryError::Aliased { .. })));
-        assert!(matches!(reg.resolve("m@staging"), Err(RegistryError::NoVersion { .. })));
+        assert!(matches!(
+            reg.remove_version("m", 1, false),
+            Err(RegistryError::Aliased { .. })
+        ));
+        assert!(matches!(
+            reg.resolve("m@staging"),
+            Err(RegistryError::NoVersion { .. })
+        ));
         assert!(reg.set_alias("m", "123", 1).is_err());
         assert!(reg.set_alias("m", "x", 9).is_err());
     }
@@ -548,7 +625,10 @@ mod tests {
         reg.open("m", 1).unwrap();
         fs::write(v.dir.join("weights.safetensors"), b"evil").unwrap();
         let err = reg.open("m", 1).unwrap_err().to_string();
-        assert!(err.contains("weights.safetensors does not match its checksum"), "{err}");
+        assert!(
+            err.contains("weights.safetensors does not match its checksum"),
+            "{err}"
+        );
         assert!(reg.status("m").unwrap()[0].state.is_err());
     }
 

@@ -21,7 +21,11 @@ impl NameLock {
         let path = model_dir.join(".lock");
         let start = Instant::now();
         loop {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(_) => return Ok(NameLock { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let age = fs::metadata(&path)

@@ -47,7 +47,11 @@ pub struct Runnable {
 
 impl Runnable {
     /// Resolves `name[@version|@alias]`, checks its files and loads it.
-    pub fn load(registry: &Registry, reference: &str, device: &Device) -> Result<Runnable, ServeError> {
+    pub fn load(
+        registry: &Registry,
+        reference: &str,
+        device: &Device,
+    ) -> Result<Runnable, ServeError> {
         let (name, version) = registry.resolve(reference)?;
         let stored = registry.open(&name, version)?;
         let manifest = stored.manifest;
@@ -64,7 +68,11 @@ impl Runnable {
             source,
         })?;
         let spec = Spec::parse_stored(&text, &spec_path)?;
-        let network = Network::new(&spec, device).load_safetensors(&stored.dir.join(WEIGHTS), device, false)?;
+        let network = Network::new(&spec, device).load_safetensors(
+            &stored.dir.join(WEIGHTS),
+            device,
+            false,
+        )?;
         Ok(Runnable {
             manifest,
             spec,

@@ -18,26 +18,44 @@ fn nodes(spec: &Spec) -> Vec<(String, String)> {
         };
         nodes.push((
             format!("{}: {}", info.index, info.kind),
-            format!("{} → {}{params}", show_shape(&info.input_shape), show_shape(&info.output_shape)),
+            format!(
+                "{} → {}{params}",
+                show_shape(&info.input_shape),
+                show_shape(&info.output_shape)
+            ),
         ));
     }
     nodes.push((
         format!("output: {}", output.name),
-        format!("{} {}", output.task.name(), show_shape(&spec.output_shape())),
+        format!(
+            "{} {}",
+            output.task.name(),
+            show_shape(&spec.output_shape())
+        ),
     ));
     nodes
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The graph in Graphviz DOT.
 pub fn to_dot(spec: &Spec) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n", spec.name());
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
+        spec.name()
+    );
     let nodes = nodes(spec);
     for (i, (title, detail)) in nodes.iter().enumerate() {
-        out += &format!("  n{i} [label=\"{}\\n{}\"];\n", title.replace('"', "'"), detail.replace('"', "'"));
+        out += &format!(
+            "  n{i} [label=\"{}\\n{}\"];\n",
+            title.replace('"', "'"),
+            detail.replace('"', "'")
+        );
     }
     for i in 1..nodes.len() {
         out += &format!("  n{} -> n{i};\n", i - 1);
@@ -64,7 +82,11 @@ pub fn to_svg(spec: &Spec) -> String {
     );
     for (i, (title, detail)) in nodes.iter().enumerate() {
         let y = margin + i as f64 * (box_h + gap);
-        let fill = if i == 0 || i + 1 == nodes.len() { "#e8f0fe" } else { "#f5f5f5" };
+        let fill = if i == 0 || i + 1 == nodes.len() {
+            "#e8f0fe"
+        } else {
+            "#f5f5f5"
+        };
         out += &format!(
             "<rect x=\"{margin}\" y=\"{y}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"8\" fill=\"{fill}\" stroke=\"#555\"/>\n\
              <text x=\"{cx}\" y=\"{t1}\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"bold\">{}</text>\n\

@@ -257,10 +257,16 @@ impl LayerSpec {
             }
             LayerSpec::Reshape { shape } => {
                 if shape.is_empty() {
-                    return Err(problem("`shape` is empty", "list the target sizes, e.g. [1, 28, 28]"));
+                    return Err(problem(
+                        "`shape` is empty",
+                        "list the target sizes, e.g. [1, 28, 28]",
+                    ));
                 }
                 if shape.iter().filter(|&&d| d == -1).count() > 1 {
-                    return Err(problem("`shape` has more than one -1", "leave at most one size as -1"));
+                    return Err(problem(
+                        "`shape` has more than one -1",
+                        "leave at most one size as -1",
+                    ));
                 }
                 if let Some(d) = shape.iter().find(|&&d| d == 0 || d < -1) {
                     return Err(problem(
@@ -272,7 +278,10 @@ impl LayerSpec {
             }
             LayerSpec::Dropout { rate } => {
                 if !(0.0..1.0).contains(rate) {
-                    Err(problem(format!("`rate` is {rate}"), "give a drop rate in [0, 1), e.g. 0.5"))
+                    Err(problem(
+                        format!("`rate` is {rate}"),
+                        "give a drop rate in [0, 1), e.g. 0.5",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -280,7 +289,10 @@ impl LayerSpec {
             LayerSpec::BatchNorm { epsilon, momentum } => {
                 positive_f("epsilon", *epsilon)?;
                 if !(0.0..=1.0).contains(momentum) {
-                    return Err(problem(format!("`momentum` is {momentum}"), "give a momentum in [0, 1], e.g. 0.1"));
+                    return Err(problem(
+                        format!("`momentum` is {momentum}"),
+                        "give a momentum in [0, 1], e.g. 0.1",
+                    ));
                 }
                 Ok(())
             }
@@ -293,7 +305,10 @@ impl LayerSpec {
                 if slope.is_finite() {
                     Ok(())
                 } else {
-                    Err(problem("`slope` is not a finite number", "give a slope such as 0.01"))
+                    Err(problem(
+                        "`slope` is not a finite number",
+                        "give a slope such as 0.01",
+                    ))
                 }
             }
             _ => Ok(()),
@@ -361,10 +376,14 @@ impl LayerSpec {
             LayerSpec::Flatten {} => Ok(vec![input.iter().product()]),
             LayerSpec::Reshape { shape } => {
                 let total: usize = input.iter().product();
-                let known: usize = shape.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
+                let known: usize = shape
+                    .iter()
+                    .filter(|&&d| d > 0)
+                    .map(|&d| d as usize)
+                    .product();
                 let inferred = shape.contains(&-1);
                 let fits = if inferred {
-                    known > 0 && total % known == 0
+                    known > 0 && total.is_multiple_of(known)
                 } else {
                     known == total
                 };
@@ -432,7 +451,10 @@ fn positive_f(name: &str, v: f64) -> Result<(), ShapeProblem> {
     if v > 0.0 && v.is_finite() {
         Ok(())
     } else {
-        Err(problem(format!("`{name}` is {v}"), format!("give `{name}` a small positive value, e.g. 1e-5")))
+        Err(problem(
+            format!("`{name}` is {v}"),
+            format!("give `{name}` a small positive value, e.g. 1e-5"),
+        ))
     }
 }
 
@@ -440,13 +462,19 @@ fn rank3(input: &[usize], kind: &str) -> Result<[usize; 3], ShapeProblem> {
     match input {
         [c, h, w] => Ok([*c, *h, *w]),
         [n] => Err(problem(
-            format!("its input is {} but {kind} needs [channels, height, width]", show_shape(input)),
+            format!(
+                "its input is {} but {kind} needs [channels, height, width]",
+                show_shape(input)
+            ),
             format!(
                 "set the input shape to [channels, height, width], or add `{{ reshape = {{ shape = [1, H, W] }} }}` before it (H·W = {n})"
             ),
         )),
         _ => Err(problem(
-            format!("its input is {} but {kind} needs [channels, height, width]", show_shape(input)),
+            format!(
+                "its input is {} but {kind} needs [channels, height, width]",
+                show_shape(input)
+            ),
             "give the model input a rank-3 shape such as [1, 28, 28]",
         )),
     }
@@ -458,7 +486,10 @@ mod tests {
 
     #[test]
     fn dense_on_rank3_suggests_flatten() {
-        let l = LayerSpec::Dense { units: 10, bias: true };
+        let l = LayerSpec::Dense {
+            units: 10,
+            bias: true,
+        };
         let e = l.output_shape(&[32, 13, 13]).unwrap_err();
         assert!(e.message.contains("[32, 13, 13]"), "{}", e.message);
         assert!(e.fix.contains("flatten"));
@@ -475,15 +506,24 @@ mod tests {
         };
         assert_eq!(conv.output_shape(&[1, 28, 28]).unwrap(), vec![6, 28, 28]);
         assert_eq!(conv.parameters(&[1, 28, 28]), 6 * 25 + 6);
-        let pool = LayerSpec::MaxPool2d { size: 2, stride: None };
+        let pool = LayerSpec::MaxPool2d {
+            size: 2,
+            stride: None,
+        };
         assert_eq!(pool.output_shape(&[6, 28, 28]).unwrap(), vec![6, 14, 14]);
     }
 
     #[test]
     fn reshape_infers_one_axis() {
-        let r = LayerSpec::Reshape { shape: vec![1, -1, 28] };
+        let r = LayerSpec::Reshape {
+            shape: vec![1, -1, 28],
+        };
         assert_eq!(r.output_shape(&[784]).unwrap(), vec![1, 28, 28]);
-        assert!(LayerSpec::Reshape { shape: vec![3, 3] }.output_shape(&[784]).is_err());
+        assert!(
+            LayerSpec::Reshape { shape: vec![3, 3] }
+                .output_shape(&[784])
+                .is_err()
+        );
     }
 
     #[test]
@@ -493,7 +533,10 @@ mod tests {
             p: Padding,
         }
         assert_eq!(toml::from_str::<P>("p = 2").unwrap().p, Padding::Pixels(2));
-        assert_eq!(toml::from_str::<P>("p = \"same\"").unwrap().p, Padding::Same);
+        assert_eq!(
+            toml::from_str::<P>("p = \"same\"").unwrap().p,
+            Padding::Same
+        );
         assert!(toml::from_str::<P>("p = -1").is_err());
         assert!(toml::from_str::<P>("p = \"full\"").is_err());
     }

@@ -21,7 +21,9 @@ pub use deploy::{DeploySpec, Gate};
 pub use error::{SpecError, line_column};
 pub use layer::{Flow, LayerSpec, Padding, show_shape};
 pub use model::{Dtype, InputSpec, ModelSpec, OutputSpec, Task};
-pub use train::{CheckpointSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec, TrainSpec};
+pub use train::{
+    CheckpointSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec, TrainSpec,
+};
 
 /// A whole, validated spec file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,7 +81,12 @@ impl Spec {
         Spec::parse_checked(text, path, Path::new("/"), false)
     }
 
-    fn parse_checked(text: &str, path: &Path, base: &Path, data_must_exist: bool) -> Result<Spec, SpecError> {
+    fn parse_checked(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        data_must_exist: bool,
+    ) -> Result<Spec, SpecError> {
         if text.trim().is_empty() {
             return Err(SpecError::Invalid {
                 path: path.to_path_buf(),
@@ -117,7 +124,9 @@ impl Spec {
                 *p = base.join(&*p);
             }
         };
-        for files in std::iter::once(self.data.train.get_mut()).chain(self.data.test.as_mut().map(|t| t.get_mut())) {
+        for files in std::iter::once(self.data.train.get_mut())
+            .chain(self.data.test.as_mut().map(|t| t.get_mut()))
+        {
             resolve(&mut files.images);
             resolve(&mut files.labels);
             resolve(&mut files.path);
@@ -151,9 +160,10 @@ impl Spec {
 
     /// The per-sample output shape.
     pub fn output_shape(&self) -> Vec<usize> {
-        self.layer_infos()
-            .last()
-            .map_or_else(|| self.model.input.get_ref().shape.clone(), |l| l.output_shape.clone())
+        self.layer_infos().last().map_or_else(
+            || self.model.input.get_ref().shape.clone(),
+            |l| l.output_shape.clone(),
+        )
     }
 
     /// The loss in force: the one given, or the task's natural one.
@@ -204,7 +214,10 @@ impl Spec {
         let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(7);
         let rule = "─".repeat(w0 + w1 + w2 + 6);
         let mut out = format!("Model: {}\n{rule}\n", self.name());
-        out += &format!("{:<w0$}   {:<w1$}   {:>w2$}\n{rule}\n", "Layer", "Output shape", "Param #");
+        out += &format!(
+            "{:<w0$}   {:<w1$}   {:>w2$}\n{rule}\n",
+            "Layer", "Output shape", "Param #"
+        );
         for (a, b, c) in rows {
             out += &format!("{a:<w0$}   {b:<w1$}   {c:>w2$}\n");
         }
@@ -316,7 +329,9 @@ impl Spec {
                 if shape != [classes] {
                     return Err(at.invalid(
                         out.span(),
-                        format!("the last layer gives {shown} but the output has {classes} classes"),
+                        format!(
+                            "the last layer gives {shown} but the output has {classes} classes"
+                        ),
                         &format!("end the layers with `{{ dense = {{ units = {classes} }} }}`"),
                     ));
                 }
@@ -341,7 +356,9 @@ impl Spec {
                 if shape.len() != 1 {
                     return Err(at.invalid(
                         out.span(),
-                        format!("a regression output needs rank 1 but the last layer gives {shown}"),
+                        format!(
+                            "a regression output needs rank 1 but the last layer gives {shown}"
+                        ),
                         "end the layers with `{ dense = { units = K } }` for K targets",
                     ));
                 }
@@ -350,7 +367,10 @@ impl Spec {
         if o.task != Task::Classification && (o.classes.is_some() || !o.labels.is_empty()) {
             return Err(at.invalid(
                 out.span(),
-                format!("`classes` and `labels` are for classification, not {}", o.task.name()),
+                format!(
+                    "`classes` and `labels` are for classification, not {}",
+                    o.task.name()
+                ),
                 "remove them, or set task = \"classification\"",
             ));
         }
@@ -359,14 +379,20 @@ impl Spec {
 
     fn validate_data(&self, at: &Locator) -> Result<(), SpecError> {
         let d = &self.data;
-        let splits = std::iter::once(("train", &d.train)).chain(d.test.as_ref().map(|t| ("test", t)));
+        let splits =
+            std::iter::once(("train", &d.train)).chain(d.test.as_ref().map(|t| ("test", t)));
         for (split, files) in splits {
             let f = files.get_ref();
-            let (needed, stray): (&[(&str, &Option<PathBuf>)], &[(&str, &Option<PathBuf>)]) =
-                match *d.format.get_ref() {
-                    DataFormat::Idx => (&[("images", &f.images), ("labels", &f.labels)], &[("path", &f.path)]),
-                    DataFormat::Csv => (&[("path", &f.path)], &[("images", &f.images), ("labels", &f.labels)]),
-                };
+            let (needed, stray): (&[FileKey], &[FileKey]) = match *d.format.get_ref() {
+                DataFormat::Idx => (
+                    &[("images", &f.images), ("labels", &f.labels)],
+                    &[("path", &f.path)],
+                ),
+                DataFormat::Csv => (
+                    &[("path", &f.path)],
+                    &[("images", &f.images), ("labels", &f.labels)],
+                ),
+            };
             for (key, value) in needed {
                 match value {
                     None => {
@@ -389,7 +415,10 @@ impl Spec {
             if let Some((key, _)) = stray.iter().find(|(_, v)| v.is_some()) {
                 return Err(at.invalid(
                     files.span(),
-                    format!("data.{split}.{key} does not belong to format {:?}", d.format.get_ref()),
+                    format!(
+                        "data.{split}.{key} does not belong to format {:?}",
+                        d.format.get_ref()
+                    ),
                     "IDX takes `images` and `labels`; CSV takes `path`",
                 ));
             }
@@ -405,7 +434,14 @@ impl Spec {
                 ));
             }
         }
-        if *d.validation.get_ref() + if d.test.is_none() { *d.test_fraction.get_ref() } else { 0.0 } >= 1.0 {
+        if *d.validation.get_ref()
+            + if d.test.is_none() {
+                *d.test_fraction.get_ref()
+            } else {
+                0.0
+            }
+            >= 1.0
+        {
             return Err(at.invalid(
                 d.validation.span(),
                 "validation and test fractions leave no training examples".into(),
@@ -425,10 +461,18 @@ impl Spec {
     fn validate_train(&self, at: &Locator) -> Result<(), SpecError> {
         let t = &self.train;
         if *t.epochs.get_ref() == 0 {
-            return Err(at.invalid(t.epochs.span(), "epochs is 0".into(), "train for 1 or more epochs"));
+            return Err(at.invalid(
+                t.epochs.span(),
+                "epochs is 0".into(),
+                "train for 1 or more epochs",
+            ));
         }
         if *t.batch_size.get_ref() == 0 {
-            return Err(at.invalid(t.batch_size.span(), "batch_size is 0".into(), "use a batch size such as 64"));
+            return Err(at.invalid(
+                t.batch_size.span(),
+                "batch_size is 0".into(),
+                "use a batch size such as 64",
+            ));
         }
         let opt = t.optimizer.get_ref();
         let lr = opt.lr();
@@ -485,7 +529,9 @@ impl Spec {
             ));
         }
         match t.schedule.get_ref() {
-            ScheduleSpec::Step { every_epochs: 0, .. } => {
+            ScheduleSpec::Step {
+                every_epochs: 0, ..
+            } => {
                 return Err(at.invalid(
                     t.schedule.span(),
                     "step schedule with every_epochs = 0".into(),
@@ -493,7 +539,11 @@ impl Spec {
                 ));
             }
             ScheduleSpec::Step { gamma, .. } if !(*gamma > 0.0 && *gamma <= 1.0) => {
-                return Err(at.invalid(t.schedule.span(), format!("gamma {gamma} is outside (0, 1]"), "use e.g. gamma = 0.1"));
+                return Err(at.invalid(
+                    t.schedule.span(),
+                    format!("gamma {gamma} is outside (0, 1]"),
+                    "use e.g. gamma = 0.1",
+                ));
             }
             ScheduleSpec::Cosine { min_lr, .. } if !(*min_lr >= 0.0 && *min_lr < lr) => {
                 return Err(at.invalid(
@@ -507,7 +557,11 @@ impl Spec {
         if let Some(clip) = &t.clip_grad_norm
             && !(*clip.get_ref() > 0.0 && clip.get_ref().is_finite())
         {
-            return Err(at.invalid(clip.span(), format!("clip_grad_norm {} is not positive", clip.get_ref()), "use e.g. 1.0"));
+            return Err(at.invalid(
+                clip.span(),
+                format!("clip_grad_norm {} is not positive", clip.get_ref()),
+                "use e.g. 1.0",
+            ));
         }
         if let Some(es) = &t.early_stopping {
             let metric = &es.get_ref().metric;
@@ -523,18 +577,28 @@ impl Spec {
             }
         }
         if t.checkpoint.get_ref().keep == 0 {
-            return Err(at.invalid(t.checkpoint.span(), "checkpoint.keep is 0".into(), "keep 1 or more checkpoints"));
+            return Err(at.invalid(
+                t.checkpoint.span(),
+                "checkpoint.keep is 0".into(),
+                "keep 1 or more checkpoints",
+            ));
         }
         if let Some(threads) = &t.threads
             && *threads.get_ref() == 0
         {
-            return Err(at.invalid(threads.span(), "threads is 0".into(), "use 1 or more threads"));
+            return Err(at.invalid(
+                threads.span(),
+                "threads is 0".into(),
+                "use 1 or more threads",
+            ));
         }
         let loss = self.loss();
         let task = self.model.output.get_ref().task;
         let fits = matches!(
             (task, loss),
-            (Task::Classification, Loss::CrossEntropy) | (Task::Regression, Loss::Mse) | (Task::Binary, Loss::BinaryCrossEntropy)
+            (Task::Classification, Loss::CrossEntropy)
+                | (Task::Regression, Loss::Mse)
+                | (Task::Binary, Loss::BinaryCrossEntropy)
         );
         if !fits {
             let span = t.loss.as_ref().map_or(0..0, |l| l.span());
@@ -560,11 +624,16 @@ impl Spec {
                 ));
             }
             if g.min.is_none() && g.max.is_none() {
-                return Err(at.invalid(gate.span(), "the gate has no threshold".into(), "add min = X or max = X"));
+                return Err(at.invalid(
+                    gate.span(),
+                    "the gate has no threshold".into(),
+                    "add min = X or max = X",
+                ));
             }
         }
         if let Some(server) = &d.server
-            && !(server.get_ref().starts_with("http://") || server.get_ref().starts_with("https://"))
+            && !(server.get_ref().starts_with("http://")
+                || server.get_ref().starts_with("https://"))
         {
             return Err(at.invalid(
                 server.span(),
@@ -573,7 +642,12 @@ impl Spec {
             ));
         }
         for alias in &d.aliases {
-            if alias.is_empty() || alias.chars().all(|c| c.is_ascii_digit()) || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if alias.is_empty()
+                || alias.chars().all(|c| c.is_ascii_digit())
+                || !alias
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(at.invalid(
                     0..0,
                     format!("alias {alias:?} is not a valid alias name"),
@@ -585,10 +659,17 @@ impl Spec {
     }
 }
 
+/// A data-file key and its value.
+type FileKey<'a> = (&'a str, &'a Option<PathBuf>);
+
 fn fraction(at: &Locator, value: &Spanned<f64>, key: &str) -> Result<(), SpecError> {
     let v = *value.get_ref();
     if !(0.0..1.0).contains(&v) {
-        return Err(at.invalid(value.span(), format!("{key} is {v}"), "give a fraction in [0, 1), e.g. 0.1"));
+        return Err(at.invalid(
+            value.span(),
+            format!("{key} is {v}"),
+            "give a fraction in [0, 1), e.g. 0.1",
+        ));
     }
     Ok(())
 }
@@ -607,7 +688,7 @@ pub fn group_thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -661,7 +742,11 @@ optimizer = { kind = "adam", lr = 0.01 }
 "#;
 
     fn parse(text: &str) -> Result<Spec, SpecError> {
-        Spec::parse(text, Path::new("t.toml"), Path::new(env!("CARGO_MANIFEST_DIR")))
+        Spec::parse(
+            text,
+            Path::new("t.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+        )
     }
 
     #[test]
@@ -677,7 +762,10 @@ optimizer = { kind = "adam", lr = 0.01 }
     fn shape_errors_name_line_and_fix() {
         let text = MLP.replace("shape = [4]", "shape = [2, 2, 2]");
         let err = parse(&text).unwrap_err().to_string();
-        assert!(err.starts_with("t.toml:7:3: layer 1 (dense): its input is [2, 2, 2]"), "{err}");
+        assert!(
+            err.starts_with("t.toml:7:3: layer 1 (dense): its input is [2, 2, 2]"),
+            "{err}"
+        );
         assert!(err.contains("flatten"), "{err}");
     }
 

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use modelforge_model::Network;
 use modelforge_model::burn::optim::ModuleOptimizer;
 use modelforge_model::burn::tensor::{Bytes, Device};
-use modelforge_model::Network;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluation::Tally;
 use crate::TrainError;
+use crate::evaluation::Tally;
 
 /// Where the loop stands: enough to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +35,13 @@ pub struct LoopState {
 const CKPT_DIR: &str = "checkpoints";
 
 /// Writes a checkpoint and prunes older ones beyond `keep`.
-pub fn save(run_dir: &Path, network: &Network, optimizer: &ModuleOptimizer, state: &LoopState, keep: usize) -> Result<PathBuf, TrainError> {
+pub fn save(
+    run_dir: &Path,
+    network: &Network,
+    optimizer: &ModuleOptimizer,
+    state: &LoopState,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
     let root = run_dir.join(CKPT_DIR);
     fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
     let name = format!("step-{:09}", state.step);
@@ -43,24 +49,26 @@ pub fn save(run_dir: &Path, network: &Network, optimizer: &ModuleOptimizer, stat
     let dest = root.join(&name);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    network
-        .save_safetensors(&tmp.join("weights.safetensors"), BTreeMap::new())
-        .map_err(TrainError::Model)?;
+    crate::run::write_atomic(
+        &tmp.join("weights.safetensors"),
+        &network.safetensors_bytes(BTreeMap::new()),
+    )?;
     let opt = optimizer.into_bytes().map_err(|e| TrainError::Checkpoint {
         path: tmp.clone(),
         reason: format!("optimiser state does not serialise: {e:?}"),
     })?;
     crate::run::write_atomic(&tmp.join("optimizer.bpk"), &opt)?;
-    crate::run::write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(state).expect("json"))?;
-    for f in ["weights.safetensors"] {
-        let p = tmp.join(f);
-        fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| TrainError::io(&p, e))?;
-    }
+    crate::run::write_atomic(
+        &tmp.join("state.json"),
+        &serde_json::to_vec_pretty(state).expect("json"),
+    )?;
     if dest.exists() {
         fs::remove_dir_all(&dest).map_err(|e| TrainError::io(&dest, e))?;
     }
     fs::rename(&tmp, &dest).map_err(|e| TrainError::io(&dest, e))?;
-    fs::File::open(&root).and_then(|d| d.sync_all()).map_err(|e| TrainError::io(&root, e))?;
+    fs::File::open(&root)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TrainError::io(&root, e))?;
     let all = list(run_dir)?;
     for old in all.iter().take(all.len().saturating_sub(keep)) {
         let _ = fs::remove_dir_all(old);
@@ -78,21 +86,31 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
         .map_err(|e| TrainError::io(&root, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+        })
         .collect();
     out.sort();
     Ok(out)
 }
 
 /// Loads a checkpoint into a freshly built network and optimiser.
-pub fn load(dir: &Path, network: Network, optimizer: ModuleOptimizer, device: &Device) -> Result<(Network, ModuleOptimizer, LoopState), TrainError> {
+pub fn load(
+    dir: &Path,
+    network: Network,
+    optimizer: ModuleOptimizer,
+    device: &Device,
+) -> Result<(Network, ModuleOptimizer, LoopState), TrainError> {
     let bad = |reason: String| TrainError::Checkpoint {
         path: dir.to_path_buf(),
         reason,
     };
     let state_path = dir.join("state.json");
-    let state: LoopState = serde_json::from_slice(&fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?)
-        .map_err(|e| bad(format!("state.json is not valid: {e}")))?;
+    let state: LoopState =
+        serde_json::from_slice(&fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?)
+            .map_err(|e| bad(format!("state.json is not valid: {e}")))?;
     let network = network
         .load_safetensors(&dir.join("weights.safetensors"), device, true)
         .map_err(TrainError::Model)?;

@@ -11,7 +11,13 @@ use modelforge_spec::Loss;
 use serde::{Deserialize, Serialize};
 
 /// The loss of a batch of logits against its targets (rows `rows` of `targets`).
-pub fn batch_loss(loss: Loss, logits: Tensor<2>, targets: &Targets, rows: &[usize], device: &Device) -> Tensor<1> {
+pub fn batch_loss(
+    loss: Loss,
+    logits: Tensor<2>,
+    targets: &Targets,
+    rows: &[usize],
+    device: &Device,
+) -> Tensor<1> {
     let [batch, width] = logits.dims();
     match (loss, targets) {
         (Loss::CrossEntropy, Targets::Classes(c)) => {
@@ -20,7 +26,10 @@ pub fn batch_loss(loss: Loss, logits: Tensor<2>, targets: &Targets, rows: &[usiz
                 onehot[i * width + c[r] as usize] = 1.0;
             }
             let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [batch, width]), device);
-            (log_softmax(logits, 1) * onehot).sum().neg().div_scalar(batch as f32)
+            (log_softmax(logits, 1) * onehot)
+                .sum()
+                .neg()
+                .div_scalar(batch as f32)
         }
         (Loss::BinaryCrossEntropy, Targets::Classes(c)) => {
             let y: Vec<f32> = rows.iter().map(|&r| c[r] as f32).collect();
@@ -31,11 +40,16 @@ pub fn batch_loss(loss: Loss, logits: Tensor<2>, targets: &Targets, rows: &[usiz
             (relu - logits * y + soft).mean()
         }
         (_, Targets::Values { values, width: w }) => {
-            let y: Vec<f32> = rows.iter().flat_map(|&r| values[r * w..(r + 1) * w].iter().copied()).collect();
+            let y: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| values[r * w..(r + 1) * w].iter().copied())
+                .collect();
             let y = Tensor::<2>::from_data(TensorData::new(y, [batch, *w]), device);
             (logits - y).powi_scalar(2).mean()
         }
-        (loss, Targets::Classes(_)) => unreachable!("validated: {} takes class targets", loss.name()),
+        (loss, Targets::Classes(_)) => {
+            unreachable!("validated: {} takes class targets", loss.name())
+        }
     }
 }
 
@@ -58,7 +72,15 @@ pub struct Tally {
 
 impl Tally {
     /// Adds a batch: its mean loss and its outputs (host copy, row-major `[batch, width]`).
-    pub fn add(&mut self, mean_loss: f64, outputs: &[f32], width: usize, targets: &Targets, rows: &[usize], confusion: Option<&mut Vec<Vec<u64>>>) {
+    pub fn add(
+        &mut self,
+        mean_loss: f64,
+        outputs: &[f32],
+        width: usize,
+        targets: &Targets,
+        rows: &[usize],
+        confusion: Option<&mut Vec<Vec<u64>>>,
+    ) {
         self.loss_sum += mean_loss * rows.len() as f64;
         self.count += rows.len() as u64;
         match targets {
@@ -112,7 +134,9 @@ pub fn predicted_class(row: &[f32]) -> usize {
     }
     row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
         .0
 }
 
@@ -153,9 +177,20 @@ pub fn evaluate(
         let l = batch_loss(loss, logits.clone(), &data.targets, chunk, device);
         let l: f64 = l.into_scalar::<f32>() as f64;
         let outputs: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
-        tally.add(l, &outputs, width, &data.targets, chunk, is_classes.then_some(&mut confusion));
+        tally.add(
+            l,
+            &outputs,
+            width,
+            &data.targets,
+            chunk,
+            is_classes.then_some(&mut confusion),
+        );
     }
-    let (precision, recall) = if is_classes { precision_recall(&confusion) } else { (vec![], vec![]) };
+    let (precision, recall) = if is_classes {
+        precision_recall(&confusion)
+    } else {
+        (vec![], vec![])
+    };
     Ok(Evaluation {
         examples: tally.count,
         metrics: tally.metrics(prefix, is_classes),
@@ -172,7 +207,9 @@ pub fn precision_recall(confusion: &[Vec<u64>]) -> (Vec<f64>, Vec<f64>) {
     let precision = (0..k)
         .map(|c| ratio(confusion[c][c], (0..k).map(|a| confusion[a][c]).sum()))
         .collect();
-    let recall = (0..k).map(|c| ratio(confusion[c][c], confusion[c].iter().sum())).collect();
+    let recall = (0..k)
+        .map(|c| ratio(confusion[c][c], confusion[c].iter().sum()))
+        .collect();
     (precision, recall)
 }
 
@@ -198,9 +235,13 @@ mod tests {
     #[test]
     fn cross_entropy_matches_hand_computation() {
         let device = Device::flex();
-        let logits = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 1.0], [2, 2]), &device);
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 1.0], [2, 2]),
+            &device,
+        );
         let t = Targets::Classes(vec![1, 0]);
-        let l: f64 = batch_loss(Loss::CrossEntropy, logits, &t, &[0, 1], &device).into_scalar::<f32>() as f64;
+        let l: f64 = batch_loss(Loss::CrossEntropy, logits, &t, &[0, 1], &device)
+            .into_scalar::<f32>() as f64;
         let ce = |a: f64, b: f64, y: usize| -([a, b][y] - (a.exp() + b.exp()).ln());
         let want = (ce(1.0, 2.0, 1) + ce(3.0, 1.0, 0)) / 2.0;
         assert!((l - want).abs() < 1e-6, "{l} vs {want}");

@@ -56,7 +56,9 @@ pub enum TrainError {
         runs_dir: PathBuf,
     },
     /// The run to resume was made from a different spec or data.
-    #[error("run {run} was trained from a different {what} — resume with the same spec and data, or start a new run")]
+    #[error(
+        "run {run} was trained from a different {what} — resume with the same spec and data, or start a new run"
+    )]
     ResumeMismatch {
         /// The run.
         run: String,
@@ -67,7 +69,9 @@ pub enum TrainError {
     #[error("{0}")]
     Settings(String),
     /// The loss became NaN or infinite.
-    #[error("the loss became {value} at step {step} — lower the learning rate or set train.clip_grad_norm")]
+    #[error(
+        "the loss became {value} at step {step} — lower the learning rate or set train.clip_grad_norm"
+    )]
     Diverged {
         /// The step.
         step: u64,
@@ -236,7 +240,8 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
             (info.run_id.clone(), dir, state, info)
         }
         None => {
-            std::fs::create_dir_all(&options.runs_dir).map_err(|e| TrainError::io(&options.runs_dir, e))?;
+            std::fs::create_dir_all(&options.runs_dir)
+                .map_err(|e| TrainError::io(&options.runs_dir, e))?;
             let run_id = run::new_run_id(spec.name(), &options.runs_dir);
             let dir = options.runs_dir.join(&run_id);
             std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
@@ -299,9 +304,17 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
                 if let Some(max) = &t.clip_grad_norm {
                     optimizer::clip_global_norm(&network, &mut grads, *max.get_ref());
                 }
-                let lr = schedule::learning_rate(t.schedule.get_ref(), base_lr, state.step as usize, batches, total_steps);
+                let lr = schedule::learning_rate(
+                    t.schedule.get_ref(),
+                    base_lr,
+                    state.step as usize,
+                    batches,
+                    total_steps,
+                );
                 network = optim.step(lr, network, grads);
-                state.tally.add(loss_value, &outputs, width, &data.train.targets, rows, None);
+                state
+                    .tally
+                    .add(loss_value, &outputs, width, &data.train.targets, rows, None);
                 state.step += 1;
                 state.position = b + 1;
                 let seen = (state.position - done_before).max(1) as f64;
@@ -312,7 +325,8 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
                     batches,
                     step: state.step,
                     loss: state.tally.loss_sum / state.tally.count.max(1) as f64,
-                    accuracy: has_classes.then(|| state.tally.correct as f64 / state.tally.count.max(1) as f64),
+                    accuracy: has_classes
+                        .then(|| state.tally.correct as f64 / state.tally.count.max(1) as f64),
                     samples_per_sec: seen * batch_size as f64 / elapsed,
                     lr,
                 };
@@ -323,18 +337,37 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
                     }))?;
                 }
                 progress.step(&report);
-                if ckpt.every_steps > 0 && state.step.is_multiple_of(ckpt.every_steps as u64) && state.position < batches {
-                    state.metrics_bytes = log.len()?;
+                if ckpt.every_steps > 0
+                    && state.step.is_multiple_of(ckpt.every_steps as u64)
+                    && state.position < batches
+                {
+                    state.metrics_bytes = log.synced_len()?;
                     checkpoint::save(&run_dir, &network, &optim, &state, ckpt.keep)?;
                 }
             }
             // End of epoch: figures on train (running) and validation.
             let mut metrics = state.tally.metrics("", has_classes);
             if !data.validation.is_empty() {
-                let eval = evaluate(&network.valid(), &data.validation, loss_kind, classes, "val_", &device)?;
+                let eval = evaluate(
+                    &network.valid(),
+                    &data.validation,
+                    loss_kind,
+                    classes,
+                    "val_",
+                    &device,
+                )?;
                 metrics.extend(eval.metrics);
             }
-            metrics.insert("lr".into(), schedule::learning_rate(t.schedule.get_ref(), base_lr, state.step.saturating_sub(1) as usize, batches, total_steps));
+            metrics.insert(
+                "lr".into(),
+                schedule::learning_rate(
+                    t.schedule.get_ref(),
+                    base_lr,
+                    state.step.saturating_sub(1) as usize,
+                    batches,
+                    total_steps,
+                ),
+            );
             let seconds = started.elapsed().as_secs_f64();
             let mut line = json!({ "kind": "epoch", "epoch": epoch, "step": state.step });
             for (k, v) in &metrics {
@@ -350,9 +383,16 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
             if let Some(es) = &t.early_stopping {
                 let es = es.get_ref();
                 let value = metrics.get(&es.metric).copied().ok_or_else(|| {
-                    TrainError::Settings(format!("early stopping metric {} is not computed for this task", es.metric))
+                    TrainError::Settings(format!(
+                        "early stopping metric {} is not computed for this task",
+                        es.metric
+                    ))
                 })?;
-                let mode = es.mode.unwrap_or(if es.metric.ends_with("accuracy") { Mode::Max } else { Mode::Min });
+                let mode = es.mode.unwrap_or(if es.metric.ends_with("accuracy") {
+                    Mode::Max
+                } else {
+                    Mode::Min
+                });
                 let improved = match (state.best, mode) {
                     (None, _) => true,
                     (Some(b), Mode::Min) => value < b - es.min_delta,
@@ -373,8 +413,10 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
             if stopped_early {
                 state.epoch = epochs;
             }
-            if (ckpt.every_epochs > 0 && state.epoch.is_multiple_of(ckpt.every_epochs)) || state.epoch >= epochs {
-                state.metrics_bytes = log.len()?;
+            if (ckpt.every_epochs > 0 && state.epoch.is_multiple_of(ckpt.every_epochs))
+                || state.epoch >= epochs
+            {
+                state.metrics_bytes = log.synced_len()?;
                 checkpoint::save(&run_dir, &network, &optim, &state, ckpt.keep)?;
             }
         }
@@ -394,7 +436,12 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
     let test = evaluate(&network, &data.test, loss_kind, classes, "test_", &device)?;
     let mut all = last_metrics.clone();
     all.extend(test.metrics.clone());
-    info.status = if stopped_early { "stopped_early" } else { "completed" }.into();
+    info.status = if stopped_early {
+        "stopped_early"
+    } else {
+        "completed"
+    }
+    .into();
     info.finished = Some(run::unix_now());
     info.steps = state.step;
     info.metrics = all;

@@ -3,7 +3,9 @@
 use modelforge_model::burn::module::{Module, ModuleVisitor, Param, ParamId};
 use modelforge_model::burn::optim::decay::WeightDecayConfig;
 use modelforge_model::burn::optim::momentum::MomentumConfig;
-use modelforge_model::burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use modelforge_model::burn::optim::{
+    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig,
+};
 use modelforge_model::burn::tensor::Tensor;
 use modelforge_spec::OptimizerSpec;
 
@@ -18,7 +20,7 @@ pub fn build(spec: &OptimizerSpec) -> ModuleOptimizer {
             ..
         } => SgdConfig::new()
             .with_weight_decay(decay(*weight_decay))
-            .with_momentum((*momentum > 0.0).then(|| MomentumConfig {
+            .with_momentum((*momentum > 0.0).then_some(MomentumConfig {
                 momentum: *momentum,
                 dampening: 0.0,
                 nesterov: *nesterov,

@@ -79,7 +79,9 @@ pub struct RunInfo {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC for Unix seconds.
@@ -107,7 +109,9 @@ pub fn utc_stamp(secs: u64) -> String {
 /// A new, unused run id for a model.
 pub fn new_run_id(model: &str, runs_dir: &Path) -> String {
     let stamp = utc_stamp(unix_now());
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let mut salt = (nanos ^ std::process::id()) % 0xffff;
     loop {
         let id = format!("{model}-{stamp}-{salt:04x}");
@@ -148,7 +152,10 @@ pub fn read_info(dir: &Path) -> Result<RunInfo, TrainError> {
 
 /// Writes `run.json` atomically.
 pub fn write_info(dir: &Path, info: &RunInfo) -> Result<(), TrainError> {
-    write_atomic(&dir.join("run.json"), &serde_json::to_vec_pretty(info).expect("run info serialises"))
+    write_atomic(
+        &dir.join("run.json"),
+        &serde_json::to_vec_pretty(info).expect("run info serialises"),
+    )
 }
 
 /// Replaces a file atomically (temp file, fsync, rename).
@@ -175,7 +182,8 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(|e| TrainError::io(&path, e))?;
-        file.set_len(keep_bytes).map_err(|e| TrainError::io(&path, e))?;
+        file.set_len(keep_bytes)
+            .map_err(|e| TrainError::io(&path, e))?;
         Ok(MetricsLog { path, file })
     }
 
@@ -183,13 +191,20 @@ impl MetricsLog {
     pub fn write(&mut self, record: &serde_json::Value) -> Result<(), TrainError> {
         let mut line = serde_json::to_vec(record).expect("json");
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| TrainError::io(&self.path, e))
+        self.file
+            .write_all(&line)
+            .map_err(|e| TrainError::io(&self.path, e))
     }
 
     /// Bytes written so far (flushed to disk first).
-    pub fn len(&mut self) -> Result<u64, TrainError> {
-        self.file.sync_data().map_err(|e| TrainError::io(&self.path, e))?;
-        self.file.metadata().map(|m| m.len()).map_err(|e| TrainError::io(&self.path, e))
+    pub fn synced_len(&mut self) -> Result<u64, TrainError> {
+        self.file
+            .sync_data()
+            .map_err(|e| TrainError::io(&self.path, e))?;
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| TrainError::io(&self.path, e))
     }
 }
 

@@ -1,0 +1,75 @@
+//! Training throughput of the reference MLP (784-128-128-10, Adam 1e-3) on real MNIST.
+//!
+//! `cargo bench -p modelforge-train --bench throughput -- --threads 1 --batch 64`
+//! prints one line: `modelforge batch=64 threads=1 samples_per_sec=…`. The first epoch
+//! warms up; the figure is the second epoch's (training steps only, no evaluation).
+//! `bench/train_throughput.sh` runs it beside PyTorch and prints the ratios.
+
+use std::path::Path;
+
+use modelforge_spec::Spec;
+use modelforge_train::{EpochReport, Progress, StepReport, TrainOptions};
+
+struct Last(f64);
+
+impl Progress for Last {
+    fn step(&mut self, r: &StepReport) {
+        if r.epoch == 1 {
+            self.0 = r.samples_per_sec;
+        }
+    }
+    fn epoch(&mut self, _: &EpochReport) {}
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let threads = arg("--threads", 1);
+    let batch = arg("--batch", 64);
+    let examples = arg("--examples", 30_000);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .expect("thread pool");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mnist/modelforge.toml");
+    let text = std::fs::read_to_string(&example)
+        .expect("example spec")
+        .replace("epochs = 10", "epochs = 2")
+        .replace("batch_size = 64", &format!("batch_size = {batch}"))
+        .replace(
+            "checkpoint = { every_epochs = 1, keep = 2 }",
+            "checkpoint = { every_epochs = 0, keep = 1 }",
+        )
+        .replace(
+            "seed = 42\n\n[train]",
+            &format!("seed = 42\nlimit_train = {examples}\nlimit_test = 1000\n\n[train]"),
+        );
+    let spec = Spec::parse(&text, &example, example.parent().expect("folder")).expect("valid spec");
+    let data = modelforge_data::prepare(&spec).expect("MNIST");
+    let runs = tempfile::tempdir().expect("temp dir");
+    let mut last = Last(0.0);
+    modelforge_train::train(
+        &spec,
+        &data,
+        TrainOptions {
+            runs_dir: runs.path().to_path_buf(),
+            threads,
+            device: "cpu".into(),
+            resume: None,
+            progress: &mut last,
+        },
+    )
+    .expect("training");
+    println!(
+        "modelforge batch={batch} threads={threads} samples_per_sec={:.0}",
+        last.0
+    );
+}

@@ -90,7 +90,7 @@ fn killed_and_resumed_runs_end_bit_identical() {
     if status.success() {
         eprintln!("the run finished before the kill; resuming a finished run must still agree");
     }
-    let out = sb.ok(&[
+    let resume = [
         "train",
         "spec.toml",
         "--threads",
@@ -99,7 +99,8 @@ fn killed_and_resumed_runs_end_bit_identical() {
         "c",
         "--resume",
         &run_id,
-    ]);
+    ];
+    let out = sb.ok(&resume);
     assert!(out.contains(&run_id), "{out}");
     assert_eq!(
         final_weights(&c),
@@ -114,16 +115,7 @@ fn killed_and_resumed_runs_end_bit_identical() {
 
     // Resuming with a changed spec is refused.
     sb.write("spec.toml", spec().replace("lr = 1e-3", "lr = 2e-3"));
-    let out = sb.run(&[
-        "train",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--runs",
-        "c",
-        "--resume",
-        &run_id,
-    ]);
+    let out = sb.run(&resume);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("trained from a different spec"));
 }

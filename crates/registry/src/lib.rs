@@ -205,6 +205,14 @@ fn sync_dir(dir: &Path) -> Result<(), RegistryError> {
         .map_err(io(dir))
 }
 
+/// Replaces a model's `aliases.json` atomically.
+fn write_aliases(model_dir: &Path, aliases: &BTreeMap<String, u64>) -> Result<(), RegistryError> {
+    write_atomic(
+        &model_dir.join(ALIASES),
+        &serde_json::to_vec_pretty(aliases).expect("json"),
+    )
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -450,24 +458,29 @@ impl Registry {
         }
     }
 
+    /// Fails with `NoVersion` unless the model has this version.
+    fn require_version(&self, name: &str, version: u64) -> Result<(), RegistryError> {
+        let versions = self.versions(name)?;
+        if versions.contains(&version) {
+            Ok(())
+        } else {
+            Err(RegistryError::NoVersion {
+                name: name.into(),
+                reference: version.to_string(),
+                known: format!("{versions:?}"),
+            })
+        }
+    }
+
     /// Points an alias at a version (atomically).
     pub fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<(), RegistryError> {
         check_alias(alias)?;
-        if !self.versions(name)?.contains(&version) {
-            return Err(RegistryError::NoVersion {
-                name: name.into(),
-                reference: version.to_string(),
-                known: format!("{:?}", self.versions(name)?),
-            });
-        }
+        self.require_version(name, version)?;
         let model_dir = self.model_dir(name);
         let _lock = NameLock::acquire(&model_dir)?;
         let mut aliases = self.aliases(name)?;
         aliases.insert(alias.to_string(), version);
-        write_atomic(
-            &model_dir.join(ALIASES),
-            &serde_json::to_vec_pretty(&aliases).expect("json"),
-        )
+        write_aliases(&model_dir, &aliases)
     }
 
     /// Removes an alias; returns whether it existed.
@@ -477,10 +490,7 @@ impl Registry {
         let _lock = NameLock::acquire(&model_dir)?;
         let mut aliases = self.aliases(name)?;
         let existed = aliases.remove(alias).is_some();
-        write_atomic(
-            &model_dir.join(ALIASES),
-            &serde_json::to_vec_pretty(&aliases).expect("json"),
-        )?;
+        write_aliases(&model_dir, &aliases)?;
         Ok(existed)
     }
 
@@ -491,13 +501,7 @@ impl Registry {
         version: u64,
         force: bool,
     ) -> Result<(), RegistryError> {
-        if !self.versions(name)?.contains(&version) {
-            return Err(RegistryError::NoVersion {
-                name: name.into(),
-                reference: version.to_string(),
-                known: format!("{:?}", self.versions(name)?),
-            });
-        }
+        self.require_version(name, version)?;
         let model_dir = self.model_dir(name);
         let _lock = NameLock::acquire(&model_dir)?;
         let mut aliases = self.aliases(name)?;
@@ -515,10 +519,7 @@ impl Registry {
                 });
             }
             aliases.retain(|_, v| *v != version);
-            write_atomic(
-                &model_dir.join(ALIASES),
-                &serde_json::to_vec_pretty(&aliases).expect("json"),
-            )?;
+            write_aliases(&model_dir, &aliases)?;
         }
         // Rename out of sight first so a crash never leaves a half-deleted visible version.
         let dir = model_dir.join(version.to_string());

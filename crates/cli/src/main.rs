@@ -163,7 +163,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line: the message, then each cause not already spelled out in it.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let text = cause.to_string();
+                if !line.contains(&text) {
+                    line = format!("{line}: {text}");
+                }
+            }
+            eprintln!("error: {line}");
             ExitCode::from(2)
         }
     }

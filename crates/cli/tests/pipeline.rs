@@ -2,8 +2,15 @@
 
 use crate::common::{MLP, Sandbox, data_dir, mnist_spec};
 
-fn digits_spec(gate_min: f64) -> String {
-    let csv = data_dir().join("tabular/digits.csv.gz");
+/// The digits spec; its data path is relative to the spec file (copied into the sandbox).
+fn digits_spec(sb: &Sandbox, gate_min: f64) -> String {
+    std::fs::create_dir_all(sb.path().join("data")).unwrap();
+    std::fs::copy(
+        data_dir().join("tabular/digits.csv.gz"),
+        sb.path().join("data/digits.csv.gz"),
+    )
+    .unwrap();
+    let csv = std::path::Path::new("data/digits.csv.gz");
     format!(
         r#"[model]
 name = "digits"
@@ -34,7 +41,7 @@ gate = {{ metric = "test_accuracy", min = {gate_min} }}
 #[test]
 fn run_publishes_versions_that_predict_and_evaluate() {
     let sb = Sandbox::new();
-    sb.write("spec.toml", digits_spec(0.9));
+    sb.write("spec.toml", digits_spec(&sb, 0.9));
     let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
     assert!(out.contains("Total params: 4,810"), "{out}");
     assert!(out.contains("published digits version 1"), "{out}");
@@ -87,7 +94,27 @@ fn run_publishes_versions_that_predict_and_evaluate() {
         serde_json::json!(row[64] as u64)
     );
 
-    let eval = sb.ok(&["eval", "digits@1", "--threads", "1"]);
+    // The stored spec finds its data from any working directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let registry = sb.path().join("models");
+    let out = sb
+        .command(&[
+            "eval",
+            "digits@1",
+            "--threads",
+            "1",
+            "--registry",
+            registry.to_str().unwrap(),
+        ])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval = String::from_utf8(out.stdout).unwrap();
     assert!(
         eval.contains("test_accuracy")
             && eval.contains("confusion matrix")
@@ -142,7 +169,7 @@ fn run_publishes_versions_that_predict_and_evaluate() {
 #[test]
 fn a_failing_gate_publishes_without_alias_and_exits_3() {
     let sb = Sandbox::new();
-    sb.write("spec.toml", digits_spec(0.9999));
+    sb.write("spec.toml", digits_spec(&sb, 0.9999));
     let out = sb.run(&["run", "spec.toml", "--threads", "1"]);
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);

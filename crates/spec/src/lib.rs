@@ -66,8 +66,16 @@ impl Spec {
             path: path.to_path_buf(),
             offset: e.utf8_error().valid_up_to(),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Spec::parse(&text, path, base)
+        // Anchor relative data paths to an absolute folder, so the resolved spec stored with
+        // runs and versions still finds the data from any working directory.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf());
+        Spec::parse(&text, path, &base)
     }
 
     /// Parses and validates spec text; `path` names it in errors, `base` anchors relative paths.

@@ -235,3 +235,69 @@ fn mnist_subset_learns_with_conv_and_mlp() {
     assert_eq!(info["environment"]["threads"], 2);
     assert_eq!(info["data_fingerprint"].as_str().unwrap().len(), 64);
 }
+
+#[test]
+fn binary_and_regression_tasks_train() {
+    let sb = Sandbox::new();
+    let tabular = data_dir().join("tabular");
+    let spec = |name: &str, file: &str, features: usize, output: &str, units: usize, label: i64| {
+        format!(
+            r#"[model]
+name = "{name}"
+input = {{ shape = [{features}] }}
+output = {output}
+layers = [{{ dense = {{ units = 16 }} }}, {{ relu = {{}} }}, {{ dense = {{ units = {units} }} }}]
+[data]
+format = "csv"
+train = {{ path = "{}" }}
+normalize = "zscore"
+seed = 5
+csv = {{ header = false, skip_rows = 1, label = {label} }}
+[train]
+epochs = 40
+batch_size = 16
+seed = 5
+optimizer = {{ kind = "adam", lr = 3e-3 }}
+"#,
+            tabular.join(file).display()
+        )
+    };
+    // Breast cancer: 30 features, yes/no, one logit with binary cross-entropy.
+    sb.write(
+        "binary.toml",
+        spec(
+            "cancer",
+            "breast_cancer.csv",
+            30,
+            "{ task = \"binary\" }",
+            1,
+            -1,
+        ),
+    );
+    sb.ok(&["run", "binary.toml", "--threads", "1"]);
+    // Iris petal width from the other three measurements and the class (mse).
+    sb.write(
+        "regression.toml",
+        spec("petal", "iris.csv", 4, "{ task = \"regression\" }", 1, 3),
+    );
+    sb.ok(&["run", "regression.toml", "--threads", "1"]);
+    let metrics = |name: &str| -> serde_json::Value {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap(),
+        )
+        .unwrap();
+        m["metrics"].clone()
+    };
+    let cancer = metrics("cancer");
+    assert!(cancer["test_accuracy"].as_f64().unwrap() > 0.93, "{cancer}");
+    let petal = metrics("petal");
+    assert!(petal["test_rmse"].as_f64().unwrap() < 0.35, "{petal}");
+    assert!(petal["test_mae"].as_f64().unwrap() < 0.3, "{petal}");
+    assert!(petal.get("test_accuracy").is_none(), "{petal}");
+    sb.write("in.json", "[[5.1, 3.5, 1.4, 0], [6.7, 3.0, 5.2, 2]]");
+    let pred: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["predict", "petal", "--input", "in.json"])).unwrap();
+    let small = pred["predictions"][0]["outputs"][0].as_f64().unwrap();
+    let large = pred["predictions"][1]["outputs"][0].as_f64().unwrap();
+    assert!(small < 0.8 && large > 1.3, "{pred}");
+}

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Registry, split_reference};
-use modelforge_serve::Runnable;
+use modelforge_serve::Runnable as _;
 use modelforge_spec::Spec;
 use modelforge_train::{TrainOptions, Trained, class_count, evaluate};
 use serde_json::{Value, json};
 
 use crate::Compute;
+use crate::native::Native;
 use crate::progress::Bars;
 
 /// Exit code of `run` when the model was published but failed its gate.
@@ -162,31 +163,32 @@ pub fn eval(
 ) -> Result<ExitCode> {
     threads(compute, None)?;
     let device = device(compute)?;
-    let runnable = Runnable::load(&ctx.registry, model, &device)?;
+    let (manifest, native) = Native::open(&ctx.registry, model, &device)?;
+    let describe = format!("{}@{}", manifest.name, manifest.version);
     let spec = match data_spec {
         Some(path) => {
             let other = Spec::load(path)?;
-            let mut spec = runnable.spec.clone();
+            let mut spec = native.spec.clone();
             spec.data = other.data;
             spec
         }
-        None => runnable.spec.clone(),
+        None => native.spec.clone(),
     };
     let data = modelforge_data::prepare(&spec)?;
     let eval = evaluate(
-        runnable.network(),
+        &native.network,
         &data.test,
         spec.loss(),
         class_count(&spec),
         "test_",
         &device,
     )?;
-    println!("{} on {} test examples", runnable.describe(), eval.examples);
+    println!("{describe} on {} test examples", eval.examples);
     for (k, v) in &eval.metrics {
         println!("  {k:<16} {v:.4}");
     }
     if !eval.confusion.is_empty() {
-        let labels = &runnable.manifest.labels;
+        let labels = &manifest.labels;
         let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
         println!(
             "\n  {:<10} {:>9} {:>9} {:>9}",
@@ -256,8 +258,9 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
     }
     threads(compute, None)?;
     let device = device(compute)?;
-    let runnable = Runnable::load(&ctx.registry, model, &device)?;
-    let per_sample: usize = runnable.manifest.input.shape.iter().product();
+    let (manifest, mut native) = Native::open(&ctx.registry, model, &device)?;
+    let describe = format!("{}@{}", manifest.name, manifest.version);
+    let per_sample: usize = manifest.input.shape.iter().product();
     let mut values = Vec::with_capacity(instances.len() * per_sample);
     for (i, instance) in instances.iter().enumerate() {
         let before = values.len();
@@ -266,16 +269,19 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
             bail!(
                 "instances[{i}] has {} values but {} takes {per_sample} (shape {:?})",
                 values.len() - before,
-                runnable.describe(),
-                runnable.manifest.input.shape
+                describe,
+                manifest.input.shape
             );
         }
     }
-    let (outputs, width) = runnable.predict(&values, instances.len())?;
-    let labels = &runnable.manifest.labels;
+    let outputs = native
+        .run(&values, instances.len())
+        .map_err(anyhow::Error::msg)?;
+    let width: usize = manifest.output.shape.iter().product();
+    let labels = &manifest.labels;
     let predictions: Vec<Value> = outputs
         .chunks_exact(width)
-        .map(|row| match runnable.manifest.task.as_str() {
+        .map(|row| match manifest.task.as_str() {
             "regression" => json!({ "outputs": row }),
             _ => {
                 let class = modelforge_train::evaluation::predicted_class(row);
@@ -292,10 +298,80 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
         "{}",
         serde_json::to_string_pretty(&json!({
             "model": name,
-            "version": runnable.manifest.version,
+            "version": manifest.version,
             "predictions": predictions,
         }))?
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `modelforge serve` listens on and how it batches.
+pub struct ServeOptions {
+    /// REST address.
+    pub http: std::net::SocketAddr,
+    /// Batching and version policy.
+    pub config: modelforge_serve::CoreConfig,
+    /// Registry poll interval.
+    pub poll: std::time::Duration,
+}
+
+/// `modelforge serve`: every registry model over REST until Ctrl-C or SIGTERM.
+pub fn serve(ctx: &Context, options: &ServeOptions, compute: &Compute) -> Result<ExitCode> {
+    threads(compute, None)?;
+    let loader = crate::native::NativeLoader {
+        device: device(compute)?,
+    };
+    let core = std::sync::Arc::new(modelforge_serve::Core::new(
+        ctx.registry.clone(),
+        std::sync::Arc::new(loader),
+        options.config.clone(),
+    ));
+    core.refresh()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(options.http)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} — is another server using it?",
+                    options.http
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        let index = core.index()?;
+        for entry in &index {
+            let why = if entry.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", entry.reason)
+            };
+            println!(
+                "model {} version {}: {}{why}",
+                entry.name, entry.version, entry.state
+            );
+        }
+        println!(
+            "REST on http://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1)"
+        );
+        match index.iter().find(|e| e.state == "READY") {
+            Some(e) => println!("try: curl http://{addr}/v2/models/{}", e.name),
+            None => println!("try: curl -X POST http://{addr}/v2/repository/index"),
+        }
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("shutting down: finishing requests in flight");
+        };
+        modelforge_server::serve(core, listener, options.poll, shutdown).await?;
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,7 @@
 //! The `modelforge` binary: parses arguments and wires the crates together.
 
 mod commands;
+mod native;
 mod progress;
 
 use std::path::PathBuf;
@@ -85,6 +86,26 @@ enum Command {
         #[command(flatten)]
         compute: Compute,
     },
+    /// Serve every registry model over REST (Open Inference Protocol V2 and TF-Serving v1).
+    Serve {
+        /// REST address; port 0 picks a free port (the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        http: std::net::SocketAddr,
+        /// Largest batch one compute call takes.
+        #[arg(long, default_value_t = 64)]
+        max_batch_size: usize,
+        /// How long (µs) the first request of a batch waits for others.
+        #[arg(long, default_value_t = 500)]
+        max_queue_delay_us: u64,
+        /// How many of each model's newest versions are served.
+        #[arg(long, default_value_t = 1)]
+        versions: usize,
+        /// Seconds between registry polls (new, removed and changed versions).
+        #[arg(long, default_value_t = 2.0)]
+        poll: f64,
+        #[command(flatten)]
+        compute: Compute,
+    },
     /// Inspect and manage the registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -146,6 +167,27 @@ fn main() -> ExitCode {
             input,
             compute,
         } => commands::predict(&ctx, &model, &input, &compute),
+        Command::Serve {
+            http,
+            max_batch_size,
+            max_queue_delay_us,
+            versions,
+            poll,
+            compute,
+        } => commands::serve(
+            &ctx,
+            &commands::ServeOptions {
+                http,
+                config: modelforge_serve::CoreConfig {
+                    max_batch_size,
+                    max_queue_delay: std::time::Duration::from_micros(max_queue_delay_us),
+                    latest_versions: versions,
+                    ..Default::default()
+                },
+                poll: std::time::Duration::from_secs_f64(poll.max(0.05)),
+            },
+            &compute,
+        ),
         Command::Registry(cmd) => match cmd {
             RegistryCommand::List => commands::registry_list(&ctx),
             RegistryCommand::Show { model } => commands::registry_show(&ctx, &model),

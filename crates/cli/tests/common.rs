@@ -150,3 +150,39 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// The digits spec; its data path is relative to the spec file (copied into the sandbox).
+pub fn digits_spec(sb: &Sandbox, gate_min: f64) -> String {
+    std::fs::create_dir_all(sb.path().join("data")).unwrap();
+    std::fs::copy(
+        data_dir().join("tabular/digits.csv.gz"),
+        sb.path().join("data/digits.csv.gz"),
+    )
+    .unwrap();
+    let csv = std::path::Path::new("data/digits.csv.gz");
+    format!(
+        r#"[model]
+name = "digits"
+input = {{ name = "pixels", shape = [64] }}
+output = {{ name = "logits", task = "classification", classes = 10 }}
+layers = [{{ dense = {{ units = 64 }} }}, {{ relu = {{}} }}, {{ dense = {{ units = 10 }} }}]
+
+[data]
+format = "csv"
+train = {{ path = "{}" }}
+test_fraction = 0.2
+normalize = "zscore"
+csv = {{ header = false, label = -1 }}
+
+[train]
+epochs = 20
+batch_size = 32
+optimizer = {{ kind = "adam", lr = 1e-3 }}
+
+[deploy]
+aliases = ["production"]
+gate = {{ metric = "test_accuracy", min = {gate_min} }}
+"#,
+        csv.display()
+    )
+}

@@ -114,7 +114,10 @@ fn killed_and_resumed_runs_end_bit_identical() {
         .zip(straight.lines())
         .find(|(x, y)| x != y)
         .map(|(x, y)| format!("resumed: {x}\nstraight: {y}"));
-    assert_eq!(first_difference, None, "the resumed metrics log differs (killed {delay:?} after the first checkpoint)");
+    assert_eq!(
+        first_difference, None,
+        "the resumed metrics log differs (killed {delay:?} after the first checkpoint)"
+    );
     assert_eq!(resumed.lines().count(), straight.lines().count());
 
     // Resuming with a changed spec is refused.

@@ -1,107 +1,368 @@
-//! The modelforge inference core: a published registry version, checked and
-//! loaded into a [`Runnable`] that turns input batches into outputs.
+//! The modelforge inference core, free of HTTP, gRPC and engine types.
+//!
+//! A [`Core`] keeps the served versions of every registry model. Each version
+//! runs behind a [`queue`] on its own compute thread: requests wait at most
+//! the queue delay to be batched together, are concatenated along the batch
+//! axis, run once, and split back. The engine comes in through a [`Loader`].
 
-use modelforge_model::burn::tensor::Device;
-use modelforge_model::{ModelError, Network};
-use modelforge_registry::{Manifest, Registry, RegistryError};
-use modelforge_spec::{Spec, SpecError};
+pub mod queue;
 
-/// The weights file of a native version.
-pub const WEIGHTS: &str = "weights.safetensors";
-/// The resolved spec of a native version.
-pub const SPEC: &str = "spec.toml";
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-/// Everything that can go wrong loading or running a version.
+pub use modelforge_registry::{Manifest, TensorInfo};
+use modelforge_registry::{Registry, RegistryError};
+
+pub use queue::Statistics;
+use queue::{Queue, QueueConfig};
+
+/// Everything a request or a load can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The registry could not find or verify the version.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// The stored spec does not parse.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// The network could not load or run.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// The version's format is not one this build serves.
-    #[error("{name} version {version} has format {format:?}, which this build cannot run")]
-    Format {
+    /// The registry has no such model.
+    #[error("model {0:?} is not in the repository")]
+    NoModel(String),
+    /// The model has no such version or alias being served.
+    #[error("model {model:?} has no ready version {version:?}")]
+    NoVersion {
         /// The model.
-        name: String,
+        model: String,
+        /// The version or alias asked for.
+        version: String,
+    },
+    /// The version exists but could not be loaded.
+    #[error("model {model:?} version {version} is unavailable: {reason}")]
+    Unavailable {
+        /// The model.
+        model: String,
         /// The version.
         version: u64,
-        /// Its format.
-        format: String,
+        /// Why it did not load.
+        reason: String,
     },
+    /// The request does not fit the model.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The model's queue is full.
+    #[error("model {0:?} is overloaded: its queue is full, retry later")]
+    Overloaded(String),
+    /// The compute thread failed on the request.
+    #[error("inference failed: {0}")]
+    Compute(String),
+    /// The registry could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
-/// A model version ready for inference (no autodiff).
-pub struct Runnable {
-    /// Its manifest.
+/// What a loaded version computes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// The manifest it was loaded from.
     pub manifest: Manifest,
-    /// The spec it was built from.
-    pub spec: Spec,
-    network: Network,
-    device: Device,
 }
 
-impl Runnable {
-    /// Resolves `name[@version|@alias]`, checks its files and loads it.
-    pub fn load(
-        registry: &Registry,
-        reference: &str,
-        device: &Device,
-    ) -> Result<Runnable, ServeError> {
-        let (name, version) = registry.resolve(reference)?;
-        let stored = registry.open(&name, version)?;
-        let manifest = stored.manifest;
-        if manifest.format != "modelforge-native" {
-            return Err(ServeError::Format {
-                name,
-                version,
-                format: manifest.format,
-            });
+impl ModelInfo {
+    /// Values per input sample.
+    pub fn input_len(&self) -> usize {
+        self.manifest.input.shape.iter().product()
+    }
+
+    /// Values per output sample.
+    pub fn output_len(&self) -> usize {
+        self.manifest.output.shape.iter().product()
+    }
+}
+
+/// A loaded model version that computes outputs for a batch of inputs.
+pub trait Runnable: Send {
+    /// Outputs, row-major `[batch, output_len]`, for `batch` samples of raw input.
+    fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String>;
+}
+
+/// Turns a verified registry version into a runnable (the engine lives behind this).
+pub trait Loader: Send + Sync {
+    /// Loads the version whose files are in `dir`.
+    fn load(&self, manifest: &Manifest, dir: &std::path::Path)
+    -> Result<Box<dyn Runnable>, String>;
+}
+
+/// How the core batches and which versions it serves.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Largest batch one compute call takes.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch waits for others.
+    pub max_queue_delay: Duration,
+    /// Requests a version's queue holds before refusing more.
+    pub max_queue_len: usize,
+    /// How many of the newest versions of each model are served.
+    pub latest_versions: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            max_batch_size: 64,
+            max_queue_delay: Duration::from_micros(500),
+            max_queue_len: 1024,
+            latest_versions: 1,
         }
-        let spec_path = stored.dir.join(SPEC);
-        let text = std::fs::read_to_string(&spec_path).map_err(|source| SpecError::Io {
-            path: spec_path.clone(),
-            source,
-        })?;
-        let spec = Spec::parse_stored(&text, &spec_path)?;
-        let network = Network::new(&spec, device).load_safetensors(
-            &stored.dir.join(WEIGHTS),
-            device,
-            false,
-        )?;
-        Ok(Runnable {
-            manifest,
-            spec,
-            network,
-            device: device.clone(),
-        })
+    }
+}
+
+/// The state of one version in the core.
+#[derive(Clone)]
+pub enum VersionState {
+    /// Loaded and taking requests.
+    Ready(Arc<Queue>),
+    /// Listed in the registry but not servable, with the reason.
+    Unavailable(String),
+}
+
+/// A model's index entry: its versions and their states.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    /// Why it is unavailable.
+    pub reason: String,
+}
+
+/// The shared inference core behind every protocol.
+pub struct Core {
+    registry: Registry,
+    loader: Arc<dyn Loader>,
+    config: CoreConfig,
+    models: RwLock<BTreeMap<String, BTreeMap<u64, VersionState>>>,
+    unloaded: RwLock<std::collections::BTreeSet<String>>,
+}
+
+impl Core {
+    /// A core serving `registry` through `loader`; call [`Core::refresh`] to load models.
+    pub fn new(registry: Registry, loader: Arc<dyn Loader>, config: CoreConfig) -> Core {
+        Core {
+            registry,
+            loader,
+            config,
+            models: RwLock::new(BTreeMap::new()),
+            unloaded: RwLock::new(Default::default()),
+        }
     }
 
-    /// The network, for evaluation.
-    pub fn network(&self) -> &Network {
-        &self.network
+    /// Brings the served set in line with the registry: new versions are loaded (and warmed)
+    /// before they take traffic, versions that left the policy are dropped after their queued
+    /// requests finish, broken versions are listed as unavailable.
+    pub fn refresh(&self) -> Result<(), ServeError> {
+        for name in self.registry.models()? {
+            // Unloaded models stay unloaded until the repository API loads them again.
+            if !self.unloaded.read().expect("lock").contains(&name) {
+                self.sync_model(&name, false)?;
+            }
+        }
+        let known = self.registry.models()?;
+        self.models
+            .write()
+            .expect("lock")
+            .retain(|name, _| known.contains(name));
+        Ok(())
     }
 
-    /// The device it runs on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// Loads the policy's versions of one model (the repository API's load, which also retries
+    /// versions that failed before).
+    pub fn load_model(&self, name: &str) -> Result<(), ServeError> {
+        self.unloaded.write().expect("lock").remove(name);
+        self.sync_model(name, true)
     }
 
-    /// Outputs `[batch, width]` (row-major) for `batch` raw input samples.
-    pub fn predict(&self, values: &[f32], batch: usize) -> Result<(Vec<f32>, usize), ServeError> {
-        let x = self.network.input(values, batch, &self.device)?;
-        let out = self.network.forward(x);
-        let width = out.dims()[1];
-        let values = out.into_data().try_to_vec::<f32>().expect("f32 outputs");
-        Ok((values, width))
+    /// Serves the newest `latest_versions` versions that load; newer broken ones are listed as
+    /// unavailable with their reason, so a broken new version never takes the model down.
+    fn sync_model(&self, name: &str, retry: bool) -> Result<(), ServeError> {
+        let versions = match self.registry.versions(name) {
+            Ok(v) => v,
+            Err(RegistryError::NoModel { .. }) => return Err(ServeError::NoModel(name.into())),
+            Err(e) => return Err(e.into()),
+        };
+        let current = self
+            .models
+            .read()
+            .expect("lock")
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let mut next = BTreeMap::new();
+        let mut ready = 0;
+        for &version in versions.iter().rev() {
+            if ready == self.config.latest_versions {
+                break;
+            }
+            let state = match current.get(&version) {
+                Some(VersionState::Ready(q)) => VersionState::Ready(q.clone()),
+                Some(VersionState::Unavailable(reason)) if !retry => {
+                    VersionState::Unavailable(reason.clone())
+                }
+                _ => self.load_version(name, version),
+            };
+            if matches!(state, VersionState::Ready(_)) {
+                ready += 1;
+            }
+            next.insert(version, state);
+        }
+        self.models
+            .write()
+            .expect("lock")
+            .insert(name.to_string(), next);
+        Ok(())
     }
 
-    /// Where the version's files are (for messages).
-    pub fn describe(&self) -> String {
-        format!("{}@{}", self.manifest.name, self.manifest.version)
+    fn load_version(&self, name: &str, version: u64) -> VersionState {
+        let opened = match self.registry.open(name, version) {
+            Ok(v) => v,
+            Err(e) => return VersionState::Unavailable(e.to_string()),
+        };
+        let runnable = match self.loader.load(&opened.manifest, &opened.dir) {
+            Ok(r) => r,
+            Err(reason) => return VersionState::Unavailable(reason),
+        };
+        let info = ModelInfo {
+            name: name.to_string(),
+            version,
+            manifest: opened.manifest,
+        };
+        let config = QueueConfig {
+            max_batch_size: self.config.max_batch_size,
+            max_queue_delay: self.config.max_queue_delay,
+            max_queue_len: self.config.max_queue_len,
+        };
+        match Queue::start(info, runnable, config) {
+            Ok(q) => VersionState::Ready(Arc::new(q)),
+            Err(reason) => VersionState::Unavailable(reason),
+        }
+    }
+
+    /// Stops serving a model (the repository API's unload).
+    pub fn unload(&self, name: &str) -> Result<(), ServeError> {
+        match self.models.write().expect("lock").remove(name) {
+            Some(_) => {
+                self.unloaded
+                    .write()
+                    .expect("lock")
+                    .insert(name.to_string());
+                Ok(())
+            }
+            None => Err(ServeError::NoModel(name.into())),
+        }
+    }
+
+    /// Every registry model version with its state.
+    pub fn index(&self) -> Result<Vec<IndexEntry>, ServeError> {
+        let models = self.models.read().expect("lock");
+        let mut out = Vec::new();
+        for name in self.registry.models()? {
+            let served = models.get(&name);
+            for version in self.registry.versions(&name)? {
+                let (state, reason) = match served.and_then(|m| m.get(&version)) {
+                    Some(VersionState::Ready(_)) => ("READY", String::new()),
+                    Some(VersionState::Unavailable(r)) => ("UNAVAILABLE", r.clone()),
+                    None => (
+                        "UNAVAILABLE",
+                        "not loaded (outside the version policy or unloaded)".to_string(),
+                    ),
+                };
+                out.push(IndexEntry {
+                    name: name.clone(),
+                    version,
+                    state,
+                    reason,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether every served version is ready.
+    pub fn ready(&self) -> bool {
+        self.models
+            .read()
+            .expect("lock")
+            .values()
+            .flat_map(|m| m.values())
+            .all(|s| matches!(s, VersionState::Ready(_)))
+    }
+
+    /// The queue of a ready version: `version` is a number, an alias, or None for the newest.
+    pub fn version(&self, name: &str, version: Option<&str>) -> Result<Arc<Queue>, ServeError> {
+        let models = self.models.read().expect("lock");
+        let served = models
+            .get(name)
+            .ok_or_else(|| ServeError::NoModel(name.into()))?;
+        let number = match version {
+            None => served
+                .iter()
+                .rev()
+                .find(|(_, s)| matches!(s, VersionState::Ready(_)))
+                .map(|(v, _)| *v),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => self.registry.aliases(name)?.get(v).copied(),
+            },
+        };
+        let missing = || ServeError::NoVersion {
+            model: name.into(),
+            version: version.unwrap_or("latest").into(),
+        };
+        match number.and_then(|n| served.get(&n).map(|s| (n, s))) {
+            Some((_, VersionState::Ready(q))) => Ok(q.clone()),
+            Some((n, VersionState::Unavailable(reason))) => Err(ServeError::Unavailable {
+                model: name.into(),
+                version: n,
+                reason: reason.clone(),
+            }),
+            None => Err(missing()),
+        }
+    }
+
+    /// Served version numbers of a model.
+    pub fn versions(&self, name: &str) -> Result<Vec<u64>, ServeError> {
+        let models = self.models.read().expect("lock");
+        let served = models
+            .get(name)
+            .ok_or_else(|| ServeError::NoModel(name.into()))?;
+        Ok(served.keys().copied().collect())
+    }
+
+    /// Runs `batch` samples through a version (batched with concurrent requests).
+    pub async fn infer(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        input: Vec<f32>,
+        batch: usize,
+    ) -> Result<(ModelInfo, Vec<f32>), ServeError> {
+        let queue = self.version(name, version)?;
+        let info = queue.info().clone();
+        if batch == 0 || input.len() != batch * info.input_len() {
+            return Err(ServeError::BadRequest(format!(
+                "input has {} values; {}@{} takes {} per sample (shape {:?})",
+                input.len(),
+                info.name,
+                info.version,
+                info.input_len(),
+                info.manifest.input.shape
+            )));
+        }
+        let out = queue
+            .submit(input, batch)?
+            .await
+            .map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
+        Ok((info, out))
     }
 }

@@ -1,0 +1,90 @@
+//! The native engine behind the inference core: a registry version's spec and
+//! safetensors weights built into a burn network.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use modelforge_model::Network;
+use modelforge_model::burn::tensor::Device;
+use modelforge_registry::{Manifest, Registry};
+use modelforge_serve::{Loader, Runnable};
+use modelforge_spec::Spec;
+
+/// The version format this engine runs.
+const FORMAT: &str = "modelforge-native";
+
+/// A loaded native version.
+pub struct Native {
+    /// The spec it was built from.
+    pub spec: Spec,
+    /// The network, in inference mode.
+    pub network: Network,
+    device: Device,
+}
+
+impl Native {
+    /// Builds the network of the version in `dir`.
+    pub fn load(manifest: &Manifest, dir: &Path, device: &Device) -> Result<Native> {
+        if manifest.format != FORMAT {
+            bail!(
+                "{}@{} has format {:?}, which this build cannot run",
+                manifest.name,
+                manifest.version,
+                manifest.format
+            );
+        }
+        let spec_path = dir.join("spec.toml");
+        let text = std::fs::read_to_string(&spec_path)
+            .with_context(|| format!("cannot read {}", spec_path.display()))?;
+        let spec = Spec::parse_stored(&text, &spec_path)?;
+        let network = Network::new(&spec, device).load_safetensors(
+            &dir.join("weights.safetensors"),
+            device,
+            false,
+        )?;
+        Ok(Native {
+            spec,
+            network,
+            device: device.clone(),
+        })
+    }
+
+    /// Resolves `name[@version|@alias]`, verifies its files and loads it.
+    pub fn open(
+        registry: &Registry,
+        reference: &str,
+        device: &Device,
+    ) -> Result<(Manifest, Native)> {
+        let (name, version) = registry.resolve(reference)?;
+        let stored = registry.open(&name, version)?;
+        let native = Native::load(&stored.manifest, &stored.dir, device)?;
+        Ok((stored.manifest, native))
+    }
+}
+
+impl Runnable for Native {
+    fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+        let x = self
+            .network
+            .input(input, batch, &self.device)
+            .map_err(|e| e.to_string())?;
+        let out = self.network.forward(x);
+        out.into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Loads native versions on one device for the inference core.
+pub struct NativeLoader {
+    /// The compute device.
+    pub device: Device,
+}
+
+impl Loader for NativeLoader {
+    fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Box<dyn Runnable>, String> {
+        Native::load(manifest, dir, &self.device)
+            .map(|n| Box::new(n) as Box<dyn Runnable>)
+            .map_err(|e| format!("{e:#}"))
+    }
+}

@@ -1,0 +1,293 @@
+//! `modelforge serve` on a real socket (port 0), spoken to by a real HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Sandbox, digits_spec};
+
+/// A running server; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(sb: &Sandbox) -> Server {
+        let mut child = sb
+            .command(&[
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+                "--poll",
+                "0.2",
+                "--max-queue-delay-us",
+                "2000",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("server printed its address").unwrap();
+            if let Some(rest) = line.strip_prefix("REST on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
+        let mut response = match (method, body) {
+            ("GET", _) => agent.get(&url).call(),
+            (_, Some(b)) => agent.post(&url).send(b),
+            _ => agent.post(&url).send_empty(),
+        }
+        .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn first_row() -> (Vec<f64>, u64) {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(crate::common::data_dir().join("tabular/digits.csv.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let row: Vec<f64> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (row[..64].to_vec(), row[64] as u64)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn rest_protocols_batching_errors_and_hot_reload() {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.9).replace("epochs = 20", "epochs = 8"),
+    );
+    sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    let server = Server::start(&sb);
+
+    assert_eq!(server.call("GET", "/v2/health/live", None).0, 200);
+    assert_eq!(server.call("GET", "/v2/health/ready", None).0, 200);
+    let (status, meta) = server.call("GET", "/v2/models/digits", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        meta["inputs"][0],
+        json!({ "name": "pixels", "datatype": "FP32", "shape": [-1, 64] })
+    );
+    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
+    assert_eq!(
+        server
+            .call("GET", "/v2/models/digits/versions/1/ready", None)
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .call("GET", "/v2/models/digits/versions/production/ready", None)
+            .0,
+        200
+    );
+
+    // Concurrent V2 requests are answered correctly (and batched by the queue).
+    let (row, label) = first_row();
+    let body = json!({ "id": "r1", "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| server.call("POST", "/v2/models/digits/infer", Some(&body))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, out) in &answers {
+        assert_eq!(*status, 200, "{out}");
+        assert_eq!(out["id"], "r1");
+        assert_eq!(out["outputs"][0]["shape"], json!([1, 10]));
+        let logits: Vec<f64> = out["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let best = (0..10)
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .unwrap();
+        assert_eq!(best as u64, label);
+    }
+    assert_eq!(
+        answers[0].1, answers[5].1,
+        "every caller gets the same answer"
+    );
+
+    // TF-Serving REST, row and columnar.
+    let (status, tf) = server.call(
+        "POST",
+        "/v1/models/digits:predict",
+        Some(&json!({ "instances": [row, row] }).to_string()),
+    );
+    assert_eq!(status, 200, "{tf}");
+    assert_eq!(tf["predictions"].as_array().unwrap().len(), 2);
+    let (status, tf) = server.call(
+        "POST",
+        "/v1/models/digits/labels/production:predict",
+        Some(&json!({ "inputs": [row] }).to_string()),
+    );
+    assert_eq!(status, 200, "{tf}");
+    assert_eq!(tf["outputs"][0].as_array().unwrap().len(), 10);
+    let (status, tf) = server.call("GET", "/v1/models/digits", None);
+    assert_eq!(
+        (status, tf["model_version_status"][0]["state"].clone()),
+        (200, json!("AVAILABLE"))
+    );
+
+    // Malformed requests: a clear {"error"} with a 4xx, and the server keeps serving.
+    for (path, body, code, fragment) in [
+        (
+            "/v2/models/digits/infer",
+            "{not json",
+            400,
+            "not valid JSON",
+        ),
+        (
+            "/v2/models/digits/infer",
+            "{\"inputs\": []}",
+            400,
+            "one input tensor",
+        ),
+        (
+            "/v2/models/digits/infer",
+            "{\"inputs\": [{\"name\": \"pixels\", \"shape\": [1, 3], \"datatype\": \"FP32\", \"data\": [1, 2, 3]}]}",
+            400,
+            "takes 64 per sample",
+        ),
+        (
+            "/v2/models/digits/infer",
+            "{\"inputs\": [{\"name\": \"pixels\", \"shape\": [1, 64], \"datatype\": \"FP32\", \"data\": [\"a\"]}]}",
+            400,
+            "not a number",
+        ),
+        ("/v2/models/nope/infer", "{}", 404, "not in the repository"),
+        (
+            "/v2/models/digits/versions/9/infer",
+            "{}",
+            404,
+            "no ready version \"9\"",
+        ),
+        (
+            "/v1/models/digits:predict",
+            "{\"rows\": []}",
+            400,
+            "\"instances\"",
+        ),
+    ] {
+        let (status, err) = server.call("POST", path, Some(body));
+        assert_eq!(status, code, "{path} {body}: {err}");
+        assert!(
+            err["error"].as_str().unwrap().contains(fragment),
+            "{path} {body}: {err}"
+        );
+    }
+    let stats = server.call("GET", "/v2/models/digits/stats", None).1;
+    // Six V2 requests and two TF-Serving requests succeeded; the failures above never reached compute.
+    assert_eq!(stats["model_stats"][0]["inference_count"], 8, "{stats}");
+
+    // Hot reload: a new version is picked up by the poll; a broken newer one is listed
+    // UNAVAILABLE with its reason while version 2 keeps serving.
+    sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    wait_for("version 2", || {
+        server.call("GET", "/v2/models/digits", None).1["versions"] == json!(["2"])
+    });
+    let models = sb.path().join("models/digits");
+    copy_dir(&models.join("2"), &models.join(".broken"));
+    let weights = models.join(".broken/weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&weights, bytes).unwrap();
+    std::fs::rename(models.join(".broken"), models.join("3")).unwrap();
+    wait_for("version 3 listed", || {
+        let index = server.call("POST", "/v2/repository/index", None).1;
+        index.as_array().unwrap().iter().any(|e| {
+            e["version"] == "3"
+                && e["state"] == "UNAVAILABLE"
+                && e["reason"].as_str().unwrap().contains("checksum")
+        })
+    });
+    let index = server.call("POST", "/v2/repository/index", None).1;
+    let v3 = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["version"] == "3")
+        .unwrap()
+        .clone();
+    assert!(v3["reason"].as_str().unwrap().contains("checksum"), "{v3}");
+    let (status, out) = server.call("POST", "/v2/models/digits/infer", Some(&body));
+    assert_eq!(
+        (status, out["model_version"].clone()),
+        (200, json!("2")),
+        "{out}"
+    );
+
+    // Repository API: unload, then load again.
+    assert_eq!(
+        server
+            .call("POST", "/v2/repository/models/digits/unload", None)
+            .0,
+        200
+    );
+    assert_eq!(server.call("GET", "/v2/models/digits/ready", None).0, 404);
+    assert_eq!(
+        server
+            .call("POST", "/v2/repository/models/digits/load", None)
+            .0,
+        200
+    );
+    assert_eq!(server.call("GET", "/v2/models/digits/ready", None).0, 200);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}

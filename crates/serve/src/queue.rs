@@ -1,0 +1,281 @@
+//! One version's batching queue and its dedicated compute thread.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::{ModelInfo, Runnable, ServeError};
+
+/// Batching limits of a queue.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Largest batch one compute call takes.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch waits for others.
+    pub max_queue_delay: Duration,
+    /// Requests the queue holds before refusing more.
+    pub max_queue_len: usize,
+}
+
+/// Counters in the shape of Triton's statistics extension.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Statistics {
+    /// Successful requests.
+    pub success: u64,
+    /// Failed requests.
+    pub failure: u64,
+    /// Total nanoseconds successful requests waited in the queue.
+    pub queue_ns: u64,
+    /// Total nanoseconds of compute for successful requests.
+    pub compute_ns: u64,
+    /// Compute calls.
+    pub executions: u64,
+    /// Compute calls per batch size: (count, total compute ns).
+    pub batches: BTreeMap<usize, (u64, u64)>,
+    /// Nanoseconds since the Unix epoch of the last request.
+    pub last_inference_ms: u64,
+}
+
+type Reply = oneshot::Sender<Result<Vec<f32>, ServeError>>;
+
+struct Job {
+    input: Vec<f32>,
+    batch: usize,
+    reply: Reply,
+    enqueued: Instant,
+}
+
+/// A served version: submit requests, read statistics.
+pub struct Queue {
+    info: ModelInfo,
+    tx: SyncSender<Job>,
+    stats: Arc<Mutex<Statistics>>,
+}
+
+impl Queue {
+    /// Warms the runnable with one sample, then starts its compute thread.
+    pub fn start(
+        info: ModelInfo,
+        mut runnable: Box<dyn Runnable>,
+        config: QueueConfig,
+    ) -> Result<Queue, String> {
+        let warm = vec![0.0; info.input_len()];
+        let out = runnable
+            .run(&warm, 1)
+            .map_err(|e| format!("warm-up failed: {e}"))?;
+        if out.len() != info.output_len() {
+            return Err(format!(
+                "warm-up gave {} outputs but the manifest promises {}",
+                out.len(),
+                info.output_len()
+            ));
+        }
+        let (tx, rx) = mpsc::sync_channel::<Job>(config.max_queue_len);
+        let stats = Arc::new(Mutex::new(Statistics::default()));
+        let thread_stats = stats.clone();
+        let (in_len, out_len) = (info.input_len(), info.output_len());
+        std::thread::Builder::new()
+            .name(format!("compute-{}-{}", info.name, info.version))
+            .spawn(move || {
+                let mut carry: Option<Job> = None;
+                loop {
+                    let first = match carry.take() {
+                        Some(j) => j,
+                        None => match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        },
+                    };
+                    let deadline = Instant::now() + config.max_queue_delay;
+                    let mut size = first.batch;
+                    let mut jobs = vec![first];
+                    while size < config.max_batch_size {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(j) if size + j.batch > config.max_batch_size => {
+                                carry = Some(j);
+                                break;
+                            }
+                            Ok(j) => {
+                                size += j.batch;
+                                jobs.push(j);
+                            }
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break;
+                            }
+                        }
+                    }
+                    // Callers that gave up are dropped before compute.
+                    jobs.retain(|j| !j.reply.is_closed());
+                    if jobs.is_empty() {
+                        continue;
+                    }
+                    let size: usize = jobs.iter().map(|j| j.batch).sum();
+                    let mut input = Vec::with_capacity(size * in_len);
+                    for j in &jobs {
+                        input.extend_from_slice(&j.input);
+                    }
+                    let started = Instant::now();
+                    let result = runnable.run(&input, size);
+                    let compute_ns = started.elapsed().as_nanos() as u64;
+                    let mut s = thread_stats.lock().expect("stats lock");
+                    s.executions += 1;
+                    let entry = s.batches.entry(size).or_default();
+                    entry.0 += 1;
+                    entry.1 += compute_ns;
+                    s.last_inference_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    match result {
+                        Ok(out) if out.len() == size * out_len => {
+                            let mut at = 0;
+                            for j in jobs {
+                                let part = out[at * out_len..(at + j.batch) * out_len].to_vec();
+                                at += j.batch;
+                                s.success += 1;
+                                s.queue_ns += started.duration_since(j.enqueued).as_nanos() as u64;
+                                s.compute_ns += compute_ns;
+                                let _ = j.reply.send(Ok(part));
+                            }
+                        }
+                        Ok(out) => {
+                            for j in jobs {
+                                s.failure += 1;
+                                let _ = j.reply.send(Err(ServeError::Compute(format!(
+                                    "the model gave {} values for a batch of {size}",
+                                    out.len()
+                                ))));
+                            }
+                        }
+                        Err(e) => {
+                            for j in jobs {
+                                s.failure += 1;
+                                let _ = j.reply.send(Err(ServeError::Compute(e.clone())));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a compute thread: {e}"))?;
+        Ok(Queue { info, tx, stats })
+    }
+
+    /// What this version computes.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// A snapshot of the counters.
+    pub fn statistics(&self) -> Statistics {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Enqueues a request; the reply arrives on the returned channel.
+    pub fn submit(
+        &self,
+        input: Vec<f32>,
+        batch: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<f32>, ServeError>>, ServeError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            input,
+            batch,
+            reply,
+            enqueued: Instant::now(),
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => {
+                self.stats.lock().expect("stats lock").failure += 1;
+                Err(ServeError::Overloaded(self.info.name.clone()))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Err(ServeError::Compute("the compute thread stopped".into()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelforge_registry::{Lineage, Manifest, TensorInfo};
+
+    /// Doubles its input and counts calls.
+    struct Double(Arc<Mutex<Vec<usize>>>);
+
+    impl Runnable for Double {
+        fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+            self.0.lock().unwrap().push(batch);
+            Ok(input.iter().map(|v| v * 2.0).collect())
+        }
+    }
+
+    fn info() -> ModelInfo {
+        let t = |n: &str| TensorInfo {
+            name: n.into(),
+            datatype: "FP32".into(),
+            shape: vec![2],
+        };
+        ModelInfo {
+            name: "m".into(),
+            version: 1,
+            manifest: Manifest {
+                name: "m".into(),
+                version: 1,
+                format: "test".into(),
+                input: t("x"),
+                output: t("y"),
+                task: "regression".into(),
+                labels: vec![],
+                metrics: Default::default(),
+                lineage: Lineage {
+                    spec_hash: String::new(),
+                    data_fingerprint: String::new(),
+                    run_id: String::new(),
+                    created: 0,
+                    modelforge_version: String::new(),
+                },
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_batched_and_split_back() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let config = QueueConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::from_millis(200),
+            max_queue_len: 16,
+        };
+        let q = Arc::new(Queue::start(info(), Box::new(Double(calls.clone())), config).unwrap());
+        let mut handles = Vec::new();
+        for i in 0..4 {
+            let q = q.clone();
+            handles.push(tokio::spawn(async move {
+                let v = i as f32;
+                q.submit(vec![v, v + 0.5], 1)
+                    .unwrap()
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            let v = i as f32;
+            assert_eq!(h.await.unwrap(), vec![2.0 * v, 2.0 * v + 1.0]);
+        }
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls[0], 1, "warm-up runs one sample");
+        assert!(
+            calls.len() < 5,
+            "four requests within the delay share compute calls: {calls:?}"
+        );
+        let s = q.statistics();
+        assert_eq!(s.success, 4);
+        assert_eq!(s.batches.values().map(|b| b.0).sum::<u64>(), s.executions);
+    }
+}

@@ -1,0 +1,408 @@
+//! REST handlers: Open Inference Protocol (V2) and TensorFlow Serving v1.
+//! Each extracts, calls the core, and converts back.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use modelforge_serve::{Core, ModelInfo};
+use serde_json::{Value, json};
+
+use crate::status::ApiError;
+
+type Shared = State<Arc<Core>>;
+
+/// The REST routes over a core.
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(health_ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(version_metadata),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(version_ready),
+        )
+        .route("/v2/models/{model}/infer", post(model_infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(version_infer),
+        )
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
+        .route("/v1/models/{*rest}", get(tf_status).post(tf_predict))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint — see docs/serving.md".into(),
+            )
+        })
+        .with_state(core)
+}
+
+async fn health_ready(State(core): Shared) -> StatusCode {
+    if core.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "modelforge",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository", "statistics"],
+    }))
+}
+
+/// The V2 metadata of a version.
+fn metadata(info: &ModelInfo, versions: &[u64]) -> Value {
+    let tensor = |t: &modelforge_serve::TensorInfo| {
+        let mut shape = vec![-1i64];
+        shape.extend(t.shape.iter().map(|&d| d as i64));
+        json!({ "name": t.name, "datatype": t.datatype, "shape": shape })
+    };
+    json!({
+        "name": info.name,
+        "versions": versions.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "platform": info.manifest.format,
+        "inputs": [tensor(&info.manifest.input)],
+        "outputs": [tensor(&info.manifest.output)],
+    })
+}
+
+async fn model_metadata(
+    State(core): Shared,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let q = core.version(&model, None)?;
+    Ok(Json(metadata(q.info(), &core.versions(&model)?)))
+}
+
+async fn version_metadata(
+    State(core): Shared,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let q = core.version(&model, Some(&version))?;
+    Ok(Json(metadata(q.info(), &[q.info().version])))
+}
+
+async fn model_ready(
+    State(core): Shared,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    core.version(&model, None)?;
+    Ok(StatusCode::OK)
+}
+
+async fn version_ready(
+    State(core): Shared,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    core.version(&model, Some(&version))?;
+    Ok(StatusCode::OK)
+}
+
+/// The request body as JSON, whatever its content type says.
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Flattens nested JSON numbers into `out`.
+fn flatten(value: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
+    match value {
+        Value::Number(n) => {
+            out.push(
+                n.as_f64()
+                    .ok_or_else(|| ApiError::bad("a number is out of range"))?
+                    as f32,
+            );
+            Ok(())
+        }
+        Value::Bool(b) => {
+            out.push(f32::from(u8::from(*b)));
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out)),
+        other => Err(ApiError::bad(format!(
+            "tensor data holds {other}, not a number"
+        ))),
+    }
+}
+
+async fn model_infer(
+    State(core): Shared,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    infer(core, model, None, body).await
+}
+
+async fn version_infer(
+    State(core): Shared,
+    Path((model, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    infer(core, model, Some(version), body).await
+}
+
+async fn infer(
+    core: Arc<Core>,
+    model: String,
+    version: Option<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    core.version(&model, version.as_deref())?;
+    let request = parse_json(&body)?;
+    let inputs = request["inputs"]
+        .as_array()
+        .filter(|a| a.len() == 1)
+        .ok_or_else(|| ApiError::bad("the request needs \"inputs\": a list with one input tensor {name, shape, datatype, data}"))?;
+    let input = &inputs[0];
+    let shape: Vec<usize> = input["shape"]
+        .as_array()
+        .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+        .filter(|s: &Vec<usize>| !s.is_empty())
+        .ok_or_else(|| ApiError::bad("input \"shape\" must be a list of sizes, batch first"))?;
+    let mut data = Vec::new();
+    flatten(&input["data"], &mut data)?;
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(ApiError::bad(format!(
+            "input has {} values but its shape {shape:?} needs {}",
+            data.len(),
+            shape.iter().product::<usize>()
+        )));
+    }
+    let batch = shape[0];
+    let (info, out) = core.infer(&model, version.as_deref(), data, batch).await?;
+    let mut out_shape = vec![batch];
+    out_shape.extend(&info.manifest.output.shape);
+    let mut response = json!({
+        "model_name": info.name,
+        "model_version": info.version.to_string(),
+        "outputs": [{
+            "name": info.manifest.output.name,
+            "datatype": "FP32",
+            "shape": out_shape,
+            "data": out,
+        }],
+    });
+    if let Some(id) = request.get("id") {
+        response["id"] = id.clone();
+    }
+    Ok(Json(response))
+}
+
+fn stats_of(core: &Core, model: &str) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for version in core.versions(model)? {
+        let Ok(q) = core.version(model, Some(&version.to_string())) else {
+            continue;
+        };
+        let s = q.statistics();
+        let count_ns = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+        out.push(json!({
+            "name": model,
+            "version": version.to_string(),
+            "last_inference": s.last_inference_ms,
+            "inference_count": s.success,
+            "execution_count": s.executions,
+            "inference_stats": {
+                "success": count_ns(s.success, s.queue_ns + s.compute_ns),
+                "fail": count_ns(s.failure, 0),
+                "queue": count_ns(s.success, s.queue_ns),
+                "compute_infer": count_ns(s.success, s.compute_ns),
+            },
+            "batch_stats": s.batches.iter().map(|(size, (count, ns))| json!({
+                "batch_size": size,
+                "compute_infer": count_ns(*count, *ns),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(out)
+}
+
+async fn model_stats(
+    State(core): Shared,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "model_stats": stats_of(&core, &model)? })))
+}
+
+async fn all_stats(State(core): Shared) -> Result<Json<Value>, ApiError> {
+    let mut all = Vec::new();
+    for entry in core.index()? {
+        if entry.state == "READY" && !all.iter().any(|v: &Value| v["name"] == entry.name) {
+            all.extend(stats_of(&core, &entry.name)?);
+        }
+    }
+    Ok(Json(json!({ "model_stats": all })))
+}
+
+async fn repository_index(State(core): Shared) -> Result<Json<Value>, ApiError> {
+    let index = core.index()?;
+    Ok(Json(Value::Array(
+        index
+            .into_iter()
+            .map(|e| json!({ "name": e.name, "version": e.version.to_string(), "state": e.state, "reason": e.reason }))
+            .collect(),
+    )))
+}
+
+async fn repository_load(
+    State(core): Shared,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = model.clone();
+    let c = core.clone();
+    tokio::task::spawn_blocking(move || c.load_model(&name))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    core.version(&model, None)?;
+    Ok(StatusCode::OK)
+}
+
+async fn repository_unload(
+    State(core): Shared,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    core.unload(&model)?;
+    Ok(StatusCode::OK)
+}
+
+/// Splits `name[/versions/N|/labels/L][:predict]`.
+fn tf_target(rest: &str) -> (String, Option<String>, bool) {
+    let (path, predict) = match rest.strip_suffix(":predict") {
+        Some(p) => (p, true),
+        None => (rest, false),
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [name, "versions" | "labels", v, ..] => (name.to_string(), Some(v.to_string()), predict),
+        [name, ..] => (name.to_string(), None, predict),
+        [] => (String::new(), None, predict),
+    }
+}
+
+async fn tf_status(State(core): Shared, Path(rest): Path<String>) -> Result<Response, ApiError> {
+    let (name, version, _) = tf_target(&rest);
+    if rest.ends_with("/metadata") {
+        let q = core.version(&name, version.as_deref())?;
+        return Ok(Json(json!({
+            "model_spec": { "name": name, "version": q.info().version.to_string() },
+            "metadata": { "signature_def": { "signature_def": { "serving_default": metadata(q.info(), &[q.info().version]) } } },
+        }))
+        .into_response());
+    }
+    let index = core.index()?;
+    let statuses: Vec<Value> = index
+        .iter()
+        .filter(|e| e.name == name && version.as_deref().is_none_or(|v| v == e.version.to_string()))
+        .map(|e| {
+            let ok = e.state == "READY";
+            json!({
+                "version": e.version.to_string(),
+                "state": if ok { "AVAILABLE" } else { "UNAVAILABLE" },
+                "status": { "error_code": if ok { "OK" } else { "UNAVAILABLE" }, "error_message": e.reason },
+            })
+        })
+        .collect();
+    if statuses.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("model {name:?} is not in the repository"),
+        ));
+    }
+    Ok(Json(json!({ "model_version_status": statuses })).into_response())
+}
+
+async fn tf_predict(
+    State(core): Shared,
+    Path(rest): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (name, version, predict) = tf_target(&rest);
+    if !predict {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "TF-Serving REST supports POST …:predict".into(),
+        ));
+    }
+    let request = parse_json(&body)?;
+    let (rows, columnar) = match (request.get("instances"), request.get("inputs")) {
+        (Some(Value::Array(rows)), None) => (rows.clone(), false),
+        (None, Some(Value::Array(rows))) => (rows.clone(), true),
+        (None, Some(Value::Object(map))) if map.len() == 1 => match map.values().next() {
+            Some(Value::Array(rows)) => (rows.clone(), true),
+            _ => return Err(ApiError::bad("\"inputs\" must hold a list of instances")),
+        },
+        _ => {
+            return Err(ApiError::bad(
+                "the request needs \"instances\" (row format) or \"inputs\" (columnar format)",
+            ));
+        }
+    };
+    if rows.is_empty() {
+        return Err(ApiError::bad("no instances to predict"));
+    }
+    let mut data = Vec::new();
+    for row in &rows {
+        let row = match row {
+            Value::Object(map) if map.len() == 1 => {
+                map.values().next().cloned().unwrap_or(Value::Null)
+            }
+            other => other.clone(),
+        };
+        flatten(&row, &mut data)?;
+    }
+    let (info, out) = core
+        .infer(&name, version.as_deref(), data, rows.len())
+        .await?;
+    let width = info.output_len();
+    let predictions: Vec<Value> = out.chunks(width).map(|r| json!(r)).collect();
+    Ok(Json(if columnar {
+        json!({ "outputs": predictions })
+    } else {
+        json!({ "predictions": predictions })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tf_target;
+
+    #[test]
+    fn tf_paths_split_into_name_version_and_verb() {
+        assert_eq!(tf_target("m:predict"), ("m".into(), None, true));
+        assert_eq!(
+            tf_target("m/versions/3:predict"),
+            ("m".into(), Some("3".into()), true)
+        );
+        assert_eq!(
+            tf_target("m/labels/production:predict"),
+            ("m".into(), Some("production".into()), true)
+        );
+        assert_eq!(
+            tf_target("m/versions/2/metadata"),
+            ("m".into(), Some("2".into()), false)
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The one table from inference-core errors to HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use modelforge_serve::ServeError;
+use serde_json::json;
+
+/// The HTTP status for a core error.
+pub fn http_status(e: &ServeError) -> StatusCode {
+    match e {
+        ServeError::NoModel(_) | ServeError::NoVersion { .. } => StatusCode::NOT_FOUND,
+        ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ServeError::Unavailable { .. } | ServeError::Overloaded(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ServeError::Compute(_) | ServeError::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error response: `{"error": "..."}` with the status of the table.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        ApiError(http_status(&e), e.to_string())
+    }
+}
+
+impl ApiError {
+    /// A 400 with a message.
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_status() {
+        let cases = [
+            (ServeError::NoModel("m".into()), 404),
+            (
+                ServeError::NoVersion {
+                    model: "m".into(),
+                    version: "3".into(),
+                },
+                404,
+            ),
+            (ServeError::BadRequest("x".into()), 400),
+            (
+                ServeError::Unavailable {
+                    model: "m".into(),
+                    version: 1,
+                    reason: "r".into(),
+                },
+                503,
+            ),
+            (ServeError::Overloaded("m".into()), 503),
+            (ServeError::Compute("c".into()), 500),
+            (
+                ServeError::Registry(modelforge_registry::RegistryError::BadName("b".into())),
+                500,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(http_status(&e).as_u16(), code, "{e}");
+        }
+    }
+}

@@ -70,7 +70,7 @@ fn train_spec(
     spec: &Spec,
     compute: &Compute,
     resume: Option<String>,
-) -> Result<Trained> {
+) -> Result<(Trained, modelforge_data::Prepared)> {
     let threads = threads(compute, Some(spec))?;
     device(compute)?;
     let data = modelforge_data::prepare(spec)?;
@@ -110,7 +110,7 @@ fn train_spec(
         figures.join(", ")
     );
     println!("run folder: {}", trained.run_dir.display());
-    Ok(trained)
+    Ok((trained, data))
 }
 
 /// `modelforge train FILE [--resume RUN]`.
@@ -125,11 +125,16 @@ pub fn train(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `modelforge run FILE`: check, train, evaluate, gate, publish.
-pub fn run(ctx: &Context, file: &Path, compute: &Compute) -> Result<ExitCode> {
+/// `modelforge run FILE`: check, train, evaluate, gate, publish, then serve (unless `serve_at` is None).
+pub fn run(
+    ctx: &Context,
+    file: &Path,
+    compute: &Compute,
+    serve_at: Option<std::net::SocketAddr>,
+) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
     print!("{}", spec.summary());
-    let trained = train_spec(ctx, &spec, compute, None)?;
+    let (trained, data) = train_spec(ctx, &spec, compute, None)?;
     let published = modelforge_pipeline::publish(&spec, &trained, &ctx.registry)?;
     println!(
         "published {} version {} to {}",
@@ -151,7 +156,83 @@ pub fn run(ctx: &Context, file: &Path, compute: &Compute) -> Result<ExitCode> {
             return Ok(ExitCode::from(GATE_FAILED));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let Some(http) = serve_at.filter(|_| spec.deploy.serve) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let input = spec.model.input.get_ref();
+    let mut shape = vec![1];
+    shape.extend(&input.shape);
+    let mut data_row = Vec::new();
+    data.test.gather_features(&[0], &mut data_row);
+    let expected = match &data.test.targets {
+        modelforge_data::Targets::Classes(c) => Some(c[0].to_string()),
+        modelforge_data::Targets::Values { values, .. } => Some(format!("{}", values[0])),
+    };
+    let body = json!({ "inputs": [{ "name": input.name, "shape": shape, "datatype": "FP32", "data": data_row }] });
+    let request_file = trained.run_dir.join("request.json");
+    std::fs::write(&request_file, body.to_string())?;
+    let probe = Probe {
+        path: format!(
+            "/v2/models/{}/versions/{}/infer",
+            published.name, published.version
+        ),
+        body: body.to_string(),
+        request_file,
+        expected,
+    };
+    let options = ServeOptions {
+        http,
+        config: modelforge_serve::CoreConfig::default(),
+        poll: std::time::Duration::from_secs(2),
+    };
+    serve_with(ctx, &options, compute, Some(probe))
+}
+
+/// One prediction `run` sends to its own server once it listens.
+pub struct Probe {
+    /// The V2 infer path.
+    path: String,
+    /// The request body.
+    body: String,
+    /// Where the body is saved for the printed curl line.
+    request_file: PathBuf,
+    /// The test example's label.
+    expected: Option<String>,
+}
+
+/// Sends the probe over HTTP and prints the answer with a curl line to repeat it.
+fn send_probe(addr: std::net::SocketAddr, probe: &Probe) -> Result<()> {
+    let url = format!("http://{addr}{}", probe.path);
+    let mut response = ureq::post(&url)
+        .content_type("application/json")
+        .send(&probe.body)?;
+    let answer: Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+    let output = &answer["outputs"][0]["data"];
+    let values: Vec<f32> = output.as_array().map_or(vec![], |a| {
+        a.iter()
+            .filter_map(|v| v.as_f64())
+            .map(|v| v as f32)
+            .collect()
+    });
+    let shown = if values.len() > 1 {
+        format!(
+            "class {}",
+            modelforge_train::evaluation::predicted_class(&values)
+        )
+    } else {
+        format!("{output}")
+    };
+    let expected = probe
+        .expected
+        .as_deref()
+        .map(|e| format!(" (test label {e})"))
+        .unwrap_or_default();
+    println!("prediction for the first test example: {shown}{expected}");
+    println!(
+        "try: curl -X POST {url} -d @{}",
+        probe.request_file.display()
+    );
+    Ok(())
 }
 
 /// `modelforge eval MODEL[@V] [--data SPEC]`.
@@ -318,6 +399,16 @@ pub struct ServeOptions {
 /// `modelforge serve`: every registry model over REST until Ctrl-C or SIGTERM.
 pub fn serve(ctx: &Context, options: &ServeOptions, compute: &Compute) -> Result<ExitCode> {
     threads(compute, None)?;
+    serve_with(ctx, options, compute, None)
+}
+
+/// Serves until a signal; with a probe, sends it once the server listens.
+fn serve_with(
+    ctx: &Context,
+    options: &ServeOptions,
+    compute: &Compute,
+    probe: Option<Probe>,
+) -> Result<ExitCode> {
     let loader = crate::native::NativeLoader {
         device: device(compute)?,
     };
@@ -369,7 +460,18 @@ pub fn serve(ctx: &Context, options: &ServeOptions, compute: &Compute) -> Result
             }
             eprintln!("shutting down: finishing requests in flight");
         };
-        modelforge_server::serve(core, listener, options.poll, shutdown).await?;
+        let server = tokio::spawn(modelforge_server::serve(
+            core,
+            listener,
+            options.poll,
+            shutdown,
+        ));
+        if let Some(probe) = probe {
+            tokio::task::spawn_blocking(move || send_probe(addr, &probe)).await??;
+            println!("serving until Ctrl-C");
+            std::io::stdout().flush()?;
+        }
+        server.await??;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

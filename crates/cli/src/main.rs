@@ -59,12 +59,18 @@ enum Command {
         #[arg(long)]
         resume: Option<String>,
     },
-    /// The whole chain: check, train, evaluate, gate and publish to the registry.
+    /// The whole chain: check, train, evaluate, gate, publish, then serve and answer one prediction.
     Run {
         /// The spec file.
         file: PathBuf,
         #[command(flatten)]
         compute: Compute,
+        /// Stop after publishing instead of serving.
+        #[arg(long)]
+        no_serve: bool,
+        /// REST address to serve on afterwards.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        http: std::net::SocketAddr,
     },
     /// Evaluate a published model on a test split.
     Eval {
@@ -156,7 +162,12 @@ fn main() -> ExitCode {
             compute,
             resume,
         } => commands::train(&ctx, &file, &compute, resume),
-        Command::Run { file, compute } => commands::run(&ctx, &file, &compute),
+        Command::Run {
+            file,
+            compute,
+            no_serve,
+            http,
+        } => commands::run(&ctx, &file, &compute, (!no_serve).then_some(http)),
         Command::Eval {
             model,
             data,

@@ -6,11 +6,11 @@ use crate::common::{MLP, Sandbox, data_dir, digits_spec, mnist_spec};
 fn run_publishes_versions_that_predict_and_evaluate() {
     let sb = Sandbox::new();
     sb.write("spec.toml", digits_spec(&sb, 0.9));
-    let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    let out = sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     assert!(out.contains("Total params: 4,810"), "{out}");
     assert!(out.contains("published digits version 1"), "{out}");
     assert!(out.contains("gate passed"), "{out}");
-    let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    let out = sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     assert!(out.contains("published digits version 2"), "{out}");
 
     let list = sb.ok(&["registry", "list"]);
@@ -123,7 +123,7 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     sb.ok(&["registry", "rm", "digits@1"]);
     sb.ok(&["registry", "alias", "digits", "production", "--rm"]);
     sb.ok(&["registry", "rm", "digits@2"]);
-    let out = sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    let out = sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     assert!(
         out.contains("published digits version 3"),
         "versions are never reused: {out}"
@@ -134,7 +134,7 @@ fn run_publishes_versions_that_predict_and_evaluate() {
 fn a_failing_gate_publishes_without_alias_and_exits_3() {
     let sb = Sandbox::new();
     sb.write("spec.toml", digits_spec(&sb, 0.9999));
-    let out = sb.run(&["run", "spec.toml", "--threads", "1"]);
+    let out = sb.run(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("gate FAILED"), "{stdout}");
@@ -178,7 +178,7 @@ fn mnist_subset_learns_with_conv_and_mlp() {
                  { dense = { units = 84 } }, { relu = {} }, { dense = { units = 10 } }";
     sb.write("lenet.toml", mnist_spec("lenet", lenet, 4000, 1000, train));
     for (file, min) in [("mlp.toml", 0.85), ("lenet.toml", 0.85)] {
-        sb.ok(&["run", file, "--threads", "2"]);
+        sb.ok(&["run", "--no-serve", file, "--threads", "2"]);
         let name = file.trim_end_matches(".toml");
         let manifest: serde_json::Value = serde_json::from_slice(
             &std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap(),
@@ -238,13 +238,13 @@ optimizer = {{ kind = "adam", lr = 3e-3 }}
             -1,
         ),
     );
-    sb.ok(&["run", "binary.toml", "--threads", "1"]);
+    sb.ok(&["run", "--no-serve", "binary.toml", "--threads", "1"]);
     // Iris petal width from the other three measurements and the class (mse).
     sb.write(
         "regression.toml",
         spec("petal", "iris.csv", 4, "{ task = \"regression\" }", 1, 3),
     );
-    sb.ok(&["run", "regression.toml", "--threads", "1"]);
+    sb.ok(&["run", "--no-serve", "regression.toml", "--threads", "1"]);
     let metrics = |name: &str| -> serde_json::Value {
         let m: serde_json::Value = serde_json::from_slice(
             &std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap(),

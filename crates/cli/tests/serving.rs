@@ -104,7 +104,7 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         "spec.toml",
         digits_spec(&sb, 0.9).replace("epochs = 20", "epochs = 8"),
     );
-    sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     let server = Server::start(&sb);
 
     assert_eq!(server.call("GET", "/v2/health/live", None).0, 200);
@@ -232,7 +232,7 @@ fn rest_protocols_batching_errors_and_hot_reload() {
 
     // Hot reload: a new version is picked up by the poll; a broken newer one is listed
     // UNAVAILABLE with its reason while version 2 keeps serving.
-    sb.ok(&["run", "spec.toml", "--threads", "1"]);
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     wait_for("version 2", || {
         server.call("GET", "/v2/models/digits", None).1["versions"] == json!(["2"])
     });
@@ -290,4 +290,71 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+#[test]
+fn run_ends_by_serving_and_answering_one_prediction() {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3"),
+    );
+    let mut child = sb
+        .command(&[
+            "run",
+            "spec.toml",
+            "--threads",
+            "1",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut base = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(rest) = line.strip_prefix("REST on ") {
+            base = rest.split_whitespace().next().unwrap().to_string();
+        }
+        let done = line.starts_with("serving until");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("published digits version 1"), "{text}");
+    assert!(
+        text.contains("prediction for the first test example: class"),
+        "{text}"
+    );
+    assert!(
+        text.contains("try: curl -X POST http://127.0.0.1:"),
+        "{text}"
+    );
+    // The printed curl line's request file really works against the running server.
+    let request = sb
+        .entries("runs")
+        .into_iter()
+        .next()
+        .map(|r| sb.path().join("runs").join(r).join("request.json"))
+        .unwrap();
+    let body = std::fs::read_to_string(request).unwrap();
+    let mut answer = ureq::post(format!("{base}/v2/models/digits/infer"))
+        .send(&body)
+        .unwrap();
+    let answer: Value = serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(answer["model_version"], "1");
+    // SIGTERM stops it cleanly.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
 }

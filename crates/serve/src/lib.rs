@@ -158,6 +158,11 @@ impl Core {
         }
     }
 
+    /// Batching limits and version policy in force.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
     /// Brings the served set in line with the registry: new versions are loaded (and warmed)
     /// before they take traffic, versions that left the policy are dropped after their queued
     /// requests finish, broken versions are listed as unavailable.

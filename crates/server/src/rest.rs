@@ -33,6 +33,11 @@ pub fn router(core: Arc<Core>) -> Router {
             "/v2/models/{model}/versions/{version}/ready",
             get(version_ready),
         )
+        .route("/v2/models/{model}/config", get(model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(version_config),
+        )
         .route("/v2/models/{model}/infer", post(model_infer))
         .route(
             "/v2/models/{model}/versions/{version}/infer",
@@ -102,6 +107,39 @@ async fn version_metadata(
 ) -> Result<Json<Value>, ApiError> {
     let q = core.version(&model, Some(&version))?;
     Ok(Json(metadata(q.info(), &[q.info().version])))
+}
+
+/// Triton's model-configuration JSON for a version.
+fn config(core: &Core, info: &ModelInfo) -> Value {
+    let tensor = |t: &modelforge_serve::TensorInfo| json!({ "name": t.name, "data_type": format!("TYPE_{}", t.datatype), "dims": t.shape });
+    let c = core.config();
+    json!({
+        "name": info.name,
+        "platform": info.manifest.format,
+        "backend": "modelforge",
+        "version_policy": { "latest": { "num_versions": c.latest_versions } },
+        "max_batch_size": c.max_batch_size,
+        "input": [tensor(&info.manifest.input)],
+        "output": [tensor(&info.manifest.output)],
+        "dynamic_batching": { "max_queue_delay_microseconds": c.max_queue_delay.as_micros() as u64 },
+        "instance_group": [{ "count": 1, "kind": "KIND_CPU" }],
+    })
+}
+
+async fn model_config(
+    State(core): Shared,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let q = core.version(&model, None)?;
+    Ok(Json(config(&core, q.info())))
+}
+
+async fn version_config(
+    State(core): Shared,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let q = core.version(&model, Some(&version))?;
+    Ok(Json(config(&core, q.info())))
 }
 
 async fn model_ready(

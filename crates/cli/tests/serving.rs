@@ -230,6 +230,29 @@ fn rest_protocols_batching_errors_and_hot_reload() {
     // Six V2 requests and two TF-Serving requests succeeded; the failures above never reached compute.
     assert_eq!(stats["model_stats"][0]["inference_count"], 8, "{stats}");
 
+    // Prometheus metrics count the same requests.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{}/metrics", server.base))
+        .call()
+        .unwrap();
+    let metrics = response.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains(
+            "modelforge_requests_total{model=\"digits\",version=\"1\",outcome=\"success\"} 8"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "modelforge_request_duration_seconds_count{model=\"digits\",version=\"1\"} 8"
+        ),
+        "{metrics}"
+    );
+
     // Hot reload: a new version is picked up by the poll; a broken newer one is listed
     // UNAVAILABLE with its reason while version 2 keeps serving.
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);

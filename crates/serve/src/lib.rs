@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use modelforge_registry::{Manifest, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
-pub use queue::Statistics;
+pub use queue::{Histogram, Statistics};
 use queue::{Queue, QueueConfig};
 
 /// Everything a request or a load can fail with.
@@ -333,6 +333,20 @@ impl Core {
             }),
             None => Err(missing()),
         }
+    }
+
+    /// Statistics of every ready version: (model, version, counters).
+    pub fn statistics(&self) -> Vec<(String, u64, Statistics)> {
+        let models = self.models.read().expect("lock");
+        let mut out = Vec::new();
+        for (name, versions) in models.iter() {
+            for (version, state) in versions {
+                if let VersionState::Ready(q) = state {
+                    out.push((name.clone(), *version, q.statistics()));
+                }
+            }
+        }
+        out
     }
 
     /// Served version numbers of a model.

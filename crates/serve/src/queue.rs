@@ -20,8 +20,54 @@ pub struct QueueConfig {
     pub max_queue_len: usize,
 }
 
-/// Counters in the shape of Triton's statistics extension.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Cumulative-bucket histogram (Prometheus semantics: `counts[i]` counts values ≤ `bounds[i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, ascending (the +Inf bucket is `count`).
+    pub bounds: &'static [f64],
+    /// Values at or below each bound.
+    pub counts: Vec<u64>,
+    /// Sum of all values.
+    pub sum: f64,
+    /// Number of values.
+    pub count: u64,
+}
+
+/// Latency buckets in seconds, 50 µs to 10 s.
+pub const SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+/// Batch-size buckets.
+pub const SIZES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+impl Histogram {
+    /// An empty histogram over `bounds`.
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&mut self, value: f64) {
+        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
+            if value <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
+/// Counters in the shape of Triton's statistics extension, plus histograms for metrics.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Statistics {
     /// Successful requests.
     pub success: u64,
@@ -35,8 +81,31 @@ pub struct Statistics {
     pub executions: u64,
     /// Compute calls per batch size: (count, total compute ns).
     pub batches: BTreeMap<usize, (u64, u64)>,
-    /// Nanoseconds since the Unix epoch of the last request.
+    /// Milliseconds since the Unix epoch of the last compute call.
     pub last_inference_ms: u64,
+    /// Request latency (queue and compute), seconds.
+    pub latency: Histogram,
+    /// Time requests waited in the queue, seconds.
+    pub queue_time: Histogram,
+    /// Samples per compute call.
+    pub batch_size: Histogram,
+}
+
+impl Default for Statistics {
+    fn default() -> Self {
+        Statistics {
+            success: 0,
+            failure: 0,
+            queue_ns: 0,
+            compute_ns: 0,
+            executions: 0,
+            batches: BTreeMap::new(),
+            last_inference_ms: 0,
+            latency: Histogram::new(SECONDS),
+            queue_time: Histogram::new(SECONDS),
+            batch_size: Histogram::new(SIZES),
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Vec<f32>, ServeError>>;
@@ -123,6 +192,7 @@ impl Queue {
                     let compute_ns = started.elapsed().as_nanos() as u64;
                     let mut s = thread_stats.lock().expect("stats lock");
                     s.executions += 1;
+                    s.batch_size.observe(size as f64);
                     let entry = s.batches.entry(size).or_default();
                     entry.0 += 1;
                     entry.1 += compute_ns;
@@ -136,8 +206,11 @@ impl Queue {
                                 let part = out[at * out_len..(at + j.batch) * out_len].to_vec();
                                 at += j.batch;
                                 s.success += 1;
-                                s.queue_ns += started.duration_since(j.enqueued).as_nanos() as u64;
+                                let queued = started.duration_since(j.enqueued);
+                                s.queue_ns += queued.as_nanos() as u64;
                                 s.compute_ns += compute_ns;
+                                s.queue_time.observe(queued.as_secs_f64());
+                                s.latency.observe(j.enqueued.elapsed().as_secs_f64());
                                 let _ = j.reply.send(Ok(part));
                             }
                         }
@@ -277,5 +350,17 @@ mod tests {
         let s = q.statistics();
         assert_eq!(s.success, 4);
         assert_eq!(s.batches.values().map(|b| b.0).sum::<u64>(), s.executions);
+        assert_eq!(s.latency.count, 4);
+        assert_eq!(s.batch_size.count, s.executions);
+    }
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let mut h = Histogram::new(SIZES);
+        h.observe(3.0);
+        h.observe(64.0);
+        assert_eq!(&h.counts[..4], &[0, 0, 1, 1]);
+        assert_eq!(h.counts[6], 2);
+        assert_eq!((h.count, h.sum), (2, 67.0));
     }
 }

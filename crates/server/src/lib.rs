@@ -2,6 +2,7 @@
 //! Inference Protocol V2 and TensorFlow Serving v1) with graceful shutdown and
 //! registry polling for hot reload.
 
+mod metrics;
 mod rest;
 mod status;
 

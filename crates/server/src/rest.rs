@@ -52,6 +52,7 @@ pub fn router(core: Arc<Core>) -> Router {
             post(repository_unload),
         )
         .route("/v1/models/{*rest}", get(tf_status).post(tf_predict))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -59,6 +60,16 @@ pub fn router(core: Arc<Core>) -> Router {
             )
         })
         .with_state(core)
+}
+
+async fn metrics(State(core): Shared) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&core.statistics()),
+    )
 }
 
 async fn health_ready(State(core): Shared) -> StatusCode {

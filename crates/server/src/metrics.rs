@@ -74,8 +74,10 @@ mod tests {
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {
-        let mut s = Statistics::default();
-        s.success = 3;
+        let mut s = Statistics {
+            success: 3,
+            ..Default::default()
+        };
         s.batch_size.observe(2.0);
         let text = render(&[("m".into(), 1, s)]);
         assert!(text.contains(

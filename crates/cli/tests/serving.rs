@@ -158,6 +158,39 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         "every caller gets the same answer"
     );
 
+    // The binary tensor data extension (what tritonclient's HTTP client sends by default).
+    let header = json!({
+        "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "parameters": { "binary_data_size": 256 } }],
+        "outputs": [{ "name": "logits", "parameters": { "binary_data": true } }],
+    })
+    .to_string();
+    let mut request = header.clone().into_bytes();
+    request.extend(row.iter().flat_map(|v| (*v as f32).to_le_bytes()));
+    let mut response = ureq::post(format!("{}/v2/models/digits/infer", server.base))
+        .header("Inference-Header-Content-Length", header.len().to_string())
+        .content_type("application/octet-stream")
+        .send(&request[..])
+        .unwrap();
+    let json_len: usize = response.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.body_mut().read_to_vec().unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 40);
+    let binary: Vec<f64> = bytes[json_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    let json_logits: Vec<f64> = answers[0].1["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(binary, json_logits, "binary and JSON outputs agree");
+
     // TF-Serving REST, row and columnar.
     let (status, tf) = server.call(
         "POST",
@@ -227,8 +260,8 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         );
     }
     let stats = server.call("GET", "/v2/models/digits/stats", None).1;
-    // Six V2 requests and two TF-Serving requests succeeded; the failures above never reached compute.
-    assert_eq!(stats["model_stats"][0]["inference_count"], 8, "{stats}");
+    // Seven V2 requests and two TF-Serving requests succeeded; the failures above never reached compute.
+    assert_eq!(stats["model_stats"][0]["inference_count"], 9, "{stats}");
 
     // Prometheus metrics count the same requests.
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -242,13 +275,13 @@ fn rest_protocols_batching_errors_and_hot_reload() {
     let metrics = response.body_mut().read_to_string().unwrap();
     assert!(
         metrics.contains(
-            "modelforge_requests_total{model=\"digits\",version=\"1\",outcome=\"success\"} 8"
+            "modelforge_requests_total{model=\"digits\",version=\"1\",outcome=\"success\"} 9"
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "modelforge_request_duration_seconds_count{model=\"digits\",version=\"1\"} 8"
+            "modelforge_request_duration_seconds_count{model=\"digits\",version=\"1\"} 9"
         ),
         "{metrics}"
     );

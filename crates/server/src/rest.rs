@@ -7,7 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use modelforge_serve::{Core, ModelInfo};
@@ -200,27 +200,88 @@ fn flatten(value: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
 async fn model_infer(
     State(core): Shared,
     Path(model): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    infer(core, model, None, body).await
+) -> Result<Response, ApiError> {
+    infer(core, model, None, &headers, body).await
 }
 
 async fn version_infer(
     State(core): Shared,
     Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    infer(core, model, Some(version), body).await
+) -> Result<Response, ApiError> {
+    infer(core, model, Some(version), &headers, body).await
+}
+
+/// The binary tensor data extension's header naming the JSON part's length.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Decodes little-endian binary tensor data of a datatype into f32 values.
+fn decode_binary(datatype: &str, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
+    let width = match datatype {
+        "FP32" | "INT32" | "UINT32" => 4,
+        "FP64" | "INT64" | "UINT64" => 8,
+        "INT16" | "UINT16" => 2,
+        "UINT8" | "INT8" | "BOOL" => 1,
+        other => {
+            return Err(ApiError::bad(format!(
+                "datatype {other:?} is not supported; send FP32"
+            )));
+        }
+    };
+    if bytes.len() % width != 0 {
+        return Err(ApiError::bad(format!(
+            "{} bytes of {datatype} data is not a whole number of elements",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(width)
+        .map(|c| match datatype {
+            "FP32" => f32::from_le_bytes(c.try_into().expect("4 bytes")),
+            "INT32" => i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
+            "UINT32" => u32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
+            "FP64" => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            "INT64" => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            "UINT64" => u64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            "INT16" => i16::from_le_bytes(c.try_into().expect("2 bytes")) as f32,
+            "UINT16" => u16::from_le_bytes(c.try_into().expect("2 bytes")) as f32,
+            "INT8" => c[0] as i8 as f32,
+            _ => c[0] as f32,
+        })
+        .collect())
 }
 
 async fn infer(
     core: Arc<Core>,
     model: String,
     version: Option<String>,
+    headers: &HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     core.version(&model, version.as_deref())?;
-    let request = parse_json(&body)?;
+    // Binary tensor data extension: the JSON header is the first N bytes, tensors follow.
+    let json_len = match headers.get(HEADER_LENGTH) {
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiError::bad("Inference-Header-Content-Length is not a number"))?;
+            if n > body.len() {
+                return Err(ApiError::bad(format!(
+                    "Inference-Header-Content-Length {n} exceeds the body's {} bytes",
+                    body.len()
+                )));
+            }
+            n
+        }
+        None => body.len(),
+    };
+    let request = parse_json(&body[..json_len])?;
+    let mut binary = &body[json_len..];
     let inputs = request["inputs"]
         .as_array()
         .filter(|a| a.len() == 1)
@@ -231,8 +292,31 @@ async fn infer(
         .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
         .filter(|s: &Vec<usize>| !s.is_empty())
         .ok_or_else(|| ApiError::bad("input \"shape\" must be a list of sizes, batch first"))?;
-    let mut data = Vec::new();
-    flatten(&input["data"], &mut data)?;
+    let data = match input["parameters"]["binary_data_size"].as_u64() {
+        Some(size) => {
+            let size = size as usize;
+            if size > binary.len() {
+                return Err(ApiError::bad(format!(
+                    "binary_data_size {size} exceeds the {} binary bytes sent",
+                    binary.len()
+                )));
+            }
+            let (mine, rest) = binary.split_at(size);
+            binary = rest;
+            decode_binary(input["datatype"].as_str().unwrap_or("FP32"), mine)?
+        }
+        None => {
+            let mut data = Vec::new();
+            flatten(&input["data"], &mut data)?;
+            data
+        }
+    };
+    if !binary.is_empty() {
+        return Err(ApiError::bad(format!(
+            "{} binary bytes are not claimed by any input",
+            binary.len()
+        )));
+    }
     if data.len() != shape.iter().product::<usize>() {
         return Err(ApiError::bad(format!(
             "input has {} values but its shape {shape:?} needs {}",
@@ -244,20 +328,48 @@ async fn infer(
     let (info, out) = core.infer(&model, version.as_deref(), data, batch).await?;
     let mut out_shape = vec![batch];
     out_shape.extend(&info.manifest.output.shape);
+    let wants_binary = request["parameters"]["binary_data_output"]
+        .as_bool()
+        .unwrap_or(false)
+        || request["outputs"].as_array().is_some_and(|o| {
+            o.iter()
+                .any(|o| o["parameters"]["binary_data"].as_bool() == Some(true))
+        });
+    let mut output =
+        json!({ "name": info.manifest.output.name, "datatype": "FP32", "shape": out_shape });
+    if wants_binary {
+        output["parameters"] = json!({ "binary_data_size": out.len() * 4 });
+    } else {
+        output["data"] = json!(out);
+    }
     let mut response = json!({
         "model_name": info.name,
         "model_version": info.version.to_string(),
-        "outputs": [{
-            "name": info.manifest.output.name,
-            "datatype": "FP32",
-            "shape": out_shape,
-            "data": out,
-        }],
+        "outputs": [output],
     });
     if let Some(id) = request.get("id") {
         response["id"] = id.clone();
     }
-    Ok(Json(response))
+    if !wants_binary {
+        return Ok(Json(response).into_response());
+    }
+    let mut bytes = serde_json::to_vec(&response).expect("json");
+    let header_len = bytes.len();
+    bytes.extend(out.iter().flat_map(|v| v.to_le_bytes()));
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static(HEADER_LENGTH),
+                header_len.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 fn stats_of(core: &Core, model: &str) -> Result<Vec<Value>, ApiError> {
@@ -436,7 +548,20 @@ async fn tf_predict(
 
 #[cfg(test)]
 mod tests {
-    use super::tf_target;
+    use super::{decode_binary, tf_target};
+
+    #[test]
+    fn binary_tensors_decode_little_endian() {
+        let fp32: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(decode_binary("FP32", &fp32).ok(), Some(vec![1.5, -2.0]));
+        let int64: Vec<u8> = [7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_binary("INT64", &int64).ok(), Some(vec![7.0, -3.0]));
+        assert!(decode_binary("FP32", &fp32[..5]).is_err());
+        assert!(decode_binary("BYTES", &fp32).is_err());
+    }
 
     #[test]
     fn tf_paths_split_into_name_version_and_verb() {

@@ -231,7 +231,7 @@ fn decode_binary(datatype: &str, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
             )));
         }
     };
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(ApiError::bad(format!(
             "{} bytes of {datatype} data is not a whole number of elements",
             bytes.len()

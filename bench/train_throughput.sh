@@ -5,10 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-30000}
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, numpy" 2>/dev/null; then
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet numpy torch
-fi
+python=$(scripts/python-env.sh numpy torch)
 # Built with the release profile the rest of the project uses (no second build of burn).
 exe=$(cargo build --release -p modelforge-train --bench throughput --message-format=json \
   | python3 -c 'import json, sys
@@ -20,7 +17,7 @@ printf '%-6s %-8s %14s %14s %7s\n' batch threads modelforge pytorch ratio
 for batch in 64 256; do
   for threads in 1 2; do
     mf=$("$exe" --threads "$threads" --batch "$batch" --examples "$examples" | sed -n 's/.*samples_per_sec=\([0-9]*\).*/\1/p')
-    pt=$(.venv/bin/python bench/torch_mlp.py data/mnist "$batch" "$threads" "$examples" | sed -n 's/.*samples_per_sec=\([0-9]*\).*/\1/p')
+    pt=$("$python" bench/torch_mlp.py data/mnist "$batch" "$threads" "$examples" | sed -n 's/.*samples_per_sec=\([0-9]*\).*/\1/p')
     ratio=$(awk -v a="$mf" -v b="$pt" 'BEGIN { printf "%.2f", a / b }')
     printf '%-6s %-8s %14s %14s %6s×\n' "$batch" "$threads" "$mf" "$pt" "$ratio"
   done

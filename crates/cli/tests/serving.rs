@@ -414,3 +414,78 @@ fn run_ends_by_serving_and_answering_one_prediction() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn tritonclient_http_works_unchanged() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = std::process::Command::new(root.join("scripts/python-env.sh"))
+        .args(["tritonclient[http]", "numpy"])
+        .output()
+        .unwrap();
+    assert!(
+        env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    let python = String::from_utf8(env.stdout).unwrap().trim().to_string();
+
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3"),
+    );
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    let server = Server::start(&sb);
+    let (row, _) = first_row();
+    sb.write("row.json", serde_json::to_string(&row).unwrap());
+    let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
+    let expected = server
+        .call("POST", "/v2/models/digits/infer", Some(&body))
+        .1["outputs"][0]["data"]
+        .clone();
+
+    let host = server.base.trim_start_matches("http://");
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/clients/triton_http.py"))
+        .args([host, "digits", sb.path().join("row.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["live"].clone(),
+            report["ready"].clone(),
+            report["model_ready"].clone()
+        ),
+        (json!(true), json!(true), json!(true))
+    );
+    assert_eq!(report["metadata"]["inputs"][0]["shape"], json!([-1, 64]));
+    assert_eq!(report["max_batch_size"], 64);
+    for kind in ["binary", "json"] {
+        let got: Vec<f64> = report["outputs"][kind][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = expected
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{kind}: {got:?} vs {want:?}"
+            );
+        }
+        assert_eq!(got.len(), 10);
+    }
+    assert_eq!(report["inference_count"], 3);
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Makes .venv/ with the Python packages a test or benchmark needs (from PyPI), once.
+#   scripts/python-env.sh PACKAGE...      prints the venv's python path
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv >&2
+fi
+missing=()
+for pkg in "$@"; do
+  module=${pkg%%[*}
+  module=${module//-/_}
+  [ "$module" = tritonclient ] && module=tritonclient.http
+  .venv/bin/python -c "import $module" 2>/dev/null || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check "${missing[@]}" >&2
+fi
+echo "$PWD/.venv/bin/python"

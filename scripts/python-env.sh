@@ -8,10 +8,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 missing=()
 for pkg in "$@"; do
-  module=${pkg%%[*}
-  module=${module//-/_}
-  [ "$module" = tritonclient ] && module=tritonclient.http
-  .venv/bin/python -c "import $module" 2>/dev/null || missing+=("$pkg")
+  # The import that proves a package is there: tritonclient[http,grpc] needs
+  # tritonclient.http and tritonclient.grpc; others import by their own name.
+  case "$pkg" in
+    tritonclient\[*) extras=${pkg#*[}; modules=$(echo "${extras%]}" | tr ',' '\n' | sed 's/^/tritonclient./') ;;
+    *) modules=${pkg//-/_} ;;
+  esac
+  for module in $modules; do
+    .venv/bin/python -c "import $module" 2>/dev/null || { missing+=("$pkg"); break; }
+  done
 done
 if [ ${#missing[@]} -gt 0 ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check "${missing[@]}" >&2

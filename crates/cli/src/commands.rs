@@ -130,7 +130,7 @@ pub fn run(
     ctx: &Context,
     file: &Path,
     compute: &Compute,
-    serve_at: Option<std::net::SocketAddr>,
+    serve_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
     print!("{}", spec.summary());
@@ -156,7 +156,7 @@ pub fn run(
             return Ok(ExitCode::from(GATE_FAILED));
         }
     }
-    let Some(http) = serve_at.filter(|_| spec.deploy.serve) else {
+    let Some((http, grpc)) = serve_at.filter(|_| spec.deploy.serve) else {
         return Ok(ExitCode::SUCCESS);
     };
     let input = spec.model.input.get_ref();
@@ -182,6 +182,7 @@ pub fn run(
     };
     let options = ServeOptions {
         http,
+        grpc,
         config: modelforge_serve::CoreConfig::default(),
         poll: std::time::Duration::from_secs(2),
     };
@@ -390,6 +391,8 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
 pub struct ServeOptions {
     /// REST address.
     pub http: std::net::SocketAddr,
+    /// gRPC address.
+    pub grpc: std::net::SocketAddr,
     /// Batching and version policy.
     pub config: modelforge_serve::CoreConfig,
     /// Registry poll interval.
@@ -420,14 +423,14 @@ fn serve_with(
     core.refresh()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(options.http)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} — is another server using it?",
-                    options.http
-                )
-            })?;
+        let bind = |addr: std::net::SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} — is another server using it?"))
+        };
+        let listener = bind(options.http).await?;
+        let grpc = bind(options.grpc).await?;
+        let grpc_addr = grpc.local_addr()?;
         let addr = listener.local_addr()?;
         let index = core.index()?;
         for entry in &index {
@@ -444,6 +447,7 @@ fn serve_with(
         println!(
             "REST on http://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1)"
         );
+        println!("gRPC on {grpc_addr} (inference.GRPCInferenceService, grpc.health.v1.Health)");
         match index.iter().find(|e| e.state == "READY") {
             Some(e) => println!("try: curl http://{addr}/v2/models/{}", e.name),
             None => println!("try: curl -X POST http://{addr}/v2/repository/index"),
@@ -460,9 +464,13 @@ fn serve_with(
             }
             eprintln!("shutting down: finishing requests in flight");
         };
+        let listeners = modelforge_server::Listeners {
+            http: listener,
+            grpc,
+        };
         let server = tokio::spawn(modelforge_server::serve(
             core,
-            listener,
+            listeners,
             options.poll,
             shutdown,
         ));

@@ -71,6 +71,9 @@ enum Command {
         /// REST address to serve on afterwards.
         #[arg(long, default_value = "127.0.0.1:8000")]
         http: std::net::SocketAddr,
+        /// gRPC address to serve on afterwards.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        grpc: std::net::SocketAddr,
     },
     /// Evaluate a published model on a test split.
     Eval {
@@ -97,6 +100,9 @@ enum Command {
         /// REST address; port 0 picks a free port (the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:8000")]
         http: std::net::SocketAddr,
+        /// gRPC address; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        grpc: std::net::SocketAddr,
         /// Largest batch one compute call takes.
         #[arg(long, default_value_t = 64)]
         max_batch_size: usize,
@@ -167,7 +173,8 @@ fn main() -> ExitCode {
             compute,
             no_serve,
             http,
-        } => commands::run(&ctx, &file, &compute, (!no_serve).then_some(http)),
+            grpc,
+        } => commands::run(&ctx, &file, &compute, (!no_serve).then_some((http, grpc))),
         Command::Eval {
             model,
             data,
@@ -180,6 +187,7 @@ fn main() -> ExitCode {
         } => commands::predict(&ctx, &model, &input, &compute),
         Command::Serve {
             http,
+            grpc,
             max_batch_size,
             max_queue_delay_us,
             versions,
@@ -189,6 +197,7 @@ fn main() -> ExitCode {
             &ctx,
             &commands::ServeOptions {
                 http,
+                grpc,
                 config: modelforge_serve::CoreConfig {
                     max_batch_size,
                     max_queue_delay: std::time::Duration::from_micros(max_queue_delay_us),

@@ -12,6 +12,7 @@ use crate::common::{Sandbox, digits_spec};
 struct Server {
     child: Child,
     base: String,
+    grpc: String,
 }
 
 impl Server {
@@ -33,14 +34,18 @@ impl Server {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            let line = lines.next().expect("server printed its address").unwrap();
+        let mut base = String::new();
+        let grpc = loop {
+            let line = lines.next().expect("server printed its addresses").unwrap();
             if let Some(rest) = line.strip_prefix("REST on ") {
+                base = rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Some(rest) = line.strip_prefix("gRPC on ") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Server { child, base }
+        Server { child, base, grpc }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -260,8 +265,13 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         );
     }
     let stats = server.call("GET", "/v2/models/digits/stats", None).1;
-    // Seven V2 requests and two TF-Serving requests succeeded; the failures above never reached compute.
-    assert_eq!(stats["model_stats"][0]["inference_count"], 9, "{stats}");
+    // Seven V2 requests of one sample and two TF-Serving requests (2 and 1 samples) succeeded;
+    // the failures above never reached compute.
+    assert_eq!(stats["model_stats"][0]["inference_count"], 10, "{stats}");
+    assert_eq!(
+        stats["model_stats"][0]["inference_stats"]["success"]["count"], 9,
+        "{stats}"
+    );
 
     // Prometheus metrics count the same requests.
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -419,7 +429,7 @@ fn run_ends_by_serving_and_answering_one_prediction() {
 fn tritonclient_http_works_unchanged() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let env = std::process::Command::new(root.join("scripts/python-env.sh"))
-        .args(["tritonclient[http]", "numpy"])
+        .args(["tritonclient[http,grpc]", "numpy"])
         .output()
         .unwrap();
     assert!(
@@ -488,4 +498,65 @@ fn tritonclient_http_works_unchanged() {
         assert_eq!(got.len(), 10);
     }
     assert_eq!(report["inference_count"], 3);
+
+    // The same through tritonclient.grpc: raw tensors, typed errors, streaming, health.
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/clients/triton_grpc.py"))
+        .args([
+            server.grpc.as_str(),
+            "digits",
+            sb.path().join("row.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gRPC client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["live"].clone(),
+            report["ready"].clone(),
+            report["model_ready"].clone()
+        ),
+        (json!(true), json!(true), json!(true))
+    );
+    assert_eq!(report["metadata_shape"], json!([-1, 64]));
+    assert_eq!(report["config"]["max_batch_size"], 64);
+    assert_eq!(report["config"]["input_dims"], json!([64]));
+    assert_eq!(report["config"]["input_type"], "TYPE_FP32");
+    assert_eq!(report["health"], "SERVING");
+    assert_eq!(report["missing_model_code"], "StatusCode.NOT_FOUND");
+    assert_eq!(report["bad_shape_code"], "StatusCode.INVALID_ARGUMENT");
+    let want: Vec<f64> = expected
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for kind in ["unary", "stream"] {
+        let got: Vec<f64> = report[kind][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 10, "{kind}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{kind}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    assert!(
+        report["index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "digits:1:READY"),
+        "{report}"
+    );
 }

@@ -71,6 +71,8 @@ impl Histogram {
 pub struct Statistics {
     /// Successful requests.
     pub success: u64,
+    /// Samples in successful requests (a request of batch 64 counts 64).
+    pub inferences: u64,
     /// Failed requests.
     pub failure: u64,
     /// Total nanoseconds successful requests waited in the queue.
@@ -95,6 +97,7 @@ impl Default for Statistics {
     fn default() -> Self {
         Statistics {
             success: 0,
+            inferences: 0,
             failure: 0,
             queue_ns: 0,
             compute_ns: 0,
@@ -206,6 +209,7 @@ impl Queue {
                                 let part = out[at * out_len..(at + j.batch) * out_len].to_vec();
                                 at += j.batch;
                                 s.success += 1;
+                                s.inferences += j.batch as u64;
                                 let queued = started.duration_since(j.enqueued);
                                 s.queue_ns += queued.as_nanos() as u64;
                                 s.compute_ns += compute_ns;

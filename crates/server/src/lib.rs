@@ -1,10 +1,13 @@
 //! Thin protocol adapters over the modelforge inference core: REST (Open
-//! Inference Protocol V2 and TensorFlow Serving v1) with graceful shutdown and
-//! registry polling for hot reload.
+//! Inference Protocol V2, TensorFlow Serving v1, Prometheus metrics) and gRPC
+//! (`inference.GRPCInferenceService` and `grpc.health.v1.Health`), with graceful
+//! shutdown and registry polling for hot reload.
 
+pub mod grpc;
 mod metrics;
 mod rest;
 mod status;
+mod tensor;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,12 +17,20 @@ use modelforge_serve::Core;
 use tokio::net::TcpListener;
 
 pub use rest::router;
-pub use status::{ApiError, http_status};
+pub use status::{ApiError, grpc_code, http_status};
 
-/// Serves REST on `listener` until `shutdown` resolves, polling the registry every `poll`.
+/// Where the server listens.
+pub struct Listeners {
+    /// REST.
+    pub http: TcpListener,
+    /// gRPC.
+    pub grpc: TcpListener,
+}
+
+/// Serves REST and gRPC until `shutdown` resolves, polling the registry every `poll`.
 pub async fn serve(
     core: Arc<Core>,
-    listener: TcpListener,
+    listeners: Listeners,
     poll: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -34,9 +45,36 @@ pub async fn serve(
             }
         }
     });
-    let result = axum::serve(listener, router(core))
-        .with_graceful_shutdown(shutdown)
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<grpc::proto::grpc_inference_service_server::GrpcInferenceServiceServer<grpc::Grpc>>()
         .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(
+            grpc::proto::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+                grpc::Grpc::new(core.clone()),
+            ),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            wait(stopped.clone()),
+        );
+    let rest_server =
+        axum::serve(listeners.http, router(core)).with_graceful_shutdown(wait(stopped));
+    let (rest, grpc) = tokio::join!(rest_server, grpc_server);
     polling.abort();
-    result
+    rest?;
+    grpc.map_err(std::io::Error::other)
 }

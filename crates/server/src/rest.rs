@@ -14,6 +14,7 @@ use modelforge_serve::{Core, ModelInfo};
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
+use crate::tensor::{decode_binary, encode_fp32};
 
 type Shared = State<Arc<Core>>;
 
@@ -218,42 +219,6 @@ async fn version_infer(
 /// The binary tensor data extension's header naming the JSON part's length.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// Decodes little-endian binary tensor data of a datatype into f32 values.
-fn decode_binary(datatype: &str, bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
-    let width = match datatype {
-        "FP32" | "INT32" | "UINT32" => 4,
-        "FP64" | "INT64" | "UINT64" => 8,
-        "INT16" | "UINT16" => 2,
-        "UINT8" | "INT8" | "BOOL" => 1,
-        other => {
-            return Err(ApiError::bad(format!(
-                "datatype {other:?} is not supported; send FP32"
-            )));
-        }
-    };
-    if !bytes.len().is_multiple_of(width) {
-        return Err(ApiError::bad(format!(
-            "{} bytes of {datatype} data is not a whole number of elements",
-            bytes.len()
-        )));
-    }
-    Ok(bytes
-        .chunks_exact(width)
-        .map(|c| match datatype {
-            "FP32" => f32::from_le_bytes(c.try_into().expect("4 bytes")),
-            "INT32" => i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
-            "UINT32" => u32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
-            "FP64" => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "INT64" => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "UINT64" => u64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "INT16" => i16::from_le_bytes(c.try_into().expect("2 bytes")) as f32,
-            "UINT16" => u16::from_le_bytes(c.try_into().expect("2 bytes")) as f32,
-            "INT8" => c[0] as i8 as f32,
-            _ => c[0] as f32,
-        })
-        .collect())
-}
-
 async fn infer(
     core: Arc<Core>,
     model: String,
@@ -303,7 +268,8 @@ async fn infer(
             }
             let (mine, rest) = binary.split_at(size);
             binary = rest;
-            decode_binary(input["datatype"].as_str().unwrap_or("FP32"), mine)?
+            decode_binary(input["datatype"].as_str().unwrap_or("FP32"), mine)
+                .map_err(ApiError::bad)?
         }
         None => {
             let mut data = Vec::new();
@@ -355,7 +321,7 @@ async fn infer(
     }
     let mut bytes = serde_json::to_vec(&response).expect("json");
     let header_len = bytes.len();
-    bytes.extend(out.iter().flat_map(|v| v.to_le_bytes()));
+    bytes.extend(encode_fp32(&out));
     Ok((
         [
             (
@@ -384,7 +350,7 @@ fn stats_of(core: &Core, model: &str) -> Result<Vec<Value>, ApiError> {
             "name": model,
             "version": version.to_string(),
             "last_inference": s.last_inference_ms,
-            "inference_count": s.success,
+            "inference_count": s.inferences,
             "execution_count": s.executions,
             "inference_stats": {
                 "success": count_ns(s.success, s.queue_ns + s.compute_ns),
@@ -548,20 +514,7 @@ async fn tf_predict(
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_binary, tf_target};
-
-    #[test]
-    fn binary_tensors_decode_little_endian() {
-        let fp32: Vec<u8> = [1.5f32, -2.0]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        assert_eq!(decode_binary("FP32", &fp32).ok(), Some(vec![1.5, -2.0]));
-        let int64: Vec<u8> = [7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(decode_binary("INT64", &int64).ok(), Some(vec![7.0, -3.0]));
-        assert!(decode_binary("FP32", &fp32[..5]).is_err());
-        assert!(decode_binary("BYTES", &fp32).is_err());
-    }
+    use super::tf_target;
 
     #[test]
     fn tf_paths_split_into_name_version_and_verb() {

@@ -18,6 +18,21 @@ pub fn http_status(e: &ServeError) -> StatusCode {
     }
 }
 
+/// The gRPC status code for a core error.
+pub fn grpc_code(e: &ServeError) -> tonic::Code {
+    match e {
+        ServeError::NoModel(_) | ServeError::NoVersion { .. } => tonic::Code::NotFound,
+        ServeError::BadRequest(_) => tonic::Code::InvalidArgument,
+        ServeError::Unavailable { .. } | ServeError::Overloaded(_) => tonic::Code::Unavailable,
+        ServeError::Compute(_) | ServeError::Registry(_) => tonic::Code::Internal,
+    }
+}
+
+/// A core error as a gRPC status with the same message.
+pub fn grpc_status(e: ServeError) -> tonic::Status {
+    tonic::Status::new(grpc_code(&e), e.to_string())
+}
+
 /// An error response: `{"error": "..."}` with the status of the table.
 pub struct ApiError(pub StatusCode, pub String);
 
@@ -71,8 +86,22 @@ mod tests {
                 500,
             ),
         ];
-        for (e, code) in cases {
-            assert_eq!(http_status(&e).as_u16(), code, "{e}");
+        for (e, code) in &cases {
+            assert_eq!(http_status(e).as_u16(), *code, "{e}");
         }
+        let grpc: Vec<tonic::Code> = cases.iter().map(|(e, _)| grpc_code(e)).collect();
+        use tonic::Code::*;
+        assert_eq!(
+            grpc,
+            [
+                NotFound,
+                NotFound,
+                InvalidArgument,
+                Unavailable,
+                Unavailable,
+                Internal,
+                Internal
+            ]
+        );
     }
 }

@@ -1,0 +1,397 @@
+//! gRPC handlers: `inference.GRPCInferenceService` (Open Inference Protocol plus
+//! Triton's configuration, statistics, repository and streaming calls). Each
+//! converts the message, calls the core, and converts back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use modelforge_serve::{Core, ModelInfo};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::status::grpc_status;
+use crate::tensor::{decode_binary, encode_fp32};
+
+/// The generated messages and service of `proto/inference.proto`.
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::GrpcInferenceService;
+use proto::*;
+
+/// The gRPC service over a core.
+pub struct Grpc {
+    core: Arc<Core>,
+}
+
+impl Grpc {
+    /// A service answering from `core`.
+    pub fn new(core: Arc<Core>) -> Grpc {
+        Grpc { core }
+    }
+}
+
+/// An empty version string means "the policy's choice".
+fn version(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn tensor_metadata(t: &modelforge_serve::TensorInfo) -> model_metadata_response::TensorMetadata {
+    let mut shape = vec![-1i64];
+    shape.extend(t.shape.iter().map(|&d| d as i64));
+    model_metadata_response::TensorMetadata {
+        name: t.name.clone(),
+        datatype: t.datatype.clone(),
+        shape,
+    }
+}
+
+fn data_type(datatype: &str) -> i32 {
+    match datatype {
+        "INT64" => DataType::TypeInt64 as i32,
+        _ => DataType::TypeFp32 as i32,
+    }
+}
+
+/// The values of the one input tensor of a request: raw bytes or typed contents.
+fn input_values(request: &ModelInferRequest) -> Result<(Vec<f32>, usize), Status> {
+    let [input] = request.inputs.as_slice() else {
+        return Err(Status::invalid_argument(
+            "the request needs exactly one input tensor",
+        ));
+    };
+    let shape: Vec<usize> = input
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Status::invalid_argument("input shape holds a negative size"))?;
+    let Some(&batch) = shape.first() else {
+        return Err(Status::invalid_argument(
+            "input shape is empty; give [batch, …]",
+        ));
+    };
+    let values = match (request.raw_input_contents.first(), &input.contents) {
+        (Some(raw), _) => decode_binary(&input.datatype, raw).map_err(Status::invalid_argument)?,
+        (None, Some(c)) => {
+            let mut v: Vec<f32> = c.fp32_contents.clone();
+            v.extend(c.fp64_contents.iter().map(|&x| x as f32));
+            v.extend(c.int_contents.iter().map(|&x| x as f32));
+            v.extend(c.int64_contents.iter().map(|&x| x as f32));
+            v.extend(c.uint_contents.iter().map(|&x| x as f32));
+            v.extend(c.uint64_contents.iter().map(|&x| x as f32));
+            v.extend(c.bool_contents.iter().map(|&x| f32::from(u8::from(x))));
+            v
+        }
+        (None, None) => {
+            return Err(Status::invalid_argument(
+                "the input tensor has no contents and no raw_input_contents",
+            ));
+        }
+    };
+    let want: usize = shape.iter().product();
+    if values.len() != want {
+        return Err(Status::invalid_argument(format!(
+            "input has {} values but its shape {shape:?} needs {want}",
+            values.len()
+        )));
+    }
+    Ok((values, batch))
+}
+
+async fn infer(core: &Core, request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    core.version(&request.model_name, version(&request.model_version))
+        .map_err(grpc_status)?;
+    let (values, batch) = input_values(&request)?;
+    let (info, out) = core
+        .infer(
+            &request.model_name,
+            version(&request.model_version),
+            values,
+            batch,
+        )
+        .await
+        .map_err(grpc_status)?;
+    let mut shape = vec![batch as i64];
+    shape.extend(info.manifest.output.shape.iter().map(|&d| d as i64));
+    Ok(ModelInferResponse {
+        model_name: info.name.clone(),
+        model_version: info.version.to_string(),
+        id: request.id,
+        parameters: Default::default(),
+        outputs: vec![model_infer_response::InferOutputTensor {
+            name: info.manifest.output.name.clone(),
+            datatype: "FP32".into(),
+            shape,
+            parameters: Default::default(),
+            contents: None,
+        }],
+        raw_output_contents: vec![encode_fp32(&out)],
+    })
+}
+
+fn statistics(name: &str, version: u64, s: &modelforge_serve::Statistics) -> ModelStatistics {
+    let d = |count: u64, ns: u64| Some(StatisticDuration { count, ns });
+    ModelStatistics {
+        name: name.to_string(),
+        version: version.to_string(),
+        last_inference: s.last_inference_ms,
+        inference_count: s.inferences,
+        execution_count: s.executions,
+        inference_stats: Some(InferStatistics {
+            success: d(s.success, s.queue_ns + s.compute_ns),
+            fail: d(s.failure, 0),
+            queue: d(s.success, s.queue_ns),
+            compute_input: d(0, 0),
+            compute_infer: d(s.success, s.compute_ns),
+            compute_output: d(0, 0),
+        }),
+        batch_stats: s
+            .batches
+            .iter()
+            .map(|(size, (count, ns))| InferBatchStatistics {
+                batch_size: *size as u64,
+                compute_input: d(0, 0),
+                compute_infer: d(*count, *ns),
+                compute_output: d(0, 0),
+            })
+            .collect(),
+    }
+}
+
+fn config(core: &Core, info: &ModelInfo) -> proto::ModelConfig {
+    let c = core.config();
+    let m = &info.manifest;
+    proto::ModelConfig {
+        name: info.name.clone(),
+        platform: m.format.clone(),
+        backend: "modelforge".into(),
+        version_policy: Some(ModelVersionPolicy {
+            policy_choice: Some(model_version_policy::PolicyChoice::Latest(
+                model_version_policy::Latest {
+                    num_versions: c.latest_versions as u32,
+                },
+            )),
+        }),
+        max_batch_size: c.max_batch_size as i32,
+        input: vec![ModelInput {
+            name: m.input.name.clone(),
+            data_type: data_type(&m.input.datatype),
+            dims: m.input.shape.iter().map(|&d| d as i64).collect(),
+        }],
+        output: vec![ModelOutput {
+            name: m.output.name.clone(),
+            data_type: data_type(&m.output.datatype),
+            dims: m.output.shape.iter().map(|&d| d as i64).collect(),
+        }],
+        scheduling_choice: Some(model_config::SchedulingChoice::DynamicBatching(
+            ModelDynamicBatching {
+                preferred_batch_size: vec![],
+                max_queue_delay_microseconds: c.max_queue_delay.as_micros() as u64,
+            },
+        )),
+    }
+}
+
+type InferStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Grpc {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.core.ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        r: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = r.into_inner();
+        let ready = self.core.version(&r.name, version(&r.version)).is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "modelforge".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["model_repository".into(), "statistics".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        r: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = r.into_inner();
+        let q = self
+            .core
+            .version(&r.name, version(&r.version))
+            .map_err(grpc_status)?;
+        let info = q.info();
+        let versions = match version(&r.version) {
+            Some(_) => vec![info.version.to_string()],
+            None => self
+                .core
+                .versions(&r.name)
+                .map_err(grpc_status)?
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: info.name.clone(),
+            versions,
+            platform: info.manifest.format.clone(),
+            inputs: vec![tensor_metadata(&info.manifest.input)],
+            outputs: vec![tensor_metadata(&info.manifest.output)],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        r: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        Ok(Response::new(infer(&self.core, r.into_inner()).await?))
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    async fn model_stream_infer(
+        &self,
+        r: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<InferStream>, Status> {
+        let mut requests = r.into_inner();
+        let core = self.core.clone();
+        let stream = async_stream(move |tx| async move {
+            while let Some(next) = requests.next().await {
+                let reply = match next {
+                    Ok(request) => match infer(&core, request).await {
+                        Ok(response) => ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(response),
+                        },
+                        Err(status) => ModelStreamInferResponse {
+                            error_message: status.message().to_string(),
+                            infer_response: None,
+                        },
+                    },
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn model_config(
+        &self,
+        r: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = r.into_inner();
+        let q = self
+            .core
+            .version(&r.name, version(&r.version))
+            .map_err(grpc_status)?;
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(config(&self.core, q.info())),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        r: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = r.into_inner();
+        let all = self.core.statistics();
+        if !r.name.is_empty() {
+            self.core.versions(&r.name).map_err(grpc_status)?;
+        }
+        let model_stats = all
+            .iter()
+            .filter(|(name, v, _)| {
+                (r.name.is_empty() || *name == r.name)
+                    && (r.version.is_empty() || v.to_string() == r.version)
+            })
+            .map(|(name, v, s)| statistics(name, *v, s))
+            .collect();
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        r: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let only_ready = r.into_inner().ready;
+        let models = self
+            .core
+            .index()
+            .map_err(grpc_status)?
+            .into_iter()
+            .filter(|e| !only_ready || e.state == "READY")
+            .map(|e| repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version.to_string(),
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        r: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let name = r.into_inner().model_name;
+        let core = self.core.clone();
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || core.load_model(&n))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(grpc_status)?;
+        self.core.version(&name, None).map_err(grpc_status)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        r: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.core
+            .unload(&r.into_inner().model_name)
+            .map_err(grpc_status)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// A stream fed by a task through a bounded channel.
+fn async_stream<F, Fut>(produce: F) -> InferStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<ModelStreamInferResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

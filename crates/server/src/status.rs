@@ -11,9 +11,8 @@ pub fn http_status(e: &ServeError) -> StatusCode {
     match e {
         ServeError::NoModel(_) | ServeError::NoVersion { .. } => StatusCode::NOT_FOUND,
         ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ServeError::Unavailable { .. } | ServeError::Overloaded(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ServeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ServeError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         ServeError::Compute(_) | ServeError::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -23,7 +22,8 @@ pub fn grpc_code(e: &ServeError) -> tonic::Code {
     match e {
         ServeError::NoModel(_) | ServeError::NoVersion { .. } => tonic::Code::NotFound,
         ServeError::BadRequest(_) => tonic::Code::InvalidArgument,
-        ServeError::Unavailable { .. } | ServeError::Overloaded(_) => tonic::Code::Unavailable,
+        ServeError::Unavailable { .. } => tonic::Code::Unavailable,
+        ServeError::Overloaded(_) => tonic::Code::ResourceExhausted,
         ServeError::Compute(_) | ServeError::Registry(_) => tonic::Code::Internal,
     }
 }
@@ -79,7 +79,7 @@ mod tests {
                 },
                 503,
             ),
-            (ServeError::Overloaded("m".into()), 503),
+            (ServeError::Overloaded("m".into()), 429),
             (ServeError::Compute("c".into()), 500),
             (
                 ServeError::Registry(modelforge_registry::RegistryError::BadName("b".into())),
@@ -98,7 +98,7 @@ mod tests {
                 NotFound,
                 InvalidArgument,
                 Unavailable,
-                Unavailable,
+                ResourceExhausted,
                 Internal,
                 Internal
             ]

@@ -454,75 +454,33 @@ fn tritonclient_http_works_unchanged() {
         .1["outputs"][0]["data"]
         .clone();
 
-    let host = server.base.trim_start_matches("http://");
-    let out = std::process::Command::new(&python)
-        .arg(root.join("tests/clients/triton_http.py"))
-        .args([host, "digits", sb.path().join("row.json").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (
-            report["live"].clone(),
-            report["ready"].clone(),
-            report["model_ready"].clone()
-        ),
-        (json!(true), json!(true), json!(true))
-    );
+    let client = |script: &str, addr: &str| -> Value {
+        let out = std::process::Command::new(&python)
+            .arg(root.join("tests/clients").join(script))
+            .args([addr, "digits", sb.path().join("row.json").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let flags = [&report["live"], &report["ready"], &report["model_ready"]];
+        assert_eq!(flags, [&json!(true); 3], "{script}: {report}");
+        report
+    };
+    let want = floats(&expected);
+    let report = client("triton_http.py", server.base.trim_start_matches("http://"));
     assert_eq!(report["metadata"]["inputs"][0]["shape"], json!([-1, 64]));
     assert_eq!(report["max_batch_size"], 64);
     for kind in ["binary", "json"] {
-        let got: Vec<f64> = report["outputs"][kind][0]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let want: Vec<f64> = expected
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                "{kind}: {got:?} vs {want:?}"
-            );
-        }
-        assert_eq!(got.len(), 10);
+        assert_close(&floats(&report["outputs"][kind][0]), &want, kind);
     }
     assert_eq!(report["inference_count"], 3);
 
     // The same through tritonclient.grpc: raw tensors, typed errors, streaming, health.
-    let out = std::process::Command::new(&python)
-        .arg(root.join("tests/clients/triton_grpc.py"))
-        .args([
-            server.grpc.as_str(),
-            "digits",
-            sb.path().join("row.json").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gRPC client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (
-            report["live"].clone(),
-            report["ready"].clone(),
-            report["model_ready"].clone()
-        ),
-        (json!(true), json!(true), json!(true))
-    );
+    let report = client("triton_grpc.py", &server.grpc);
     assert_eq!(report["metadata_shape"], json!([-1, 64]));
     assert_eq!(report["config"]["max_batch_size"], 64);
     assert_eq!(report["config"]["input_dims"], json!([64]));
@@ -530,26 +488,8 @@ fn tritonclient_http_works_unchanged() {
     assert_eq!(report["health"], "SERVING");
     assert_eq!(report["missing_model_code"], "StatusCode.NOT_FOUND");
     assert_eq!(report["bad_shape_code"], "StatusCode.INVALID_ARGUMENT");
-    let want: Vec<f64> = expected
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
     for kind in ["unary", "stream"] {
-        let got: Vec<f64> = report[kind][0]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        assert_eq!(got.len(), 10, "{kind}");
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                "{kind}: {got:?} vs {want:?}"
-            );
-        }
+        assert_close(&floats(&report[kind][0]), &want, kind);
     }
     assert!(
         report["index"]
@@ -559,4 +499,24 @@ fn tritonclient_http_works_unchanged() {
             .any(|e| e == "digits:1:READY"),
         "{report}"
     );
+}
+
+/// The numbers of a JSON array.
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+/// Same length and equal within 1e-6 (relative).
+fn assert_close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{what}: {got:?} vs {want:?}"
+        );
+    }
 }

@@ -184,7 +184,10 @@ pub fn run(
         http,
         grpc,
         config: modelforge_serve::CoreConfig::default(),
-        poll: std::time::Duration::from_secs(2),
+        limits: modelforge_server::Limits {
+            max_body_bytes: 64 << 20,
+            poll: std::time::Duration::from_secs(2),
+        },
     };
     serve_with(ctx, &options, compute, Some(probe))
 }
@@ -395,8 +398,8 @@ pub struct ServeOptions {
     pub grpc: std::net::SocketAddr,
     /// Batching and version policy.
     pub config: modelforge_serve::CoreConfig,
-    /// Registry poll interval.
-    pub poll: std::time::Duration,
+    /// Body limit and registry poll interval.
+    pub limits: modelforge_server::Limits,
 }
 
 /// `modelforge serve`: every registry model over REST until Ctrl-C or SIGTERM.
@@ -471,7 +474,7 @@ fn serve_with(
         let server = tokio::spawn(modelforge_server::serve(
             core,
             listeners,
-            options.poll,
+            options.limits.clone(),
             shutdown,
         ));
         if let Some(probe) = probe {

@@ -112,6 +112,9 @@ enum Command {
         /// How many of each model's newest versions are served.
         #[arg(long, default_value_t = 1)]
         versions: usize,
+        /// Largest request body (REST) or message (gRPC), in MiB.
+        #[arg(long, default_value_t = 64)]
+        max_body_mib: usize,
         /// Seconds between registry polls (new, removed and changed versions).
         #[arg(long, default_value_t = 2.0)]
         poll: f64,
@@ -191,6 +194,7 @@ fn main() -> ExitCode {
             max_batch_size,
             max_queue_delay_us,
             versions,
+            max_body_mib,
             poll,
             compute,
         } => commands::serve(
@@ -204,7 +208,10 @@ fn main() -> ExitCode {
                     latest_versions: versions,
                     ..Default::default()
                 },
-                poll: std::time::Duration::from_secs_f64(poll.max(0.05)),
+                limits: modelforge_server::Limits {
+                    max_body_bytes: max_body_mib << 20,
+                    poll: std::time::Duration::from_secs_f64(poll.max(0.05)),
+                },
             },
             &compute,
         ),

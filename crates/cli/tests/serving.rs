@@ -28,6 +28,8 @@ impl Server {
                 "0.2",
                 "--max-queue-delay-us",
                 "2000",
+                "--max-body-mib",
+                "1",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -217,6 +219,7 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         (200, json!("AVAILABLE"))
     );
 
+    let oversize = format!("{{\"inputs\": [{}0]}}", "0,".repeat(1 << 20));
     // Malformed requests: a clear {"error"} with a 4xx, and the server keeps serving.
     for (path, body, code, fragment) in [
         (
@@ -255,6 +258,12 @@ fn rest_protocols_batching_errors_and_hot_reload() {
             "{\"rows\": []}",
             400,
             "\"instances\"",
+        ),
+        (
+            "/v2/models/digits/infer",
+            oversize.as_str(),
+            413,
+            "could not be read",
         ),
     ] {
         let (status, err) = server.call("POST", path, Some(body));

@@ -27,13 +27,23 @@ pub struct Listeners {
     pub grpc: TcpListener,
 }
 
-/// Serves REST and gRPC until `shutdown` resolves, polling the registry every `poll`.
+/// Limits of the protocol surfaces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body (REST) or message (gRPC) in bytes.
+    pub max_body_bytes: usize,
+    /// Registry poll interval.
+    pub poll: Duration,
+}
+
+/// Serves REST and gRPC until `shutdown` resolves, polling the registry every `limits.poll`.
 pub async fn serve(
     core: Arc<Core>,
     listeners: Listeners,
-    poll: Duration,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let poll = limits.poll;
     let poller = core.clone();
     let polling = tokio::spawn(async move {
         loop {
@@ -60,19 +70,25 @@ pub async fn serve(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    let inference = grpc::proto::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+        grpc::Grpc::new(core.clone()),
+    )
+    .max_decoding_message_size(limits.max_body_bytes)
+    .max_encoding_message_size(limits.max_body_bytes);
     let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(health)
-        .add_service(
-            grpc::proto::grpc_inference_service_server::GrpcInferenceServiceServer::new(
-                grpc::Grpc::new(core.clone()),
-            ),
-        )
+        .add_service(inference)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
             wait(stopped.clone()),
         );
-    let rest_server =
-        axum::serve(listeners.http, router(core)).with_graceful_shutdown(wait(stopped));
+    use axum::serve::ListenerExt;
+    let http = listeners.http.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let rest_server = axum::serve(http, router(core, limits.max_body_bytes))
+        .with_graceful_shutdown(wait(stopped));
     let (rest, grpc) = tokio::join!(rest_server, grpc_server);
     polling.abort();
     rest?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +20,7 @@ use crate::tensor::{decode_binary, encode_fp32};
 type Shared = State<Arc<Core>>;
 
 /// The REST routes over a core.
-pub fn router(core: Arc<Core>) -> Router {
+pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(health_ready))
@@ -60,6 +61,7 @@ pub fn router(core: Arc<Core>) -> Router {
                 "no such endpoint — see docs/serving.md".into(),
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(core)
 }
 
@@ -170,6 +172,14 @@ async fn version_ready(
     Ok(StatusCode::OK)
 }
 
+/// A body that could not be read (too large, cut off) as an API error with its status.
+fn rejected(r: BytesRejection) -> ApiError {
+    ApiError(
+        r.status(),
+        format!("the request body could not be read: {}", r.body_text()),
+    )
+}
+
 /// The request body as JSON, whatever its content type says.
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
@@ -202,7 +212,7 @@ async fn model_infer(
     State(core): Shared,
     Path(model): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     infer(core, model, None, &headers, body).await
 }
@@ -211,7 +221,7 @@ async fn version_infer(
     State(core): Shared,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     infer(core, model, Some(version), &headers, body).await
 }
@@ -224,9 +234,10 @@ async fn infer(
     model: String,
     version: Option<String>,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     core.version(&model, version.as_deref())?;
+    let body = body.map_err(rejected)?;
     // Binary tensor data extension: the JSON header is the first N bytes, tensors follow.
     let json_len = match headers.get(HEADER_LENGTH) {
         Some(v) => {
@@ -464,7 +475,7 @@ async fn tf_status(State(core): Shared, Path(rest): Path<String>) -> Result<Resp
 async fn tf_predict(
     State(core): Shared,
     Path(rest): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (name, version, predict) = tf_target(&rest);
     if !predict {
@@ -473,7 +484,7 @@ async fn tf_predict(
             "TF-Serving REST supports POST …:predict".into(),
         ));
     }
-    let request = parse_json(&body)?;
+    let request = parse_json(&body.map_err(rejected)?)?;
     let (rows, columnar) = match (request.get("instances"), request.get("inputs")) {
         (Some(Value::Array(rows)), None) => (rows.clone(), false),
         (None, Some(Value::Array(rows))) => (rows.clone(), true),

@@ -187,6 +187,8 @@ pub fn run(
         limits: modelforge_server::Limits {
             max_body_bytes: 64 << 20,
             poll: std::time::Duration::from_secs(2),
+            token: None,
+            token_everywhere: false,
         },
     };
     serve_with(ctx, &options, compute, Some(probe))

@@ -112,6 +112,12 @@ enum Command {
         /// How many of each model's newest versions are served.
         #[arg(long, default_value_t = 1)]
         versions: usize,
+        /// Bearer token required on repository load/unload (REST and gRPC).
+        #[arg(long, env = "MODELFORGE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Require the token on every call.
+        #[arg(long, requires = "token")]
+        token_everywhere: bool,
         /// Largest request body (REST) or message (gRPC), in MiB.
         #[arg(long, default_value_t = 64)]
         max_body_mib: usize,
@@ -194,6 +200,8 @@ fn main() -> ExitCode {
             max_batch_size,
             max_queue_delay_us,
             versions,
+            token,
+            token_everywhere,
             max_body_mib,
             poll,
             compute,
@@ -211,6 +219,8 @@ fn main() -> ExitCode {
                 limits: modelforge_server::Limits {
                     max_body_bytes: max_body_mib << 20,
                     poll: std::time::Duration::from_secs_f64(poll.max(0.05)),
+                    token,
+                    token_everywhere,
                 },
             },
             &compute,

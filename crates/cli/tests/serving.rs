@@ -30,6 +30,8 @@ impl Server {
                 "2000",
                 "--max-body-mib",
                 "1",
+                "--token",
+                "s3cret",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -51,15 +53,26 @@ impl Server {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call_as(method, path, body, None)
+    }
+
+    fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
         let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
         let mut response = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            (_, Some(b)) => agent.post(&url).send(b),
-            _ => agent.post(&url).send_empty(),
+            ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+            (_, Some(b)) => agent.post(&url).header("authorization", &auth).send(b),
+            _ => agent.post(&url).header("authorization", &auth).send_empty(),
         }
         .unwrap();
         let status = response.status().as_u16();
@@ -342,20 +355,35 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         "{out}"
     );
 
-    // Repository API: unload, then load again.
-    assert_eq!(
-        server
-            .call("POST", "/v2/repository/models/digits/unload", None)
-            .0,
-        200
+    // Repository API: load/unload need the bearer token; unload, then load again.
+    let (status, err) = server.call("POST", "/v2/repository/models/digits/unload", None);
+    assert_eq!(status, 401, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("bearer token"),
+        "{err}"
     );
+    let wrong = server.call_as(
+        "POST",
+        "/v2/repository/models/digits/unload",
+        None,
+        Some("guess"),
+    );
+    assert_eq!(wrong.0, 401);
+    let unload = server.call_as(
+        "POST",
+        "/v2/repository/models/digits/unload",
+        None,
+        Some("s3cret"),
+    );
+    assert_eq!(unload.0, 200);
     assert_eq!(server.call("GET", "/v2/models/digits/ready", None).0, 404);
-    assert_eq!(
-        server
-            .call("POST", "/v2/repository/models/digits/load", None)
-            .0,
-        200
+    let load = server.call_as(
+        "POST",
+        "/v2/repository/models/digits/load",
+        None,
+        Some("s3cret"),
     );
+    assert_eq!(load.0, 200);
     assert_eq!(server.call("GET", "/v2/models/digits/ready", None).0, 200);
 }
 

@@ -23,12 +23,28 @@ use proto::*;
 /// The gRPC service over a core.
 pub struct Grpc {
     core: Arc<Core>,
+    limits: crate::Limits,
 }
 
 impl Grpc {
-    /// A service answering from `core`.
-    pub fn new(core: Arc<Core>) -> Grpc {
-        Grpc { core }
+    /// A service answering from `core` under the surface's access rules.
+    pub fn new(core: Arc<Core>, limits: crate::Limits) -> Grpc {
+        Grpc { core, limits }
+    }
+
+    /// Checks the `authorization` metadata of a call.
+    fn authorize<T>(&self, request: &Request<T>, repository_call: bool) -> Result<(), Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if self.limits.authorized(repository_call, authorization) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(
+                "missing or wrong bearer token — send metadata authorization: Bearer <token>",
+            ))
+        }
     }
 }
 
@@ -200,15 +216,17 @@ type InferStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, St
 impl GrpcInferenceService for Grpc {
     async fn server_live(
         &self,
-        _: Request<ServerLiveRequest>,
+        r: Request<ServerLiveRequest>,
     ) -> Result<Response<ServerLiveResponse>, Status> {
+        self.authorize(&r, false)?;
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
     async fn server_ready(
         &self,
-        _: Request<ServerReadyRequest>,
+        r: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
+        self.authorize(&r, false)?;
         Ok(Response::new(ServerReadyResponse {
             ready: self.core.ready(),
         }))
@@ -218,6 +236,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        self.authorize(&r, false)?;
         let r = r.into_inner();
         let ready = self.core.version(&r.name, version(&r.version)).is_ok();
         Ok(Response::new(ModelReadyResponse { ready }))
@@ -225,8 +244,9 @@ impl GrpcInferenceService for Grpc {
 
     async fn server_metadata(
         &self,
-        _: Request<ServerMetadataRequest>,
+        r: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
+        self.authorize(&r, false)?;
         Ok(Response::new(ServerMetadataResponse {
             name: "modelforge".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -238,6 +258,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.authorize(&r, false)?;
         let r = r.into_inner();
         let q = self
             .core
@@ -267,6 +288,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        self.authorize(&r, false)?;
         Ok(Response::new(infer(&self.core, r.into_inner()).await?))
     }
 
@@ -276,6 +298,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<InferStream>, Status> {
+        self.authorize(&r, false)?;
         let mut requests = r.into_inner();
         let core = self.core.clone();
         let stream = async_stream(move |tx| async move {
@@ -308,6 +331,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
+        self.authorize(&r, false)?;
         let r = r.into_inner();
         let q = self
             .core
@@ -322,6 +346,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        self.authorize(&r, false)?;
         let r = r.into_inner();
         let all = self.core.statistics();
         if !r.name.is_empty() {
@@ -342,6 +367,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        self.authorize(&r, false)?;
         let only_ready = r.into_inner().ready;
         let models = self
             .core
@@ -363,6 +389,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        self.authorize(&r, true)?;
         let name = r.into_inner().model_name;
         let core = self.core.clone();
         let n = name.clone();
@@ -378,6 +405,7 @@ impl GrpcInferenceService for Grpc {
         &self,
         r: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.authorize(&r, true)?;
         self.core
             .unload(&r.into_inner().model_name)
             .map_err(grpc_status)?;

@@ -27,13 +27,29 @@ pub struct Listeners {
     pub grpc: TcpListener,
 }
 
-/// Limits of the protocol surfaces.
+/// Limits and access rules of the protocol surfaces.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body (REST) or message (gRPC) in bytes.
     pub max_body_bytes: usize,
     /// Registry poll interval.
     pub poll: Duration,
+    /// Bearer token required on the repository API (and everywhere with `token_everywhere`).
+    pub token: Option<String>,
+    /// Require the token on every call, not only on repository load/unload.
+    pub token_everywhere: bool,
+}
+
+impl Limits {
+    /// Whether a call with this `authorization` value may proceed.
+    pub fn authorized(&self, repository_call: bool, authorization: Option<&str>) -> bool {
+        match &self.token {
+            Some(token) if repository_call || self.token_everywhere => {
+                authorization.and_then(|a| a.strip_prefix("Bearer ")) == Some(token.as_str())
+            }
+            _ => true,
+        }
+    }
 }
 
 /// Serves REST and gRPC until `shutdown` resolves, polling the registry every `limits.poll`.
@@ -71,7 +87,7 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let inference = grpc::proto::grpc_inference_service_server::GrpcInferenceServiceServer::new(
-        grpc::Grpc::new(core.clone()),
+        grpc::Grpc::new(core.clone(), limits.clone()),
     )
     .max_decoding_message_size(limits.max_body_bytes)
     .max_encoding_message_size(limits.max_body_bytes);
@@ -87,10 +103,33 @@ pub async fn serve(
     let http = listeners.http.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let rest_server = axum::serve(http, router(core, limits.max_body_bytes))
-        .with_graceful_shutdown(wait(stopped));
+    let rest_server =
+        axum::serve(http, router(core, limits.clone())).with_graceful_shutdown(wait(stopped));
     let (rest, grpc) = tokio::join!(rest_server, grpc_server);
     polling.abort();
     rest?;
     grpc.map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_guard_the_repository_or_everything() {
+        let mut l = Limits {
+            max_body_bytes: 1,
+            poll: Duration::from_secs(1),
+            token: Some("s3cret".into()),
+            token_everywhere: false,
+        };
+        assert!(l.authorized(false, None));
+        assert!(!l.authorized(true, None));
+        assert!(!l.authorized(true, Some("Bearer nope")));
+        assert!(l.authorized(true, Some("Bearer s3cret")));
+        l.token_everywhere = true;
+        assert!(!l.authorized(false, None));
+        l.token = None;
+        assert!(l.authorized(true, None));
+    }
 }

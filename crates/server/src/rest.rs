@@ -20,7 +20,8 @@ use crate::tensor::{decode_binary, encode_fp32};
 type Shared = State<Arc<Core>>;
 
 /// The REST routes over a core.
-pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
+pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
+    let max_body_bytes = limits.max_body_bytes;
     Router::new()
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(health_ready))
@@ -62,6 +63,28 @@ pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let limits = limits.clone();
+                async move {
+                    let repository = request.uri().path().starts_with("/v2/repository/models/");
+                    let authorization = request
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    if limits.authorized(repository, authorization) {
+                        next.run(request).await
+                    } else {
+                        ApiError(
+                            StatusCode::UNAUTHORIZED,
+                            "missing or wrong bearer token — send Authorization: Bearer <token>"
+                                .into(),
+                        )
+                        .into_response()
+                    }
+                }
+            },
+        ))
         .with_state(core)
 }
 

@@ -68,19 +68,31 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
                 let limits = limits.clone();
                 async move {
                     let repository = request.uri().path().starts_with("/v2/repository/models/");
-                    let authorization = request
-                        .headers()
+                    let headers = request.headers();
+                    let authorization = headers
                         .get(axum::http::header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok());
-                    if limits.authorized(repository, authorization) {
-                        next.run(request).await
-                    } else {
+                    let declared = headers
+                        .get(axum::http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                    if !limits.authorized(repository, authorization) {
                         ApiError(
                             StatusCode::UNAUTHORIZED,
                             "missing or wrong bearer token — send Authorization: Bearer <token>"
                                 .into(),
                         )
                         .into_response()
+                    } else if let Some(length) =
+                        declared.filter(|&length| length > limits.max_body_bytes)
+                    {
+                        // Answered before reading a byte of the body, as the client announced it.
+                        ApiError(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            too_large(length, limits.max_body_bytes),
+                        )
+                        .into_response()
+                    } else {
+                        next.run(request).await
                     }
                 }
             },
@@ -200,6 +212,14 @@ fn rejected(r: BytesRejection) -> ApiError {
     ApiError(
         r.status(),
         format!("the request body could not be read: {}", r.body_text()),
+    )
+}
+
+/// The message for a body of `length` bytes over the `limit`.
+fn too_large(length: usize, limit: usize) -> String {
+    format!(
+        "the request body is {length} bytes, over the limit of {limit} bytes — send fewer \
+         samples per request or start the server with a larger --max-body-mib"
     )
 }
 

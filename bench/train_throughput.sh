@@ -13,12 +13,14 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["executable"])')
-printf '%-6s %-8s %14s %14s %7s\n' batch threads modelforge pytorch ratio
+printf '%-6s %-8s %-8s %14s %14s %7s\n' batch threads workers modelforge pytorch ratio
 for batch in 64 256; do
-  for threads in 1 2; do
-    mf=$("$exe" --threads "$threads" --batch "$batch" --examples "$examples" | sed -n 's/.*samples_per_sec=\([0-9]*\).*/\1/p')
+  # threads workers: one core; two cores shared by the engine; two single-threaded workers.
+  for setting in "1 1" "2 1" "2 2"; do
+    read -r threads workers <<<"$setting"
+    mf=$("$exe" --threads "$threads" --workers "$workers" --batch "$batch" --examples "$examples" | sed -n 's/.*samples_per_sec=\([0-9]*\).*/\1/p')
     pt=$("$python" bench/torch_mlp.py data/mnist "$batch" "$threads" "$examples" | sed -n 's/.*samples_per_sec=\([0-9]*\).*/\1/p')
     ratio=$(awk -v a="$mf" -v b="$pt" 'BEGIN { printf "%.2f", a / b }')
-    printf '%-6s %-8s %14s %14s %6s×\n' "$batch" "$threads" "$mf" "$pt" "$ratio"
+    printf '%-6s %-8s %-8s %14s %14s %6s×\n' "$batch" "$threads" "$workers" "$mf" "$pt" "$ratio"
   done
 done

@@ -8,12 +8,13 @@ use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Registry, split_reference};
 use modelforge_serve::Runnable as _;
 use modelforge_spec::Spec;
+use modelforge_train::parallel::Distributed;
 use modelforge_train::{TrainOptions, Trained, class_count, evaluate};
 use serde_json::{Value, json};
 
-use crate::Compute;
 use crate::native::Native;
 use crate::progress::Bars;
+use crate::{Compute, Parallel};
 
 /// Exit code of `run` when the model was published but failed its gate.
 const GATE_FAILED: u8 = 3;
@@ -65,13 +66,43 @@ pub fn check(file: &Path, graph: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The data-parallel settings in force: flags over the spec.
+fn distributed(spec: &Spec, parallel: &Parallel) -> Result<(usize, Distributed)> {
+    let workers = parallel
+        .workers
+        .or_else(|| spec.train.workers.as_ref().map(|w| *w.get_ref()))
+        .unwrap_or(1);
+    if workers == 0 {
+        bail!("--workers 0: use 1 or more workers");
+    }
+    let mut settings = spec.train.distributed.get_ref().clone();
+    for (flag, given, field) in [
+        ("--bucket-mb", parallel.bucket_mb, &mut settings.bucket_mb),
+        (
+            "--collective-timeout",
+            parallel.collective_timeout,
+            &mut settings.timeout_s,
+        ),
+    ] {
+        if let Some(value) = given {
+            if !(value > 0.0 && value.is_finite()) {
+                bail!("{flag} {value}: use a positive number");
+            }
+            *field = value;
+        }
+    }
+    Ok((workers, Distributed::from_spec(&settings)))
+}
+
 fn train_spec(
     ctx: &Context,
     spec: &Spec,
     compute: &Compute,
+    parallel: &Parallel,
     resume: Option<String>,
 ) -> Result<(Trained, modelforge_data::Prepared)> {
     let threads = threads(compute, Some(spec))?;
+    let (workers, distributed) = distributed(spec, parallel)?;
     device(compute)?;
     let data = modelforge_data::prepare(spec)?;
     eprintln!(
@@ -88,6 +119,8 @@ fn train_spec(
         TrainOptions {
             runs_dir: ctx.runs.clone(),
             threads,
+            workers,
+            distributed,
             device: compute.device.clone(),
             resume,
             progress: &mut bars,
@@ -118,10 +151,11 @@ pub fn train(
     ctx: &Context,
     file: &Path,
     compute: &Compute,
+    parallel: &Parallel,
     resume: Option<String>,
 ) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
-    train_spec(ctx, &spec, compute, resume)?;
+    train_spec(ctx, &spec, compute, parallel, resume)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -130,11 +164,12 @@ pub fn run(
     ctx: &Context,
     file: &Path,
     compute: &Compute,
+    parallel: &Parallel,
     serve_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
     print!("{}", spec.summary());
-    let (trained, data) = train_spec(ctx, &spec, compute, None)?;
+    let (trained, data) = train_spec(ctx, &spec, compute, parallel, None)?;
     let published = modelforge_pipeline::publish(&spec, &trained, &ctx.registry)?;
     println!(
         "published {} version {} to {}",

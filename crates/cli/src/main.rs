@@ -39,6 +39,21 @@ pub struct Compute {
     device: String,
 }
 
+/// How training is split over data-parallel workers.
+#[derive(Args, Clone)]
+pub struct Parallel {
+    /// Data-parallel worker threads in this process (default: the spec's train.workers, else 1).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Gradient fusion bucket in MiB (default: train.distributed.bucket_mb, else 25).
+    #[arg(long)]
+    bucket_mb: Option<f64>,
+    /// Seconds a collective waits for its peers before the job stops
+    /// (default: train.distributed.timeout_s, else 300).
+    #[arg(long)]
+    collective_timeout: Option<f64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Validate a spec file and print the model summary.
@@ -55,6 +70,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         compute: Compute,
+        #[command(flatten)]
+        parallel: Parallel,
         /// Continue this run (id or folder) from its last checkpoint.
         #[arg(long)]
         resume: Option<String>,
@@ -65,6 +82,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         compute: Compute,
+        #[command(flatten)]
+        parallel: Parallel,
         /// Stop after publishing instead of serving.
         #[arg(long)]
         no_serve: bool,
@@ -175,15 +194,23 @@ fn main() -> ExitCode {
         Command::Train {
             file,
             compute,
+            parallel,
             resume,
-        } => commands::train(&ctx, &file, &compute, resume),
+        } => commands::train(&ctx, &file, &compute, &parallel, resume),
         Command::Run {
             file,
             compute,
+            parallel,
             no_serve,
             http,
             grpc,
-        } => commands::run(&ctx, &file, &compute, (!no_serve).then_some((http, grpc))),
+        } => commands::run(
+            &ctx,
+            &file,
+            &compute,
+            &parallel,
+            (!no_serve).then_some((http, grpc)),
+        ),
         Command::Eval {
             model,
             data,

@@ -126,6 +126,26 @@ fn cases() -> Vec<Case> {
         case("early stopping without validation", csv_spec("data.csv", 4, 2, "early_stopping = { metric = \"val_loss\", patience = 2 }"), TRAIN, "there is no validation split"),
         case("resume of an unknown run", s.clone(), &["train", "spec.toml", "--threads", "1", "--resume", "nope"], "no run \"nope\""),
         case("graph format", s.clone(), &["check", "spec.toml", "--graph", "g.png"], "give a file ending in .svg or .dot"),
+        case("zero workers in the spec", csv_spec("data.csv", 4, 2, "workers = 0"), CHECK, "workers is 0 — use 1 or more workers"),
+        case(
+            "negative bucket",
+            csv_spec("data.csv", 4, 2, "distributed = { bucket_mb = -1 }"),
+            CHECK,
+            "distributed.bucket_mb is -1 — use a positive size in MiB",
+        ),
+        case(
+            "unknown distributed key",
+            csv_spec("data.csv", 4, 2, "distributed = { backend = \"nccl\" }"),
+            CHECK,
+            "unknown field `backend`",
+        ),
+        case("zero workers on the command line", s.clone(), &["train", "spec.toml", "--workers", "0"], "--workers 0: use 1 or more workers"),
+        case(
+            "zero collective timeout",
+            s.clone(),
+            &["train", "spec.toml", "--workers", "2", "--collective-timeout", "0"],
+            "--collective-timeout 0: use a positive number",
+        ),
     ];
     let with_csv = |name: &'static str, csv: &str, expect: &'static str| Case {
         name,

@@ -238,13 +238,42 @@ optimizer = {{ kind = "adam", lr = 3e-3 }}
             -1,
         ),
     );
-    sb.ok(&["run", "--no-serve", "binary.toml", "--threads", "1"]);
+    // Data-parallel workers take shares of every batch (three ranks for batches of 16).
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "binary.toml",
+        "--threads",
+        "1",
+        "--workers",
+        "3",
+    ]);
     // Iris petal width from the other three measurements and the class (mse).
     sb.write(
         "regression.toml",
         spec("petal", "iris.csv", 4, "{ task = \"regression\" }", 1, 3),
     );
-    sb.ok(&["run", "--no-serve", "regression.toml", "--threads", "1"]);
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "regression.toml",
+        "--threads",
+        "2",
+        "--workers",
+        "2",
+    ]);
+    let ranks: Vec<u64> = sb
+        .entries("runs")
+        .iter()
+        .map(|run| {
+            let info: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(sb.path().join("runs").join(run).join("run.json")).unwrap(),
+            )
+            .unwrap();
+            info["environment"]["ranks"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ranks.iter().sum::<u64>(), 5, "{ranks:?}");
     let metrics = |name: &str| -> serde_json::Value {
         let m: serde_json::Value = serde_json::from_slice(
             &std::fs::read(sb.path().join(format!("models/{name}/1/manifest.json"))).unwrap(),

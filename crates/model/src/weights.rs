@@ -282,7 +282,23 @@ impl Network {
         device: &Device,
         keep_ids: bool,
     ) -> Result<Network, ModelError> {
-        let tensors = read_safetensors(path)?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_safetensors_bytes(&bytes, path, device, keep_ids)
+    }
+
+    /// Loads weights from safetensors bytes; `origin` names them in errors.
+    pub fn load_safetensors_bytes(
+        self,
+        bytes: &[u8],
+        origin: &Path,
+        device: &Device,
+        keep_ids: bool,
+    ) -> Result<Network, ModelError> {
+        let path = origin;
+        let tensors = parse_safetensors(bytes, origin)?;
         self.load_named(&tensors, device, keep_ids)
             .map_err(|reason| ModelError::BadWeights {
                 path: path.to_path_buf(),
@@ -323,17 +339,14 @@ pub fn encode_safetensors(
         .expect("valid f32 tensors serialise")
 }
 
-/// Reads every tensor of a safetensors file as f32 with the ids stored in its metadata.
-pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Parses every tensor of safetensors bytes as f32 with the ids stored in their metadata;
+/// `path` names them in errors.
+pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>, ModelError> {
     let bad = |reason: String| ModelError::BadWeights {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let ids: HashMap<String, u64> = meta
         .metadata()
@@ -341,8 +354,8 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, ModelError> {
         .and_then(|m| m.get("param_ids"))
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != StDtype::F32 {
@@ -402,7 +415,7 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert_eq!(a, b);
-        let names: Vec<String> = read_safetensors(&path)
+        let names: Vec<String> = parse_safetensors(&std::fs::read(&path).unwrap(), &path)
             .unwrap()
             .into_iter()
             .map(|t| t.name)

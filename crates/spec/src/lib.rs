@@ -22,7 +22,8 @@ pub use error::{SpecError, line_column};
 pub use layer::{Flow, LayerSpec, Padding, show_shape};
 pub use model::{Dtype, InputSpec, ModelSpec, OutputSpec, Task};
 pub use train::{
-    CheckpointSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec, TrainSpec,
+    CheckpointSpec, DistributedSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec,
+    TrainSpec,
 };
 
 /// A whole, validated spec file.
@@ -194,6 +195,16 @@ impl Spec {
     /// The resolved spec as TOML text (paths absolute, defaults filled in).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a spec always serialises")
+    }
+
+    /// sha256 of what decides a training result: the spec without how it is executed
+    /// (threads, workers, distributed settings), so a run resumes under another split.
+    pub fn result_hash(&self) -> String {
+        let mut spec = self.clone();
+        spec.train.threads = None;
+        spec.train.workers = None;
+        spec.train.distributed = crate::unspanned();
+        Spec::hash_of(&spec)
     }
 
     /// sha256 of the canonical JSON form of any part of the spec.
@@ -591,13 +602,30 @@ impl Spec {
                 "keep 1 or more checkpoints",
             ));
         }
-        if let Some(threads) = &t.threads
-            && *threads.get_ref() == 0
-        {
+        for (name, count) in [("threads", &t.threads), ("workers", &t.workers)] {
+            if let Some(count) = count
+                && *count.get_ref() == 0
+            {
+                return Err(at.invalid(
+                    count.span(),
+                    format!("{name} is 0"),
+                    &format!("use 1 or more {name}"),
+                ));
+            }
+        }
+        let d = t.distributed.get_ref();
+        if !(d.bucket_mb > 0.0 && d.bucket_mb.is_finite()) {
             return Err(at.invalid(
-                threads.span(),
-                "threads is 0".into(),
-                "use 1 or more threads",
+                t.distributed.span(),
+                format!("distributed.bucket_mb is {}", d.bucket_mb),
+                "use a positive size in MiB, e.g. 25",
+            ));
+        }
+        if !(d.timeout_s > 0.0 && d.timeout_s.is_finite()) {
+            return Err(at.invalid(
+                t.distributed.span(),
+                format!("distributed.timeout_s is {}", d.timeout_s),
+                "use a positive number of seconds, e.g. 300",
             ));
         }
         let loss = self.loss();

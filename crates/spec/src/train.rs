@@ -33,6 +33,39 @@ pub struct TrainSpec {
     pub log_every_steps: usize,
     /// Compute threads (default: 1; `--threads` overrides).
     pub threads: Option<Spanned<usize>>,
+    /// Data-parallel worker threads in this process (default 1; `--workers` overrides).
+    pub workers: Option<Spanned<usize>>,
+    /// Settings of data-parallel training (local workers and MPI).
+    #[serde(default = "crate::unspanned")]
+    pub distributed: Spanned<DistributedSpec>,
+}
+
+/// The `[train.distributed]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedSpec {
+    /// Gradient fusion bucket size in MiB: one all-reduce per bucket.
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_mb: f64,
+    /// Seconds any collective may wait for its peers before the job stops.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+}
+
+fn default_bucket_mb() -> f64 {
+    25.0
+}
+fn default_timeout_s() -> f64 {
+    300.0
+}
+
+impl Default for DistributedSpec {
+    fn default() -> Self {
+        DistributedSpec {
+            bucket_mb: default_bucket_mb(),
+            timeout_s: default_timeout_s(),
+        }
+    }
 }
 
 fn default_log_every() -> usize {

@@ -1,7 +1,8 @@
 //! Training throughput of the reference MLP (784-128-128-10, Adam 1e-3) on real MNIST.
 //!
-//! `cargo bench -p modelforge-train --bench throughput -- --threads 1 --batch 64`
-//! prints one line: `modelforge batch=64 threads=1 samples_per_sec=…`. The first epoch
+//! `cargo bench -p modelforge-train --bench throughput -- --threads 2 --workers 2 --batch 64`
+//! prints one line: `modelforge batch=64 threads=2 workers=2 samples_per_sec=…` (the
+//! threads are shared by the data-parallel workers). The first epoch
 //! warms up; the figure is the median over the next three epochs (training steps only,
 //! no evaluation), so one noisy epoch on a shared machine does not decide it.
 //! `bench/train_throughput.sh` runs it beside PyTorch and prints the ratios.
@@ -40,6 +41,7 @@ fn arg(name: &str, default: usize) -> usize {
 
 fn main() {
     let threads = arg("--threads", 1);
+    let workers = arg("--workers", 1);
     let batch = arg("--batch", 64);
     let examples = arg("--examples", 30_000);
     rayon::ThreadPoolBuilder::new()
@@ -70,6 +72,8 @@ fn main() {
         TrainOptions {
             runs_dir: runs.path().to_path_buf(),
             threads,
+            workers,
+            distributed: modelforge_train::parallel::Distributed::from_spec(&Default::default()),
             device: "cpu".into(),
             resume: None,
             progress: &mut rates,
@@ -78,5 +82,7 @@ fn main() {
     .expect("training");
     rates.epochs.sort_by(f64::total_cmp);
     let median = rates.epochs[rates.epochs.len() / 2];
-    println!("modelforge batch={batch} threads={threads} samples_per_sec={median:.0}");
+    println!(
+        "modelforge batch={batch} threads={threads} workers={workers} samples_per_sec={median:.0}"
+    );
 }

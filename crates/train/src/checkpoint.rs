@@ -34,34 +34,133 @@ pub struct LoopState {
 
 const CKPT_DIR: &str = "checkpoints";
 
-/// Writes a checkpoint and prunes older ones beyond `keep`.
+/// A checkpoint in memory: the bytes of its three files. Ranks of a data-parallel job
+/// start from rank 0's snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// `weights.safetensors`.
+    pub weights: Vec<u8>,
+    /// `optimizer.bpk`.
+    pub optimizer: Vec<u8>,
+    /// `state.json`.
+    pub state: Vec<u8>,
+}
+
+const FILES: [&str; 3] = ["weights.safetensors", "optimizer.bpk", "state.json"];
+
+impl Snapshot {
+    /// Captures a network, its optimiser and the loop state.
+    pub fn capture(
+        network: &Network,
+        optimizer: &ModuleOptimizer,
+        state: &LoopState,
+    ) -> Result<Snapshot, TrainError> {
+        let optimizer = optimizer.into_bytes().map_err(|e| TrainError::Checkpoint {
+            path: PathBuf::from(FILES[1]),
+            reason: format!("optimiser state does not serialise: {e:?}"),
+        })?;
+        Ok(Snapshot {
+            weights: network.safetensors_bytes(BTreeMap::new()),
+            optimizer: optimizer.to_vec(),
+            state: serde_json::to_vec_pretty(state).expect("json"),
+        })
+    }
+
+    /// Reads a checkpoint folder.
+    pub fn read(dir: &Path) -> Result<Snapshot, TrainError> {
+        let [weights, optimizer, state] = FILES.map(|name| {
+            let path = dir.join(name);
+            fs::read(&path).map_err(|e| TrainError::io(&path, e))
+        });
+        Ok(Snapshot {
+            weights: weights?,
+            optimizer: optimizer?,
+            state: state?,
+        })
+    }
+
+    /// Loads the snapshot into a freshly built network and optimiser; `origin` names it in errors.
+    pub fn restore(
+        &self,
+        origin: &Path,
+        network: Network,
+        optimizer: ModuleOptimizer,
+        device: &Device,
+    ) -> Result<(Network, ModuleOptimizer, LoopState), TrainError> {
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: origin.to_path_buf(),
+            reason,
+        };
+        let state: LoopState = serde_json::from_slice(&self.state)
+            .map_err(|e| bad(format!("state.json is not valid: {e}")))?;
+        let network = network
+            .load_safetensors_bytes(&self.weights, &origin.join(FILES[0]), device, true)
+            .map_err(TrainError::Model)?;
+        let optimizer = optimizer
+            .from_bytes(Bytes::from_bytes_vec(self.optimizer.clone()))
+            .map_err(|e| bad(format!("optimiser state does not load: {e:?}")))?;
+        Ok((network, optimizer, state))
+    }
+
+    /// One byte string (each part prefixed by its length), for a broadcast.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in [&self.weights, &self.optimizer, &self.state] {
+            out.extend((part.len() as u64).to_le_bytes());
+            out.extend(part);
+        }
+        out
+    }
+
+    /// The inverse of [`Snapshot::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, TrainError> {
+        let mut rest = bytes;
+        let mut parts = Vec::with_capacity(3);
+        for name in FILES {
+            let cut = |rest: &[u8], n: usize| {
+                (rest.len() >= n)
+                    .then_some(n)
+                    .ok_or(TrainError::Checkpoint {
+                        path: PathBuf::from(name),
+                        reason: "the snapshot from rank 0 is cut short".into(),
+                    })
+            };
+            let n = cut(rest, 8)?;
+            let len = u64::from_le_bytes(rest[..n].try_into().expect("8 bytes")) as usize;
+            rest = &rest[n..];
+            let len = cut(rest, len)?;
+            parts.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+        let [weights, optimizer, state] = <[Vec<u8>; 3]>::try_from(parts).expect("three parts");
+        Ok(Snapshot {
+            weights,
+            optimizer,
+            state,
+        })
+    }
+}
+
+/// Writes a checkpoint for step `step` and prunes older ones beyond `keep`.
 pub fn save(
     run_dir: &Path,
-    network: &Network,
-    optimizer: &ModuleOptimizer,
-    state: &LoopState,
+    snapshot: &Snapshot,
+    step: u64,
     keep: usize,
 ) -> Result<PathBuf, TrainError> {
     let root = run_dir.join(CKPT_DIR);
     fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
-    let name = format!("step-{:09}", state.step);
+    let name = format!("step-{step:09}");
     let tmp = root.join(format!(".tmp-{name}"));
     let dest = root.join(&name);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    crate::run::write_atomic(
-        &tmp.join("weights.safetensors"),
-        &network.safetensors_bytes(BTreeMap::new()),
-    )?;
-    let opt = optimizer.into_bytes().map_err(|e| TrainError::Checkpoint {
-        path: tmp.clone(),
-        reason: format!("optimiser state does not serialise: {e:?}"),
-    })?;
-    crate::run::write_atomic(&tmp.join("optimizer.bpk"), &opt)?;
-    crate::run::write_atomic(
-        &tmp.join("state.json"),
-        &serde_json::to_vec_pretty(state).expect("json"),
-    )?;
+    for (file, bytes) in FILES
+        .iter()
+        .zip([&snapshot.weights, &snapshot.optimizer, &snapshot.state])
+    {
+        crate::run::write_atomic(&tmp.join(file), bytes)?;
+    }
     if dest.exists() {
         fs::remove_dir_all(&dest).map_err(|e| TrainError::io(&dest, e))?;
     }
@@ -96,28 +195,20 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
     Ok(out)
 }
 
-/// Loads a checkpoint into a freshly built network and optimiser.
-pub fn load(
-    dir: &Path,
-    network: Network,
-    optimizer: ModuleOptimizer,
-    device: &Device,
-) -> Result<(Network, ModuleOptimizer, LoopState), TrainError> {
-    let bad = |reason: String| TrainError::Checkpoint {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    let state_path = dir.join("state.json");
-    let state: LoopState =
-        serde_json::from_slice(&fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?)
-            .map_err(|e| bad(format!("state.json is not valid: {e}")))?;
-    let network = network
-        .load_safetensors(&dir.join("weights.safetensors"), device, true)
-        .map_err(TrainError::Model)?;
-    let opt_path = dir.join("optimizer.bpk");
-    let bytes = fs::read(&opt_path).map_err(|e| TrainError::io(&opt_path, e))?;
-    let optimizer = optimizer
-        .from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| bad(format!("optimiser state does not load: {e:?}")))?;
-    Ok((network, optimizer, state))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_bytes_round_trip_and_refuse_truncation() {
+        let snapshot = Snapshot {
+            weights: vec![1, 2, 3],
+            optimizer: vec![],
+            state: b"{}".to_vec(),
+        };
+        let bytes = snapshot.to_bytes();
+        assert_eq!(Snapshot::from_bytes(&bytes).unwrap(), snapshot);
+        let cut = Snapshot::from_bytes(&bytes[..bytes.len() - 1]).unwrap_err();
+        assert!(cut.to_string().contains("cut short"), "{cut}");
+    }
 }

@@ -111,6 +111,40 @@ impl Tally {
         }
     }
 
+    /// The sums as one buffer, for an all-reduce over ranks.
+    pub fn to_sums(&self) -> [f64; 6] {
+        [
+            self.loss_sum,
+            self.correct as f64,
+            self.abs_sum,
+            self.sq_sum,
+            self.count as f64,
+            self.values as f64,
+        ]
+    }
+
+    /// The inverse of [`Tally::to_sums`].
+    pub fn from_sums(s: [f64; 6]) -> Tally {
+        Tally {
+            loss_sum: s[0],
+            correct: s[1] as u64,
+            abs_sum: s[2],
+            sq_sum: s[3],
+            count: s[4] as u64,
+            values: s[5] as u64,
+        }
+    }
+
+    /// Adds another tally's sums to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.abs_sum += other.abs_sum;
+        self.sq_sum += other.sq_sum;
+        self.count += other.count;
+        self.values += other.values;
+    }
+
     /// Mean metrics under names with a prefix (`""`, `"val_"`, `"test_"`).
     pub fn metrics(&self, prefix: &str, classes: bool) -> BTreeMap<String, f64> {
         let n = self.count.max(1) as f64;

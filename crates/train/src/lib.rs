@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod evaluation;
 pub mod optimizer;
+pub mod parallel;
 pub mod run;
 pub mod schedule;
 
@@ -22,8 +23,10 @@ use serde_json::json;
 pub use evaluation::{Evaluation, evaluate};
 pub use run::{Environment, RunInfo};
 
-use checkpoint::LoopState;
+use checkpoint::{LoopState, Snapshot};
 use evaluation::{Tally, batch_loss};
+use parallel::gradients::{self, ParamList};
+use parallel::{Collective, Communicator, Distributed, Solo};
 
 /// Everything that can stop a training run.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,31 @@ pub enum TrainError {
     /// The settings cannot work together with this data.
     #[error("{0}")]
     Settings(String),
+    /// A collective waited longer than the timeout for its peers.
+    #[error(
+        "{op} at step {step} timed out after {seconds} s waiting for rank(s) {missing:?} — a rank is stopped, hung or much slower; raise train.distributed.timeout_s (--collective-timeout) if it is only slow"
+    )]
+    CollectiveTimeout {
+        /// The collective.
+        op: String,
+        /// The optimiser step.
+        step: u64,
+        /// The timeout.
+        seconds: f64,
+        /// Ranks that had not arrived.
+        missing: Vec<usize>,
+    },
+    /// Another rank stopped, so this one stops too.
+    #[error("rank {rank} stopped ({reason}), so the job stops")]
+    PeerFailed {
+        /// The rank that stopped.
+        rank: usize,
+        /// Why it stopped.
+        reason: String,
+    },
+    /// The ranks do not run the same job.
+    #[error("{0}")]
+    World(String),
     /// The loss became NaN or infinite.
     #[error(
         "the loss became {value} at step {step} — lower the learning rate or set train.clip_grad_norm"
@@ -141,14 +169,18 @@ impl Progress for Silent {}
 pub struct TrainOptions<'a> {
     /// Folder holding run folders (`runs/`).
     pub runs_dir: PathBuf,
-    /// Compute threads (recorded; the caller sizes the thread pool).
+    /// Compute threads in all (local workers share them).
     pub threads: usize,
+    /// Data-parallel worker threads in this process.
+    pub workers: usize,
+    /// Bucket size and collective timeout.
+    pub distributed: Distributed,
     /// Device name, e.g. `cpu`.
     pub device: String,
     /// A run to continue (id or path).
     pub resume: Option<String>,
-    /// Where progress goes.
-    pub progress: &'a mut dyn Progress,
+    /// Where progress goes (only rank 0 reports).
+    pub progress: &'a mut (dyn Progress + Send),
 }
 
 /// A trained network with its run and figures.
@@ -182,7 +214,109 @@ pub fn class_count(spec: &Spec) -> usize {
 }
 
 /// Trains a spec's model on prepared data, writing the run folder; see [`TrainOptions`].
+/// With `workers > 1` the batch is split over that many threads (each with its share of
+/// the compute threads) whose gradients are summed, so the result matches one worker.
 pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trained, TrainError> {
+    let workers = options.workers.max(1);
+    if workers == 1 {
+        let trained = train_rank(spec, data, options, &mut Solo)?;
+        return Ok(trained.expect("rank 0 returns the result"));
+    }
+    let threads = (options.threads / workers).max(1);
+    let comms = parallel::local::group(workers, options.distributed.timeout);
+    let (device, distributed) = (options.device.clone(), options.distributed);
+    let mut rank0 = Some(options);
+    let outcomes: Vec<Result<Option<Trained>, TrainError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|mut comm| {
+                let options = rank0.take();
+                let device = device.clone();
+                s.spawn(move || {
+                    // Ranks other than 0 write nothing: only the compute settings matter.
+                    let options = options.unwrap_or(TrainOptions {
+                        runs_dir: PathBuf::new(),
+                        threads: threads * workers,
+                        workers,
+                        distributed,
+                        device,
+                        resume: None,
+                        progress: Box::leak(Box::new(Silent)),
+                    });
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .map_err(|e| TrainError::Settings(format!("cannot start a worker: {e}")))?;
+                    run_guarded(&mut comm, |comm| {
+                        pool.install(|| train_rank(spec, data, options, comm))
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut trained = None;
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(Some(t)) => trained = Some(t),
+            Ok(None) => {}
+            Err(e) => failures.push(e),
+        }
+    }
+    // Report the rank that failed first, not the peers it released.
+    if let Some(i) = failures
+        .iter()
+        .position(|e| !matches!(e, TrainError::PeerFailed { .. }))
+    {
+        return Err(failures.swap_remove(i));
+    }
+    match (failures.pop(), trained) {
+        (Some(e), _) => Err(e),
+        (None, Some(t)) => Ok(t),
+        (None, None) => unreachable!("rank 0 returns the result or an error"),
+    }
+}
+
+/// Runs one rank's work; when it fails or panics the other ranks are told, so none waits.
+pub fn run_guarded<C: Communicator, T>(
+    comm: &mut C,
+    work: impl FnOnce(&mut C) -> Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *comm))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            comm.abort(&e.to_string());
+            Err(e)
+        }
+        Err(panic) => {
+            comm.abort("it panicked");
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// Serialises the use of the engine's one process-wide random generator by local workers
+/// (seeding, then initialising or drawing dropout masks), so draws stay reproducible.
+static ENGINE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn engine_rng() -> std::sync::MutexGuard<'static, ()> {
+    ENGINE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One rank of a training job (the only rank with [`Solo`]). Rank 0 returns the result;
+/// the others return `None`.
+pub fn train_rank(
+    spec: &Spec,
+    data: &Prepared,
+    options: TrainOptions,
+    comm: &mut dyn Communicator,
+) -> Result<Option<Trained>, TrainError> {
+    let (rank, world) = (comm.rank(), comm.size());
+    let leader = rank == 0;
     let t = &spec.train;
     let seed = t.seed;
     let epochs = *t.epochs.get_ref();
@@ -199,80 +333,80 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
             es.get_ref().metric
         )));
     }
-    let spec_hash = Spec::hash_of(spec);
+    let spec_hash = spec.result_hash();
     let device = modelforge_model::device(&options.device)?;
     let ad = device.clone().autodiff();
 
     // Build on the autodiff device with seeded initialisation.
-    ad.seed(seed);
     let norm = InputNorm {
         shift: data.normalizer.shift.clone(),
         scale: data.normalizer.scale.clone(),
     };
-    let mut network = Network::new(spec, &ad).with_norm(norm);
-    let mut optim = optimizer::build(t.optimizer.get_ref());
-
-    let (run_id, run_dir, mut state, mut info) = match &options.resume {
-        Some(run) => {
-            let dir = run::locate(&options.runs_dir, run)?;
-            let info = run::read_info(&dir)?;
-            if info.spec_hash != spec_hash {
-                return Err(TrainError::ResumeMismatch {
-                    run: info.run_id,
-                    what: "spec".into(),
-                });
-            }
-            if info.data_fingerprint != data.fingerprint {
-                return Err(TrainError::ResumeMismatch {
-                    run: info.run_id,
-                    what: "data".into(),
-                });
-            }
-            let state = match checkpoint::list(&dir)?.last() {
-                Some(latest) => {
-                    let (n, o, s) = checkpoint::load(latest, network, optim, &ad)?;
-                    network = n;
-                    optim = o;
-                    s
-                }
-                None => fresh_state(),
-            };
-            (info.run_id.clone(), dir, state, info)
-        }
-        None => {
-            std::fs::create_dir_all(&options.runs_dir)
-                .map_err(|e| TrainError::io(&options.runs_dir, e))?;
-            let run_id = run::new_run_id(spec.name(), &options.runs_dir);
-            let dir = options.runs_dir.join(&run_id);
-            std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
-            run::write_atomic(&dir.join("spec.toml"), spec.to_toml().as_bytes())?;
-            let info = RunInfo {
-                run_id: run_id.clone(),
-                model: spec.name().into(),
-                status: "running".into(),
-                seed,
-                spec_hash: spec_hash.clone(),
-                data_fingerprint: data.fingerprint.clone(),
-                data_files: data.files.clone(),
-                environment: Environment::current(options.threads, &options.device),
-                started: run::unix_now(),
-                finished: None,
-                steps: 0,
-                metrics: BTreeMap::new(),
-                error: None,
-            };
-            run::write_info(&dir, &info)?;
-            (run_id, dir, fresh_state(), info)
-        }
+    let mut network = {
+        let _rng = engine_rng();
+        ad.seed(seed);
+        let network = Network::new(spec, &ad).with_norm(norm);
+        // Parameters initialise lazily: draw them now, while the generator is ours.
+        ParamList::of(&network);
+        network
     };
-    let mut log = run::MetricsLog::open(&run_dir, state.metrics_bytes)?;
+    let mut optim = optimizer::build(t.optimizer.get_ref());
+    let mut state = fresh_state();
+
+    // Rank 0 opens the run (new or resumed); the others start from its snapshot.
+    let mut chronicle = match leader {
+        true => {
+            let (chronicle, latest) = Chronicle::open(spec, data, &options, &spec_hash, world)?;
+            if let Some(latest) = latest {
+                (network, optim, state) =
+                    Snapshot::read(&latest)?.restore(&latest, network, optim, &ad)?;
+            }
+            Some(chronicle)
+        }
+        false => None,
+    };
+    if world > 1 {
+        let identity = format!(
+            "spec {}, data {}, {} parameter values",
+            &spec_hash[..12],
+            &data.fingerprint[..12.min(data.fingerprint.len())],
+            ParamList::of(&network).values()
+        );
+        agree(comm, &identity)?;
+        let at = Collective {
+            op: "broadcast(snapshot)",
+            step: state.step,
+        };
+        let mut bytes = match leader {
+            true => Snapshot::capture(&network, &optim, &state)?.to_bytes(),
+            false => Vec::new(),
+        };
+        comm.broadcast(&mut bytes, at)?;
+        if !leader {
+            (network, optim, state) = Snapshot::from_bytes(&bytes)?.restore(
+                Path::new("the snapshot from rank 0"),
+                network,
+                optim,
+                &ad,
+            )?;
+        }
+    }
+    // After the snapshot: ranks other than 0 now carry rank 0's parameter ids.
+    let params = ParamList::of(&network);
     let n = data.train.len();
     let batches = n.div_ceil(batch_size);
     let total_steps = batches * epochs;
     let base_lr = t.optimizer.get_ref().lr();
     let ckpt = t.checkpoint.get_ref().clone();
+    let has_dropout = spec
+        .model
+        .layers
+        .iter()
+        .any(|l| matches!(l.get_ref(), modelforge_spec::LayerSpec::Dropout { .. }));
     let progress = options.progress;
-    progress.start(epochs, batches, state.step);
+    if leader {
+        progress.start(epochs, batches, state.step);
+    }
 
     let mut buf = Vec::with_capacity(batch_size * data.train.sample_len());
     let mut last_metrics = BTreeMap::new();
@@ -284,23 +418,52 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
             let done_before = state.position;
             let order = permutation(seed, epoch as u64, n);
             for (b, rows) in order.chunks(batch_size).enumerate().skip(state.position) {
-                // Dropout draws from the device generator: reseed per step so a resumed run
-                // draws exactly what the uninterrupted one did.
-                ad.seed(mix(seed, state.step));
-                data.train.gather_features(rows, &mut buf);
-                let x = network.input(&buf, rows.len(), &ad)?;
-                let logits = network.forward_logits(x);
-                let width = logits.dims()[1];
-                let loss = batch_loss(loss_kind, logits.clone(), &data.train.targets, rows, &ad);
-                let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
-                if !loss_value.is_finite() {
+                let mine = parallel::shard(rows, rank, world);
+                let mut step = Tally::default();
+                let mut grads = GradientsParams::new();
+                if !mine.is_empty() {
+                    let serial = (world > 1 && has_dropout).then(engine_rng);
+                    // Dropout draws from the device generator: reseed per step so a resumed
+                    // run draws exactly what the uninterrupted one did.
+                    ad.seed(match world {
+                        1 => mix(seed, state.step),
+                        _ => mix(mix(seed, state.step), rank as u64),
+                    });
+                    data.train.gather_features(mine, &mut buf);
+                    let x = network.input(&buf, mine.len(), &ad)?;
+                    let logits = network.forward_logits(x);
+                    drop(serial);
+                    let width = logits.dims()[1];
+                    let loss =
+                        batch_loss(loss_kind, logits.clone(), &data.train.targets, mine, &ad);
+                    let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
+                    let outputs: Vec<f32> =
+                        logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+                    step.add(loss_value, &outputs, width, &data.train.targets, mine, None);
+                    // Each rank's share of the batch mean, so that the sum over ranks is it.
+                    let share = loss.mul_scalar(mine.len() as f32 / rows.len() as f32);
+                    grads = GradientsParams::from_grads(share.backward(), &network);
+                }
+                if world > 1 {
+                    let mut sums = step.to_sums();
+                    let at = Collective {
+                        op: "all-reduce(metrics)",
+                        step: state.step,
+                    };
+                    comm.all_reduce_f64(&mut sums, at)?;
+                    step = Tally::from_sums(sums);
+                }
+                let step_loss = step.loss_sum / step.count.max(1) as f64;
+                if !step_loss.is_finite() {
                     return Err(TrainError::Diverged {
                         step: state.step,
-                        value: loss_value,
+                        value: step_loss,
                     });
                 }
-                let outputs: Vec<f32> = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
-                let mut grads = GradientsParams::from_grads(loss.backward(), &network);
+                if world > 1 {
+                    let bucket = options.distributed.bucket_floats;
+                    gradients::all_reduce(&params, &mut grads, comm, bucket, state.step, &device)?;
+                }
                 if let Some(max) = &t.clip_grad_norm {
                     optimizer::clip_global_norm(&network, &mut grads, *max.get_ref());
                 }
@@ -312,11 +475,12 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
                     total_steps,
                 );
                 network = optim.step(lr, network, grads);
-                state
-                    .tally
-                    .add(loss_value, &outputs, width, &data.train.targets, rows, None);
+                state.tally.merge(&step);
                 state.step += 1;
                 state.position = b + 1;
+                let Some(chronicle) = chronicle.as_mut() else {
+                    continue;
+                };
                 let seen = (state.position - done_before).max(1) as f64;
                 let elapsed = started.elapsed().as_secs_f64().max(1e-9);
                 let report = StepReport {
@@ -331,7 +495,7 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
                     lr,
                 };
                 if t.log_every_steps > 0 && state.step.is_multiple_of(t.log_every_steps as u64) {
-                    log.write(&json!({
+                    chronicle.log.write(&json!({
                         "kind": "step", "epoch": epoch, "step": state.step, "loss": report.loss,
                         "accuracy": report.accuracy, "lr": lr,
                     }))?;
@@ -341,45 +505,58 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
                     && state.step.is_multiple_of(ckpt.every_steps as u64)
                     && state.position < batches
                 {
-                    state.metrics_bytes = log.synced_len()?;
-                    checkpoint::save(&run_dir, &network, &optim, &state, ckpt.keep)?;
+                    chronicle.checkpoint(&network, &optim, &mut state, ckpt.keep)?;
                 }
             }
-            // End of epoch: figures on train (running) and validation.
-            let mut metrics = state.tally.metrics("", has_classes);
-            if !data.validation.is_empty() {
-                let eval = evaluate(
-                    &network.valid(),
-                    &data.validation,
-                    loss_kind,
-                    classes,
-                    "val_",
-                    &device,
-                )?;
-                metrics.extend(eval.metrics);
+            // End of epoch: figures on train (running, the same on every rank) and
+            // validation (rank 0), handed to every rank so all decide alike.
+            let mut metrics = BTreeMap::new();
+            if leader {
+                metrics = state.tally.metrics("", has_classes);
+                if !data.validation.is_empty() {
+                    let eval = evaluate(
+                        &network.valid(),
+                        &data.validation,
+                        loss_kind,
+                        classes,
+                        "val_",
+                        &device,
+                    )?;
+                    metrics.extend(eval.metrics);
+                }
+                metrics.insert(
+                    "lr".into(),
+                    schedule::learning_rate(
+                        t.schedule.get_ref(),
+                        base_lr,
+                        state.step.saturating_sub(1) as usize,
+                        batches,
+                        total_steps,
+                    ),
+                );
             }
-            metrics.insert(
-                "lr".into(),
-                schedule::learning_rate(
-                    t.schedule.get_ref(),
-                    base_lr,
-                    state.step.saturating_sub(1) as usize,
-                    batches,
-                    total_steps,
-                ),
-            );
-            let seconds = started.elapsed().as_secs_f64();
-            let mut line = json!({ "kind": "epoch", "epoch": epoch, "step": state.step });
-            for (k, v) in &metrics {
-                line[k] = json!(v);
+            if world > 1 {
+                let mut bytes = serde_json::to_vec(&metrics).expect("metrics serialise");
+                let at = Collective {
+                    op: "broadcast(epoch metrics)",
+                    step: state.step,
+                };
+                comm.broadcast(&mut bytes, at)?;
+                metrics = serde_json::from_slice(&bytes).expect("rank 0 sent metrics");
             }
-            log.write(&line)?;
-            progress.epoch(&EpochReport {
-                epoch,
-                epochs,
-                metrics: metrics.clone(),
-                seconds,
-            });
+            if let Some(chronicle) = chronicle.as_mut() {
+                let mut line = json!({ "kind": "epoch", "epoch": epoch, "step": state.step });
+                for (k, v) in &metrics {
+                    line[k] = json!(v);
+                }
+                chronicle.log.write(&line)?;
+                progress.epoch(&EpochReport {
+                    epoch,
+                    epochs,
+                    metrics: metrics.clone(),
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
             if let Some(es) = &t.early_stopping {
                 let es = es.get_ref();
                 let value = metrics.get(&es.metric).copied().ok_or_else(|| {
@@ -413,29 +590,33 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
             if stopped_early {
                 state.epoch = epochs;
             }
-            if (ckpt.every_epochs > 0 && state.epoch.is_multiple_of(ckpt.every_epochs))
-                || state.epoch >= epochs
+            if let Some(chronicle) = chronicle.as_mut()
+                && ((ckpt.every_epochs > 0 && state.epoch.is_multiple_of(ckpt.every_epochs))
+                    || state.epoch >= epochs)
             {
-                state.metrics_bytes = log.synced_len()?;
-                checkpoint::save(&run_dir, &network, &optim, &state, ckpt.keep)?;
+                chronicle.checkpoint(&network, &optim, &mut state, ckpt.keep)?;
             }
         }
         Ok(network)
     })();
+    let Some(mut chronicle) = chronicle else {
+        return outcome.map(|_| None);
+    };
     let network = match outcome {
         Ok(network) => network.valid(),
         Err(e) => {
-            info.status = "failed".into();
-            info.error = Some(e.to_string());
-            info.finished = Some(run::unix_now());
-            info.steps = state.step;
-            run::write_info(&run_dir, &info)?;
+            chronicle.info.status = "failed".into();
+            chronicle.info.error = Some(e.to_string());
+            chronicle.info.finished = Some(run::unix_now());
+            chronicle.info.steps = state.step;
+            run::write_info(&chronicle.dir, &chronicle.info)?;
             return Err(e);
         }
     };
     let test = evaluate(&network, &data.test, loss_kind, classes, "test_", &device)?;
     let mut all = last_metrics.clone();
     all.extend(test.metrics.clone());
+    let info = &mut chronicle.info;
     info.status = if stopped_early {
         "stopped_early"
     } else {
@@ -445,21 +626,137 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
     info.finished = Some(run::unix_now());
     info.steps = state.step;
     info.metrics = all;
-    run::write_info(&run_dir, &info)?;
+    run::write_info(&chronicle.dir, info)?;
     run::write_atomic(
-        &run_dir.join("evaluation.json"),
+        &chronicle.dir.join("evaluation.json"),
         &serde_json::to_vec_pretty(&test).expect("json"),
     )?;
-    Ok(Trained {
+    Ok(Some(Trained {
         network,
-        run_id,
-        run_dir,
+        run_id: chronicle.info.run_id,
+        run_dir: chronicle.dir,
         test,
         final_metrics: last_metrics,
         stopped_early,
         spec_hash,
         data_fingerprint: data.fingerprint.clone(),
-    })
+    }))
+}
+
+/// Fails on every rank, before any step, when the ranks do not run the same model on
+/// the same data.
+fn agree(comm: &mut dyn Communicator, identity: &str) -> Result<(), TrainError> {
+    let at = Collective {
+        op: "broadcast(identity)",
+        step: 0,
+    };
+    let mut theirs = identity.as_bytes().to_vec();
+    comm.broadcast(&mut theirs, at)?;
+    let differs = theirs != identity.as_bytes();
+    let mut count = [f64::from(u8::from(differs))];
+    comm.all_reduce_f64(&mut count, at)?;
+    if differs {
+        return Err(TrainError::World(format!(
+            "rank {} has {identity} but rank 0 has {} — start every rank with the same spec, data and modelforge",
+            comm.rank(),
+            String::from_utf8_lossy(&theirs)
+        )));
+    }
+    if count[0] > 0.0 {
+        return Err(TrainError::World(format!(
+            "{} rank(s) have a different model or data than rank 0 — start every rank with the same spec, data and modelforge",
+            count[0]
+        )));
+    }
+    Ok(())
+}
+
+/// Rank 0's record of a run: its folder, `run.json` and `metrics.jsonl`.
+struct Chronicle {
+    dir: PathBuf,
+    info: RunInfo,
+    log: run::MetricsLog,
+}
+
+impl Chronicle {
+    /// Creates a run folder, or opens the one to resume with its newest checkpoint.
+    fn open(
+        spec: &Spec,
+        data: &Prepared,
+        options: &TrainOptions,
+        spec_hash: &str,
+        ranks: usize,
+    ) -> Result<(Chronicle, Option<PathBuf>), TrainError> {
+        let (dir, info, latest) = match &options.resume {
+            Some(run) => {
+                let dir = run::locate(&options.runs_dir, run)?;
+                let info = run::read_info(&dir)?;
+                for (what, ours, theirs) in [
+                    ("spec", spec_hash, &info.spec_hash),
+                    ("data", &data.fingerprint, &info.data_fingerprint),
+                ] {
+                    if ours != theirs {
+                        return Err(TrainError::ResumeMismatch {
+                            run: info.run_id,
+                            what: what.into(),
+                        });
+                    }
+                }
+                let latest = checkpoint::list(&dir)?.pop();
+                (dir, info, latest)
+            }
+            None => {
+                std::fs::create_dir_all(&options.runs_dir)
+                    .map_err(|e| TrainError::io(&options.runs_dir, e))?;
+                let run_id = run::new_run_id(spec.name(), &options.runs_dir);
+                let dir = options.runs_dir.join(&run_id);
+                std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+                run::write_atomic(&dir.join("spec.toml"), spec.to_toml().as_bytes())?;
+                let info = RunInfo {
+                    run_id,
+                    model: spec.name().into(),
+                    status: "running".into(),
+                    seed: spec.train.seed,
+                    spec_hash: spec_hash.into(),
+                    data_fingerprint: data.fingerprint.clone(),
+                    data_files: data.files.clone(),
+                    environment: Environment::current(options.threads, ranks, &options.device),
+                    started: run::unix_now(),
+                    finished: None,
+                    steps: 0,
+                    metrics: BTreeMap::new(),
+                    error: None,
+                };
+                run::write_info(&dir, &info)?;
+                (dir, info, None)
+            }
+        };
+        let metrics_bytes = match &latest {
+            Some(latest) => {
+                let snapshot = Snapshot::read(latest)?;
+                serde_json::from_slice::<LoopState>(&snapshot.state)
+                    .map(|s| s.metrics_bytes)
+                    .unwrap_or(0)
+            }
+            None => 0,
+        };
+        let log = run::MetricsLog::open(&dir, metrics_bytes)?;
+        Ok((Chronicle { dir, info, log }, latest))
+    }
+
+    /// Writes a checkpoint of the loop as it stands.
+    fn checkpoint(
+        &mut self,
+        network: &Network,
+        optim: &modelforge_model::burn::optim::ModuleOptimizer,
+        state: &mut LoopState,
+        keep: usize,
+    ) -> Result<(), TrainError> {
+        state.metrics_bytes = self.log.synced_len()?;
+        let snapshot = Snapshot::capture(network, optim, state)?;
+        checkpoint::save(&self.dir, &snapshot, state.step, keep)?;
+        Ok(())
+    }
 }
 
 fn fresh_state() -> LoopState {

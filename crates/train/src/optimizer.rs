@@ -1,6 +1,6 @@
 //! Optimisers from the spec, and gradient clipping by global norm.
 
-use modelforge_model::burn::module::{Module, ModuleVisitor, Param, ParamId};
+use modelforge_model::burn::module::{Module, ParamId};
 use modelforge_model::burn::optim::decay::WeightDecayConfig;
 use modelforge_model::burn::optim::momentum::MomentumConfig;
 use modelforge_model::burn::optim::{
@@ -8,6 +8,8 @@ use modelforge_model::burn::optim::{
 };
 use modelforge_model::burn::tensor::Tensor;
 use modelforge_spec::OptimizerSpec;
+
+use crate::parallel::gradients::ParamList;
 
 /// Builds the burn optimiser the spec describes.
 pub fn build(spec: &OptimizerSpec) -> ModuleOptimizer {
@@ -53,16 +55,6 @@ pub fn build(spec: &OptimizerSpec) -> ModuleOptimizer {
     }
 }
 
-/// The ids and ranks of every float parameter of a module.
-#[derive(Default)]
-struct ParamList(Vec<(ParamId, usize)>);
-
-impl ModuleVisitor for ParamList {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push((param.id, D));
-    }
-}
-
 fn squared_norm<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
     grads.get::<D>(id).map(|g| g.powi_scalar(2).sum())
 }
@@ -76,11 +68,11 @@ fn rescale<const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: f32
 /// Scales all gradients down so that their global L2 norm is at most `max_norm`;
 /// returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
-    let mut params = ParamList::default();
-    module.visit(&mut params);
+    let params = ParamList::of(module);
     let mut total: Option<Tensor<1>> = None;
-    for &(id, rank) in &params.0 {
-        let part = match rank {
+    for (id, shape) in &params.0 {
+        let id = *id;
+        let part = match shape.len() {
             1 => squared_norm::<1>(grads, id),
             2 => squared_norm::<2>(grads, id),
             3 => squared_norm::<3>(grads, id),
@@ -97,8 +89,9 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
     let norm = total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
     if norm > max_norm {
         let factor = (max_norm / (norm + 1e-6)) as f32;
-        for &(id, rank) in &params.0 {
-            match rank {
+        for (id, shape) in &params.0 {
+            let id = *id;
+            match shape.len() {
                 1 => rescale::<1>(grads, id, factor),
                 2 => rescale::<2>(grads, id, factor),
                 3 => rescale::<3>(grads, id, factor),

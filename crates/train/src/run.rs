@@ -18,7 +18,10 @@ pub struct Environment {
     pub modelforge_version: String,
     /// Compute threads.
     pub threads: usize,
-    /// Host name.
+    /// Data-parallel ranks (local workers or MPI processes).
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Host name (of rank 0).
     pub host: String,
     /// Operating system and architecture.
     pub platform: String,
@@ -28,7 +31,7 @@ pub struct Environment {
 
 impl Environment {
     /// The environment of this process.
-    pub fn current(threads: usize, device: &str) -> Environment {
+    pub fn current(threads: usize, ranks: usize, device: &str) -> Environment {
         let host = fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .ok()
@@ -37,11 +40,16 @@ impl Environment {
         Environment {
             modelforge_version: env!("CARGO_PKG_VERSION").into(),
             threads,
+            ranks,
             host,
             platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
             device: device.into(),
         }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// `run.json`: what a run is and how it ended.

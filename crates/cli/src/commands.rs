@@ -94,38 +94,60 @@ fn distributed(spec: &Spec, parallel: &Parallel) -> Result<(usize, Distributed)>
     Ok((workers, Distributed::from_spec(&settings)))
 }
 
+/// Whether this process was started by `mpirun`/`mpiexec` (Open MPI, MPICH, PMIx).
+fn under_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Trains on this process's ranks: local workers, or one rank of an MPI job. Returns the
+/// result on rank 0 and `None` on the other MPI ranks.
 fn train_spec(
     ctx: &Context,
     spec: &Spec,
     compute: &Compute,
     parallel: &Parallel,
     resume: Option<String>,
-) -> Result<(Trained, modelforge_data::Prepared)> {
+) -> Result<Option<(Trained, modelforge_data::Prepared)>> {
     let threads = threads(compute, Some(spec))?;
     let (workers, distributed) = distributed(spec, parallel)?;
     device(compute)?;
+    let mpi = under_mpirun();
+    if mpi && workers > 1 {
+        bail!(
+            "--workers {workers} under mpirun: use one worker per process and more processes (mpirun -np N)"
+        );
+    }
     let data = modelforge_data::prepare(spec)?;
-    eprintln!(
-        "data: {} train, {} validation, {} test examples (fingerprint {})",
-        data.train.len(),
-        data.validation.len(),
-        data.test.len(),
-        &data.fingerprint[..12]
-    );
     let mut bars = Bars::default();
-    let trained = modelforge_train::train(
-        spec,
-        &data,
-        TrainOptions {
-            runs_dir: ctx.runs.clone(),
-            threads,
-            workers,
-            distributed,
-            device: compute.device.clone(),
-            resume,
-            progress: &mut bars,
-        },
-    )?;
+    let options = TrainOptions {
+        runs_dir: ctx.runs.clone(),
+        threads,
+        workers,
+        distributed,
+        device: compute.device.clone(),
+        resume,
+        progress: &mut bars,
+    };
+    let report = || {
+        eprintln!(
+            "data: {} train, {} validation, {} test examples (fingerprint {})",
+            data.train.len(),
+            data.validation.len(),
+            data.test.len(),
+            &data.fingerprint[..12]
+        )
+    };
+    let trained = if mpi {
+        train_mpi(spec, &data, options, report)?
+    } else {
+        report();
+        Some(modelforge_train::train(spec, &data, options)?)
+    };
+    let Some(trained) = trained else {
+        return Ok(None);
+    };
     let figures: Vec<String> = trained
         .test
         .metrics
@@ -143,7 +165,39 @@ fn train_spec(
         figures.join(", ")
     );
     println!("run folder: {}", trained.run_dir.display());
-    Ok((trained, data))
+    Ok(Some((trained, data)))
+}
+
+/// One rank of an MPI job; rank 0 reports the data and returns the result.
+#[cfg(feature = "mpi")]
+fn train_mpi(
+    spec: &Spec,
+    data: &modelforge_data::Prepared,
+    options: TrainOptions,
+    report: impl FnOnce(),
+) -> Result<Option<Trained>> {
+    use modelforge_train::parallel::Communicator as _;
+    let mut world = modelforge_train::parallel::mpi::Mpi::init(options.distributed.timeout)?;
+    if world.rank() == 0 {
+        report();
+        eprintln!("MPI: {} ranks", world.size());
+    }
+    Ok(modelforge_train::run_guarded(&mut world, |world| {
+        modelforge_train::train_rank(spec, data, options, world)
+    })?)
+}
+
+/// Without the `mpi` feature a process under mpirun would train alone: refuse.
+#[cfg(not(feature = "mpi"))]
+fn train_mpi(
+    _: &Spec,
+    _: &modelforge_data::Prepared,
+    _: TrainOptions,
+    _: impl FnOnce(),
+) -> Result<Option<Trained>> {
+    bail!(
+        "started by mpirun, but this modelforge was built without MPI — build it with `cargo build --release --features mpi`"
+    )
 }
 
 /// `modelforge train FILE [--resume RUN]`.
@@ -168,8 +222,15 @@ pub fn run(
     serve_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
+    if serve_at.is_some() && under_mpirun() {
+        bail!(
+            "`run` under mpirun cannot serve: add --no-serve, then start `modelforge serve` on one host"
+        );
+    }
     print!("{}", spec.summary());
-    let (trained, data) = train_spec(ctx, &spec, compute, parallel, None)?;
+    let Some((trained, data)) = train_spec(ctx, &spec, compute, parallel, None)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let published = modelforge_pipeline::publish(&spec, &trained, &ctx.registry)?;
     println!(
         "published {} version {} to {}",

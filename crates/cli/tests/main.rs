@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod common;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod pipeline;
 mod resume;
 mod serving;

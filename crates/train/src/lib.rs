@@ -73,7 +73,7 @@ pub enum TrainError {
     Settings(String),
     /// A collective waited longer than the timeout for its peers.
     #[error(
-        "{op} at step {step} timed out after {seconds} s waiting for rank(s) {missing:?} — a rank is stopped, hung or much slower; raise train.distributed.timeout_s (--collective-timeout) if it is only slow"
+        "{op} at step {step} timed out after {seconds} s waiting for {waiting_for} — a rank is stopped, hung or much slower; raise train.distributed.timeout_s (--collective-timeout) if it is only slow"
     )]
     CollectiveTimeout {
         /// The collective.
@@ -82,8 +82,8 @@ pub enum TrainError {
         step: u64,
         /// The timeout.
         seconds: f64,
-        /// Ranks that had not arrived.
-        missing: Vec<usize>,
+        /// Which ranks had not arrived (`rank(s) [1]`), as far as this rank can tell.
+        waiting_for: String,
     },
     /// Another rank stopped, so this one stops too.
     #[error("rank {rank} stopped ({reason}), so the job stops")]

@@ -142,7 +142,7 @@ impl Local {
                     op: at.op.into(),
                     step: at.step,
                     seconds: shared.timeout.as_secs_f64(),
-                    missing,
+                    waiting_for: format!("rank(s) {missing:?}"),
                 };
                 shared.stop(self.rank, error.to_string());
                 return Err(error);

@@ -9,6 +9,8 @@
 
 pub mod gradients;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ pub struct Collective {
 }
 
 /// How ranks talk: collectives over f32, f64 and bytes, each bounded by a timeout.
-pub trait Communicator: Send {
+pub trait Communicator {
     /// This rank, 0-based.
     fn rank(&self) -> usize;
     /// Number of ranks.

@@ -204,3 +204,276 @@ fn local_workers_under_mpirun_are_refused_on_every_rank() {
     );
     assert!(sb.entries("runs").is_empty());
 }
+
+/// Hosts with their own addresses: network namespaces `<tag>h0…` on one bridge (in its own
+/// namespace `<tag>sw`), with veth links of a large MTU so that headers stay negligible.
+/// Dropping it kills what runs inside and removes every namespace, also after a failure.
+struct Hosts {
+    tag: String,
+    count: usize,
+}
+
+/// Runs `ip ARGS`, panicking with its message when it fails.
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} — the netns test needs root and iproute2",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl Hosts {
+    fn new(count: usize) -> Hosts {
+        let hosts = Hosts {
+            tag: format!("mf{}x", std::process::id()),
+            count,
+        };
+        let sw = hosts.ns("sw");
+        for name in (0..count)
+            .map(|i| hosts.ns(&format!("h{i}")))
+            .chain([sw.clone()])
+        {
+            ip(&["netns", "add", &name]);
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &sw, "link", "set", "br0", "up"]);
+        for i in 0..count {
+            let (host, port) = (hosts.ns(&format!("h{i}")), format!("p{i}"));
+            ip(&[
+                "link", "add", "eth0", "netns", &host, "mtu", "65000", "type", "veth", "peer",
+                "name", &port, "netns", &sw, "mtu", "65000",
+            ]);
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0"]);
+            ip(&["-n", &sw, "link", "set", &port, "up"]);
+            ip(&[
+                "-n",
+                &host,
+                "addr",
+                "add",
+                &format!("{}/24", Hosts::address(i)),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &host, "link", "set", "eth0", "up"]);
+        }
+        hosts
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.tag)
+    }
+
+    fn address(i: usize) -> String {
+        format!("10.77.0.{}", i + 1)
+    }
+
+    /// Bytes each host has sent on its link.
+    fn sent(&self) -> Vec<u64> {
+        (0..self.count)
+            .map(|i| {
+                let stats = ip(&[
+                    "-n",
+                    &self.ns(&format!("h{i}")),
+                    "-s",
+                    "link",
+                    "show",
+                    "dev",
+                    "eth0",
+                ]);
+                let mut lines = stats
+                    .lines()
+                    .skip_while(|l| !l.trim_start().starts_with("TX:"));
+                lines.next();
+                lines
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// mpirun's remote-shell agent: "connects" to a host by entering its namespace.
+    fn agent(&self, sb: &Sandbox) -> String {
+        let cases: String = (0..self.count)
+            .map(|i| {
+                format!(
+                    "  {}) ns={} ;;\n",
+                    Hosts::address(i),
+                    self.ns(&format!("h{i}"))
+                )
+            })
+            .collect();
+        let script = format!(
+            "#!/bin/sh\nhost=$1; shift\ncase $host in\n{cases}  *) echo \"unknown host $host\" >&2; exit 1 ;;\nesac\nexec ip netns exec \"$ns\" /bin/sh -c \"$*\"\n"
+        );
+        let path = sb.write("agent.sh", script);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let names = (0..self.count)
+            .map(|i| self.ns(&format!("h{i}")))
+            .chain([self.ns("sw")]);
+        for name in names {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+/// A wide MLP (1.1 M parameters) on the digits, so each all-reduce moves megabytes.
+fn wide_spec(epochs: usize) -> String {
+    format!(
+        r#"[model]
+name = "wide"
+input = {{ shape = [64] }}
+output = {{ task = "classification", classes = 10 }}
+layers = [{{ dense = {{ units = 1024 }} }}, {{ tanh = {{}} }}, {{ dense = {{ units = 1024 }} }}, {{ tanh = {{}} }}, {{ dense = {{ units = 10 }} }}]
+[data]
+format = "csv"
+train = {{ path = "{}" }}
+normalize = "zscore"
+test_fraction = 0.2
+seed = 1
+csv = {{ header = false, label = -1 }}
+[train]
+epochs = {epochs}
+batch_size = 256
+seed = 1
+optimizer = {{ kind = "sgd", lr = 0.01, momentum = 0.9 }}
+"#,
+        crate::common::data_dir()
+            .join("tabular/digits.csv.gz")
+            .display()
+    )
+}
+
+#[test]
+fn three_hosts_over_tcp_match_one_process_with_ring_traffic() {
+    let sb = Sandbox::new();
+    let hosts = Hosts::new(3);
+    let agent = hosts.agent(&sb);
+    let addresses: Vec<String> = (0..3).map(Hosts::address).collect();
+    // Trains on the three hosts (mpirun on the first) and returns the bytes each sent.
+    let train = |epochs: usize, registry: &str| -> Vec<u64> {
+        sb.write("spec.toml", wide_spec(epochs));
+        let before = hosts.sent();
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &hosts.ns("h0"),
+                "mpirun",
+                "-np",
+                "3",
+                "--host",
+            ])
+            .arg(addresses.join(","))
+            .args(["--mca", "plm_rsh_agent", &agent])
+            .args(["--mca", "btl", "tcp,self"])
+            .args(["--mca", "btl_tcp_if_include", "10.77.0.0/24"])
+            .args(["--mca", "oob_tcp_if_include", "10.77.0.0/24"])
+            // Ring all-reduce for the non-blocking collectives (docs/distributed.md).
+            .args(["--mca", "coll_libnbc_iallreduce_algorithm", "1"])
+            .arg(env!("CARGO_BIN_EXE_modelforge"))
+            .args([
+                "run",
+                "--no-serve",
+                "spec.toml",
+                "--threads",
+                "1",
+                "--registry",
+                registry,
+            ])
+            .current_dir(sb.path())
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("MPI: 3 ranks"), "{stderr}");
+        let after = hosts.sent();
+        after.iter().zip(&before).map(|(a, b)| a - b).collect()
+    };
+    let short = train(1, "short");
+    let long = train(3, "models");
+
+    // Same weights as one process.
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--registry",
+        "single",
+    ]);
+    let (three, one) = (
+        weights(&sb.path().join("models/wide/1")),
+        weights(&sb.path().join("single/wide/1")),
+    );
+    let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = one
+        .iter()
+        .zip(&three)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
+
+    // Per all-reduce (two more epochs = 12 more steps; start-up traffic cancels out), each
+    // rank sends what a ring needs: 2(N-1)/N of the gradient bytes.
+    let gradient_bytes = 4.0 * (64 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10) as f64;
+    let ring = 2.0 * 2.0 / 3.0 * gradient_bytes;
+    for (rank, (l, s)) in long.iter().zip(&short).enumerate() {
+        let per_step = (l - s) as f64 / 12.0;
+        eprintln!(
+            "rank {rank}: {per_step:.0} bytes per all-reduce, {:.4} × ring",
+            per_step / ring
+        );
+        assert!(
+            per_step <= 1.05 * ring && per_step >= 0.95 * ring,
+            "rank {rank} sent {per_step:.0} bytes per all-reduce; a ring sends {ring:.0}"
+        );
+    }
+}
+
+#[test]
+fn ranks_with_different_models_stop_before_the_first_step() {
+    let sb = Sandbox::new();
+    sb.write("a.toml", spec(1));
+    sb.write("b.toml", spec(1).replace("units = 16", "units = 17"));
+    let bin = env!("CARGO_BIN_EXE_modelforge");
+    // One rank per spec (MPMD: `mpirun -np 1 A : -np 1 B`).
+    let out = mpirun(&sb, 1, &["train", "a.toml", "--threads", "1"])
+        .args([":", "-np", "1", bin, "train", "b.toml", "--threads", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 has spec") && stderr.contains("but rank 0 has spec"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("start every rank with the same spec, data and modelforge"),
+        "{stderr}"
+    );
+}

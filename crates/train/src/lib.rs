@@ -643,8 +643,9 @@ pub fn train_rank(
     }))
 }
 
-/// Fails on every rank, before any step, when the ranks do not run the same model on
-/// the same data.
+/// Stops every rank before any step when the ranks do not run the same model on the same
+/// data. The first rank that differs reports what it has and what rank 0 has; the others
+/// wait for it to stop the job.
 fn agree(comm: &mut dyn Communicator, identity: &str) -> Result<(), TrainError> {
     let at = Collective {
         op: "broadcast(identity)",
@@ -652,23 +653,20 @@ fn agree(comm: &mut dyn Communicator, identity: &str) -> Result<(), TrainError> 
     };
     let mut theirs = identity.as_bytes().to_vec();
     comm.broadcast(&mut theirs, at)?;
-    let differs = theirs != identity.as_bytes();
-    let mut count = [f64::from(u8::from(differs))];
-    comm.all_reduce_f64(&mut count, at)?;
-    if differs {
-        return Err(TrainError::World(format!(
-            "rank {} has {identity} but rank 0 has {} — start every rank with the same spec, data and modelforge",
-            comm.rank(),
-            String::from_utf8_lossy(&theirs)
-        )));
+    let mut differ = vec![0.0; comm.size()];
+    differ[comm.rank()] = f64::from(u8::from(theirs != identity.as_bytes()));
+    comm.all_reduce_f64(&mut differ, at)?;
+    let Some(first) = differ.iter().position(|&d| d > 0.0) else {
+        return Ok(());
+    };
+    let message = format!(
+        "rank {first} has {identity} but rank 0 has {} — start every rank with the same spec, data and modelforge",
+        String::from_utf8_lossy(&theirs)
+    );
+    if first != comm.rank() {
+        comm.barrier(at)?;
     }
-    if count[0] > 0.0 {
-        return Err(TrainError::World(format!(
-            "{} rank(s) have a different model or data than rank 0 — start every rank with the same spec, data and modelforge",
-            count[0]
-        )));
-    }
-    Ok(())
+    Err(TrainError::World(message))
 }
 
 /// Rank 0's record of a run: its folder, `run.json` and `metrics.jsonl`.

@@ -50,17 +50,28 @@ impl Mpi {
         })
     }
 
+    /// Prints why this rank stops (in one write, so mpirun does not interleave it with
+    /// other output) and ends the whole job.
+    fn stop(&self, reason: &str, code: i32) -> ! {
+        use std::io::Write as _;
+        let line = format!("error: rank {}: {reason}\n", self.world.rank());
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        self.world.abort(code)
+    }
+
     /// Polls a started collective until it completes or the deadline passes.
     fn finish<'a, D: ?Sized, S: Scope<'a>>(&self, mut request: Request<'a, D, S>, at: Collective) {
         let deadline = Instant::now() + self.timeout;
         let mut polls = 0u32;
         loop {
+            // Non-blocking collectives advance only inside MPI calls: poll without sleeping
+            // (a rank has nothing else to do meanwhile), yielding to co-located ranks.
             match request.test() {
                 Ok(_) => return,
                 Err(pending) => request = pending,
             }
-            polls = polls.saturating_add(1);
-            if polls > 1000 {
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(256) {
                 if Instant::now() >= deadline {
                     let error = TrainError::CollectiveTimeout {
                         op: at.op.into(),
@@ -68,12 +79,9 @@ impl Mpi {
                         seconds: self.timeout.as_secs_f64(),
                         waiting_for: "its peers".into(),
                     };
-                    eprintln!("error: rank {}: {error}", self.rank());
-                    self.world.abort(TIMED_OUT);
+                    self.stop(&error.to_string(), TIMED_OUT);
                 }
-                std::thread::sleep(Duration::from_micros(50));
-            } else {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
         }
     }
@@ -132,7 +140,6 @@ impl Communicator for Mpi {
     }
 
     fn abort(&mut self, reason: &str) {
-        eprintln!("error: rank {}: {reason}", self.rank());
-        self.world.abort(FAILED);
+        self.stop(reason, FAILED);
     }
 }

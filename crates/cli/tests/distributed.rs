@@ -21,28 +21,49 @@ fn mpirun(sb: &Sandbox, ranks: usize, args: &[&str]) -> Command {
     c
 }
 
-/// A 3-class tabular spec trained with SGD (linear in the gradient, so rounding stays small).
+/// A 3-class iris MLP trained with SGD (linear in the gradient, so rounding stays small).
 fn spec(epochs: usize) -> String {
+    sgd_spec("iris", "iris.csv", 4, 3, &[16], epochs, 24)
+        .replace("label = -1", "skip_rows = 1, label = -1")
+}
+
+/// A tabular MLP spec: `hidden` tanh layers on a bundled CSV, SGD with momentum.
+fn sgd_spec(
+    name: &str,
+    file: &str,
+    features: usize,
+    classes: usize,
+    hidden: &[usize],
+    epochs: usize,
+    batch: usize,
+) -> String {
+    let layers: String = hidden
+        .iter()
+        .map(|units| format!("{{ dense = {{ units = {units} }} }}, {{ tanh = {{}} }}, "))
+        .collect();
     format!(
         r#"[model]
-name = "iris"
-input = {{ shape = [4] }}
-output = {{ task = "classification", classes = 3 }}
-layers = [{{ dense = {{ units = 16 }} }}, {{ tanh = {{}} }}, {{ dense = {{ units = 3 }} }}]
+name = "{name}"
+input = {{ shape = [{features}] }}
+output = {{ task = "classification", classes = {classes} }}
+layers = [{layers}{{ dense = {{ units = {classes} }} }}]
 [data]
 format = "csv"
 train = {{ path = "{}" }}
 normalize = "zscore"
 test_fraction = 0.2
 seed = 3
-csv = {{ header = false, skip_rows = 1, label = -1 }}
+csv = {{ header = false, label = -1 }}
 [train]
 epochs = {epochs}
-batch_size = 24
+batch_size = {batch}
 seed = 3
-optimizer = {{ kind = "sgd", lr = 0.05, momentum = 0.9 }}
+optimizer = {{ kind = "sgd", lr = 0.02, momentum = 0.9 }}
 "#,
-        crate::common::data_dir().join("tabular/iris.csv").display()
+        crate::common::data_dir()
+            .join("tabular")
+            .join(file)
+            .display()
     )
 }
 
@@ -56,6 +77,30 @@ fn weights(dir: &Path) -> Vec<f32> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Trains `spec.toml` again in one process (registry `single`) and asserts that the
+/// parallel job's published weights (`models/NAME/1`) match it to 1e-5 relative.
+fn assert_matches_one_process(sb: &Sandbox, name: &str) {
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--registry",
+        "single",
+    ]);
+    let (parallel, one) = (
+        weights(&sb.path().join("models").join(name).join("1")),
+        weights(&sb.path().join("single").join(name).join("1")),
+    );
+    let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = one
+        .iter()
+        .zip(&parallel)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
 }
 
 #[test]
@@ -78,25 +123,7 @@ fn two_processes_match_one_and_only_rank_0_writes() {
         !sb.path().join("models/iris/2").exists(),
         "only rank 0 publishes"
     );
-    sb.ok(&[
-        "run",
-        "--no-serve",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--registry",
-        "single",
-    ]);
-    let (two, one) = (
-        weights(&sb.path().join("models/iris/1")),
-        weights(&sb.path().join("single/iris/1")),
-    );
-    let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = one
-        .iter()
-        .zip(&two)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
+    assert_matches_one_process(&sb, "iris");
 }
 
 /// The modelforge processes working in `dir`, oldest (lowest pid) first.
@@ -341,29 +368,7 @@ impl Drop for Hosts {
 
 /// A wide MLP (1.1 M parameters) on the digits, so each all-reduce moves megabytes.
 fn wide_spec(epochs: usize) -> String {
-    format!(
-        r#"[model]
-name = "wide"
-input = {{ shape = [64] }}
-output = {{ task = "classification", classes = 10 }}
-layers = [{{ dense = {{ units = 1024 }} }}, {{ tanh = {{}} }}, {{ dense = {{ units = 1024 }} }}, {{ tanh = {{}} }}, {{ dense = {{ units = 10 }} }}]
-[data]
-format = "csv"
-train = {{ path = "{}" }}
-normalize = "zscore"
-test_fraction = 0.2
-seed = 1
-csv = {{ header = false, label = -1 }}
-[train]
-epochs = {epochs}
-batch_size = 256
-seed = 1
-optimizer = {{ kind = "sgd", lr = 0.01, momentum = 0.9 }}
-"#,
-        crate::common::data_dir()
-            .join("tabular/digits.csv.gz")
-            .display()
-    )
+    sgd_spec("wide", "digits.csv.gz", 64, 10, &[1024, 1024], epochs, 256)
 }
 
 #[test]
@@ -417,26 +422,7 @@ fn three_hosts_over_tcp_match_one_process_with_ring_traffic() {
     let short = train(1, "short");
     let long = train(3, "models");
 
-    // Same weights as one process.
-    sb.ok(&[
-        "run",
-        "--no-serve",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--registry",
-        "single",
-    ]);
-    let (three, one) = (
-        weights(&sb.path().join("models/wide/1")),
-        weights(&sb.path().join("single/wide/1")),
-    );
-    let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = one
-        .iter()
-        .zip(&three)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
+    assert_matches_one_process(&sb, "wide");
 
     // Per all-reduce (two more epochs = 12 more steps; start-up traffic cancels out), each
     // rank sends what a ring needs: 2(N-1)/N of the gradient bytes.

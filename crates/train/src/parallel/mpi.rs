@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use mpi::collective::{CommunicatorCollectives as _, Root as _, SystemOperation};
+use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::request::{Request, Scope};
 use mpi::topology::Communicator as _;
@@ -59,6 +60,17 @@ impl Mpi {
         self.world.abort(code)
     }
 
+    /// Sums `buf` over all ranks, in place.
+    fn sum<T: Equivalence + Clone>(&self, buf: &mut [T], at: Collective) {
+        let send = buf.to_vec();
+        mpi::request::scope(|scope| {
+            let request =
+                self.world
+                    .immediate_all_reduce_into(scope, &send[..], buf, SystemOperation::sum());
+            self.finish(request, at);
+        });
+    }
+
     /// Polls a started collective until it completes or the deadline passes.
     fn finish<'a, D: ?Sized, S: Scope<'a>>(&self, mut request: Request<'a, D, S>, at: Collective) {
         let deadline = Instant::now() + self.timeout;
@@ -97,24 +109,12 @@ impl Communicator for Mpi {
     }
 
     fn all_reduce_f32(&mut self, buf: &mut [f32], at: Collective) -> Result<(), TrainError> {
-        let send = buf.to_vec();
-        mpi::request::scope(|scope| {
-            let request =
-                self.world
-                    .immediate_all_reduce_into(scope, &send[..], buf, SystemOperation::sum());
-            self.finish(request, at);
-        });
+        self.sum(buf, at);
         Ok(())
     }
 
     fn all_reduce_f64(&mut self, buf: &mut [f64], at: Collective) -> Result<(), TrainError> {
-        let send = buf.to_vec();
-        mpi::request::scope(|scope| {
-            let request =
-                self.world
-                    .immediate_all_reduce_into(scope, &send[..], buf, SystemOperation::sum());
-            self.finish(request, at);
-        });
+        self.sum(buf, at);
         Ok(())
     }
 

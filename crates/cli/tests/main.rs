@@ -7,3 +7,4 @@ mod distributed;
 mod pipeline;
 mod resume;
 mod serving;
+mod serving_errors;

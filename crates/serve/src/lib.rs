@@ -6,6 +6,7 @@
 //! axis, run once, and split back. The engine comes in through a [`Loader`].
 
 pub mod queue;
+pub mod request;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -16,6 +17,7 @@ use modelforge_registry::{Registry, RegistryError};
 
 pub use queue::{Histogram, Statistics};
 use queue::{Queue, QueueConfig};
+pub use request::{Inference, InputTensor};
 
 /// Everything a request or a load can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -358,30 +360,28 @@ impl Core {
         Ok(served.keys().copied().collect())
     }
 
-    /// Runs `batch` samples through a version (batched with concurrent requests).
+    /// Checks a request's inputs (and the names of the outputs it asks for) against a
+    /// version and runs them, batched with concurrent requests.
     pub async fn infer(
         &self,
         name: &str,
         version: Option<&str>,
-        input: Vec<f32>,
-        batch: usize,
-    ) -> Result<(ModelInfo, Vec<f32>), ServeError> {
+        inputs: Vec<InputTensor>,
+        outputs: &[String],
+    ) -> Result<Inference, ServeError> {
         let queue = self.version(name, version)?;
         let info = queue.info().clone();
-        if batch == 0 || input.len() != batch * info.input_len() {
-            return Err(ServeError::BadRequest(format!(
-                "input has {} values; {}@{} takes {} per sample (shape {:?})",
-                input.len(),
-                info.name,
-                info.version,
-                info.input_len(),
-                info.manifest.input.shape
-            )));
-        }
-        let out = queue
+        let batch = info.check_inputs(&inputs)?;
+        info.check_outputs(outputs)?;
+        let input = inputs.into_iter().next().expect("checked: one input").data;
+        let output = queue
             .submit(input, batch)?
             .await
             .map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
-        Ok((info, out))
+        Ok(Inference {
+            info,
+            batch,
+            output,
+        })
     }
 }

@@ -277,7 +277,7 @@ impl Queue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use modelforge_registry::{Lineage, Manifest, TensorInfo};
 
@@ -291,7 +291,7 @@ mod tests {
         }
     }
 
-    fn info() -> ModelInfo {
+    pub(crate) fn info() -> ModelInfo {
         let t = |n: &str| TensorInfo {
             name: n.into(),
             datatype: "FP32".into(),

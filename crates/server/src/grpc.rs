@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use modelforge_serve::{Core, ModelInfo};
+use modelforge_serve::{Core, Inference, InputTensor, ModelInfo};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -71,62 +71,62 @@ fn data_type(datatype: &str) -> i32 {
 }
 
 /// The values of the one input tensor of a request: raw bytes or typed contents.
-fn input_values(request: &ModelInferRequest) -> Result<(Vec<f32>, usize), Status> {
-    let [input] = request.inputs.as_slice() else {
-        return Err(Status::invalid_argument(
-            "the request needs exactly one input tensor",
-        ));
-    };
-    let shape: Vec<usize> = input
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<_, _>>()
-        .map_err(|_| Status::invalid_argument("input shape holds a negative size"))?;
-    let Some(&batch) = shape.first() else {
-        return Err(Status::invalid_argument(
-            "input shape is empty; give [batch, …]",
-        ));
-    };
-    let values = match (request.raw_input_contents.first(), &input.contents) {
-        (Some(raw), _) => decode_binary(&input.datatype, raw).map_err(Status::invalid_argument)?,
-        (None, Some(c)) => {
-            let mut v: Vec<f32> = c.fp32_contents.clone();
-            v.extend(c.fp64_contents.iter().map(|&x| x as f32));
-            v.extend(c.int_contents.iter().map(|&x| x as f32));
-            v.extend(c.int64_contents.iter().map(|&x| x as f32));
-            v.extend(c.uint_contents.iter().map(|&x| x as f32));
-            v.extend(c.uint64_contents.iter().map(|&x| x as f32));
-            v.extend(c.bool_contents.iter().map(|&x| f32::from(u8::from(x))));
-            v
-        }
-        (None, None) => {
-            return Err(Status::invalid_argument(
-                "the input tensor has no contents and no raw_input_contents",
-            ));
-        }
-    };
-    let want: usize = shape.iter().product();
-    if values.len() != want {
+/// The request's input tensors, decoded: raw bytes (`raw_input_contents`, one per input
+/// in order) or typed contents.
+fn inputs(request: &ModelInferRequest) -> Result<Vec<InputTensor>, Status> {
+    let raw = &request.raw_input_contents;
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(Status::invalid_argument(format!(
-            "input has {} values but its shape {shape:?} needs {want}",
-            values.len()
+            "{} raw_input_contents for {} inputs: send one per input, or none",
+            raw.len(),
+            request.inputs.len()
         )));
     }
-    Ok((values, batch))
+    let mut out = Vec::with_capacity(request.inputs.len());
+    for (i, input) in request.inputs.iter().enumerate() {
+        let data = match (raw.get(i), &input.contents) {
+            (Some(raw), _) => {
+                decode_binary(&input.datatype, raw).map_err(Status::invalid_argument)?
+            }
+            (None, Some(c)) => {
+                let mut v: Vec<f32> = c.fp32_contents.clone();
+                v.extend(c.fp64_contents.iter().map(|&x| x as f32));
+                v.extend(c.int_contents.iter().map(|&x| x as f32));
+                v.extend(c.int64_contents.iter().map(|&x| x as f32));
+                v.extend(c.uint_contents.iter().map(|&x| x as f32));
+                v.extend(c.uint64_contents.iter().map(|&x| x as f32));
+                v.extend(c.bool_contents.iter().map(|&x| f32::from(u8::from(x))));
+                v
+            }
+            (None, None) => {
+                return Err(Status::invalid_argument(format!(
+                    "input \"{}\" has no contents and there are no raw_input_contents",
+                    input.name
+                )));
+            }
+        };
+        out.push(InputTensor {
+            name: Some(input.name.clone()),
+            datatype: input.datatype.clone(),
+            shape: input.shape.clone(),
+            data,
+        });
+    }
+    Ok(out)
 }
 
 async fn infer(core: &Core, request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
-    core.version(&request.model_name, version(&request.model_version))
+    let version = version(&request.model_version);
+    core.version(&request.model_name, version)
         .map_err(grpc_status)?;
-    let (values, batch) = input_values(&request)?;
-    let (info, out) = core
-        .infer(
-            &request.model_name,
-            version(&request.model_version),
-            values,
-            batch,
-        )
+    let inputs = inputs(&request)?;
+    let asked: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+    let Inference {
+        info,
+        batch,
+        output,
+    } = core
+        .infer(&request.model_name, version, inputs, &asked)
         .await
         .map_err(grpc_status)?;
     let mut shape = vec![batch as i64];
@@ -143,7 +143,7 @@ async fn infer(core: &Core, request: ModelInferRequest) -> Result<ModelInferResp
             parameters: Default::default(),
             contents: None,
         }],
-        raw_output_contents: vec![encode_fp32(&out)],
+        raw_output_contents: vec![encode_fp32(&output)],
     })
 }
 

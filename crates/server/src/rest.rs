@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use modelforge_serve::{Core, ModelInfo};
+use modelforge_serve::{Core, Inference, InputTensor, ModelInfo};
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
@@ -62,6 +62,17 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
                 "no such endpoint — see docs/serving.md".into(),
             )
         })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                ApiError(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!(
+                        "{method} is not allowed on {} — see docs/serving.md",
+                        uri.path()
+                    ),
+                )
+            },
+        )
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -301,51 +312,66 @@ async fn infer(
     };
     let request = parse_json(&body[..json_len])?;
     let mut binary = &body[json_len..];
-    let inputs = request["inputs"]
-        .as_array()
-        .filter(|a| a.len() == 1)
-        .ok_or_else(|| ApiError::bad("the request needs \"inputs\": a list with one input tensor {name, shape, datatype, data}"))?;
-    let input = &inputs[0];
-    let shape: Vec<usize> = input["shape"]
-        .as_array()
-        .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-        .filter(|s: &Vec<usize>| !s.is_empty())
-        .ok_or_else(|| ApiError::bad("input \"shape\" must be a list of sizes, batch first"))?;
-    let data = match input["parameters"]["binary_data_size"].as_u64() {
-        Some(size) => {
-            let size = size as usize;
-            if size > binary.len() {
-                return Err(ApiError::bad(format!(
-                    "binary_data_size {size} exceeds the {} binary bytes sent",
-                    binary.len()
-                )));
+    let mut inputs = Vec::new();
+    for input in request["inputs"].as_array().ok_or_else(|| {
+        ApiError::bad(
+            "the request needs \"inputs\": a list of input tensors {name, shape, datatype, data}",
+        )
+    })? {
+        let shape: Vec<i64> = input["shape"]
+            .as_array()
+            .and_then(|s| s.iter().map(Value::as_i64).collect())
+            .ok_or_else(|| {
+                ApiError::bad("input \"shape\" must be a list of integers, batch first")
+            })?;
+        let datatype = input["datatype"].as_str().unwrap_or_default();
+        let data = match input["parameters"]["binary_data_size"].as_u64() {
+            Some(size) => {
+                let size = size as usize;
+                if size > binary.len() {
+                    return Err(ApiError::bad(format!(
+                        "binary_data_size {size} exceeds the {} binary bytes sent",
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                decode_binary(datatype, mine).map_err(ApiError::bad)?
             }
-            let (mine, rest) = binary.split_at(size);
-            binary = rest;
-            decode_binary(input["datatype"].as_str().unwrap_or("FP32"), mine)
-                .map_err(ApiError::bad)?
-        }
-        None => {
-            let mut data = Vec::new();
-            flatten(&input["data"], &mut data)?;
-            data
-        }
-    };
+            None => {
+                let mut data = Vec::new();
+                flatten(&input["data"], &mut data)?;
+                data
+            }
+        };
+        inputs.push(InputTensor {
+            name: Some(input["name"].as_str().unwrap_or_default().to_string()),
+            datatype: datatype.to_string(),
+            shape,
+            data,
+        });
+    }
     if !binary.is_empty() {
         return Err(ApiError::bad(format!(
             "{} binary bytes are not claimed by any input",
             binary.len()
         )));
     }
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(ApiError::bad(format!(
-            "input has {} values but its shape {shape:?} needs {}",
-            data.len(),
-            shape.iter().product::<usize>()
-        )));
-    }
-    let batch = shape[0];
-    let (info, out) = core.infer(&model, version.as_deref(), data, batch).await?;
+    let asked: Vec<String> = request["outputs"]
+        .as_array()
+        .map(|o| {
+            o.iter()
+                .filter_map(|o| o["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Inference {
+        info,
+        batch,
+        output: out,
+    } = core
+        .infer(&model, version.as_deref(), inputs, &asked)
+        .await?;
     let mut out_shape = vec![batch];
     out_shape.extend(&info.manifest.output.shape);
     let wants_binary = request["parameters"]["binary_data_output"]
@@ -545,17 +571,50 @@ async fn tf_predict(
         return Err(ApiError::bad("no instances to predict"));
     }
     let mut data = Vec::new();
-    for row in &rows {
+    let mut per_row = None;
+    for (i, row) in rows.iter().enumerate() {
         let row = match row {
             Value::Object(map) if map.len() == 1 => {
                 map.values().next().cloned().unwrap_or(Value::Null)
             }
             other => other.clone(),
         };
+        let before = data.len();
         flatten(&row, &mut data)?;
+        let count = data.len() - before;
+        if *per_row.get_or_insert(count) != count {
+            return Err(ApiError::bad(format!(
+                "instance {i} has {count} values but instance 0 has {}",
+                per_row.unwrap_or_default()
+            )));
+        }
     }
-    let (info, out) = core
-        .infer(&name, version.as_deref(), data, rows.len())
+    // Instances carry no shape: each is one sample of the model's input shape when its
+    // values fill it (nested or flat), else [count] and the core says what is wrong.
+    // JSON numbers carry no datatype: they are the model's.
+    let want = core
+        .version(&name, version.as_deref())?
+        .info()
+        .manifest
+        .input
+        .clone();
+    let count = per_row.unwrap_or_default();
+    let mut shape = vec![rows.len() as i64];
+    if count == want.shape.iter().product::<usize>() {
+        shape.extend(want.shape.iter().map(|&d| d as i64));
+    } else {
+        shape.push(count as i64);
+    }
+    let input = InputTensor {
+        name: None,
+        datatype: want.datatype,
+        shape,
+        data,
+    };
+    let Inference {
+        info, output: out, ..
+    } = core
+        .infer(&name, version.as_deref(), vec![input], &[])
         .await?;
     let width = info.output_len();
     let predictions: Vec<Value> = out.chunks(width).map(|r| json!(r)).collect();

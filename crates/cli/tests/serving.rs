@@ -22,6 +22,8 @@ impl Server {
                 "serve",
                 "--http",
                 "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
                 "--threads",
                 "1",
                 "--poll",
@@ -161,6 +163,11 @@ impl Drop for Server {
 }
 
 pub(crate) fn first_row() -> (Vec<f64>, u64) {
+    rows(1).remove(0)
+}
+
+/// The first `n` digits rows: 64 pixel values and the label.
+fn rows(n: usize) -> Vec<(Vec<f64>, u64)> {
     use std::io::Read;
     let mut text = String::new();
     flate2::read::GzDecoder::new(
@@ -168,14 +175,13 @@ pub(crate) fn first_row() -> (Vec<f64>, u64) {
     )
     .read_to_string(&mut text)
     .unwrap();
-    let row: Vec<f64> = text
-        .lines()
-        .next()
-        .unwrap()
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    (row[..64].to_vec(), row[64] as u64)
+    text.lines()
+        .take(n)
+        .map(|line| {
+            let row: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+            (row[..64].to_vec(), row[64] as u64)
+        })
+        .collect()
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -190,7 +196,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-fn rest_protocols_batching_errors_and_hot_reload() {
+fn rest_protocols_statistics_metrics_and_repository() {
     let sb = Sandbox::new();
     sb.write(
         "spec.toml",
@@ -335,43 +341,6 @@ fn rest_protocols_batching_errors_and_hot_reload() {
         "{metrics}"
     );
 
-    // Hot reload: a new version is picked up by the poll; a broken newer one is listed
-    // UNAVAILABLE with its reason while version 2 keeps serving.
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    wait_for("version 2", || {
-        server.call("GET", "/v2/models/digits", None).1["versions"] == json!(["2"])
-    });
-    let models = sb.path().join("models/digits");
-    copy_dir(&models.join("2"), &models.join(".broken"));
-    let weights = models.join(".broken/weights.safetensors");
-    let mut bytes = std::fs::read(&weights).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&weights, bytes).unwrap();
-    std::fs::rename(models.join(".broken"), models.join("3")).unwrap();
-    wait_for("version 3 listed", || {
-        let index = server.call("POST", "/v2/repository/index", None).1;
-        index.as_array().unwrap().iter().any(|e| {
-            e["version"] == "3"
-                && e["state"] == "UNAVAILABLE"
-                && e["reason"].as_str().unwrap().contains("checksum")
-        })
-    });
-    let index = server.call("POST", "/v2/repository/index", None).1;
-    let v3 = index
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["version"] == "3")
-        .unwrap()
-        .clone();
-    assert!(v3["reason"].as_str().unwrap().contains("checksum"), "{v3}");
-    let (status, out) = server.call("POST", "/v2/models/digits/infer", Some(&body));
-    assert_eq!(
-        (status, out["model_version"].clone()),
-        (200, json!("2")),
-        "{out}"
-    );
-
     // Repository API: load/unload need the bearer token; unload, then load again.
     let (status, err) = server.call("POST", "/v2/repository/models/digits/unload", None);
     assert_eq!(status, 401, "{err}");
@@ -426,6 +395,8 @@ fn run_ends_by_serving_and_answering_one_prediction() {
             "--threads",
             "1",
             "--http",
+            "127.0.0.1:0",
+            "--grpc",
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
@@ -573,4 +544,135 @@ fn assert_close(got: &[f64], want: &[f64], what: &str) {
             "{what}: {got:?} vs {want:?}"
         );
     }
+}
+
+#[test]
+fn batched_results_equal_unbatched_results_exactly() {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 2"),
+    );
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    let server = Server::start(&sb);
+    let infer = |row: &[f64]| {
+        let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] });
+        let (status, out) = server.call("POST", "/v2/models/digits/infer", Some(&body.to_string()));
+        assert_eq!(status, 200, "{out}");
+        out["outputs"][0]["data"].clone()
+    };
+    let rows = rows(24);
+    // One at a time: every request is a batch of one.
+    let alone: Vec<Value> = rows.iter().map(|(row, _)| infer(row)).collect();
+    // All at once, several times: the queue batches them.
+    for _ in 0..3 {
+        let together: Vec<Value> = std::thread::scope(|s| {
+            let handles: Vec<_> = rows.iter().map(|(row, _)| s.spawn(|| infer(row))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            together, alone,
+            "batched outputs differ from unbatched ones"
+        );
+    }
+    let stats = server.call("GET", "/v2/models/digits/stats", None).1;
+    let largest = stats["model_stats"][0]["batch_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(largest > 1, "no batch formed: {stats}");
+}
+
+/// Publishes a broken copy of version `from` as version `to` (one weight byte flipped), the
+/// way a half-written or tampered upload would look.
+fn publish_broken(sb: &Sandbox, from: u64, to: u64) {
+    let models = sb.path().join("models/digits");
+    copy_dir(&models.join(from.to_string()), &models.join(".broken"));
+    let weights = models.join(".broken/weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&weights, bytes).unwrap();
+    std::fs::rename(models.join(".broken"), models.join(to.to_string())).unwrap();
+}
+
+#[test]
+fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 2"),
+    );
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    let server = Server::start(&sb);
+    let (row, _) = first_row();
+    let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
+    let stop = AtomicBool::new(false);
+    let answers: Mutex<Vec<(u16, Value)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, out) = server.call("POST", "/v2/models/digits/infer", Some(&body));
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push((status, out["model_version"].clone()));
+                }
+            });
+        }
+        // New versions published while the clients run: each is loaded, warmed and takes
+        // over; the one it replaces finishes what it has in flight.
+        for version in 2..=4 {
+            sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+            wait_for(&format!("version {version}"), || {
+                server.call("GET", "/v2/models/digits", None).1["versions"]
+                    == json!([version.to_string()])
+            });
+        }
+        // A broken newer version is listed UNAVAILABLE with its reason; 4 keeps serving.
+        publish_broken(&sb, 4, 5);
+        wait_for("version 5 listed", || {
+            let index = server.call("POST", "/v2/repository/index", None).1;
+            index.as_array().unwrap().iter().any(|e| {
+                e["version"] == "5"
+                    && e["state"] == "UNAVAILABLE"
+                    && e["reason"].as_str().unwrap().contains("checksum")
+            })
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let answers = answers.into_inner().unwrap();
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    let served: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(_, v)| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(served.contains("4"), "version 4 never answered: {served:?}");
+    assert!(!served.contains("5"), "the broken version answered");
+    // Listed but not ready: 503, as Triton answers for an UNAVAILABLE version.
+    assert_eq!(
+        server
+            .call("GET", "/v2/models/digits/versions/5/ready", None)
+            .0,
+        503
+    );
+    eprintln!(
+        "{} requests across three swaps and a broken publish, none failed",
+        answers.len()
+    );
 }

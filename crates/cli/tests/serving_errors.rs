@@ -3,12 +3,13 @@
 //! request still succeeds.
 
 use modelforge_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use modelforge_server::grpc::proto::infer_parameter::ParameterChoice;
 use modelforge_server::grpc::proto::model_infer_request::{
     InferInputTensor, InferRequestedOutputTensor,
 };
 use modelforge_server::grpc::proto::{
-    InferTensorContents, ModelConfigRequest, ModelInferRequest, ModelMetadataRequest,
-    RepositoryModelLoadRequest,
+    InferParameter, InferTensorContents, ModelConfigRequest, ModelInferRequest,
+    ModelMetadataRequest, RepositoryModelLoadRequest,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -124,6 +125,18 @@ fn rest_cases() -> Vec<Rest> {
             method: "GET",
             ..post("/v2/models/nope", "", 404, "model \"nope\" is not in the repository")
         },
+        post(
+            INFER,
+            json!({ "parameters": { "timeout": 1 }, "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": vec![0.5; 64] }] }).to_string(),
+            504,
+            "deadline of",
+        ),
+        post(
+            INFER,
+            json!({ "parameters": { "timeout": "soon" }, "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": vec![0.5; 64] }] }).to_string(),
+            400,
+            "parameters.timeout must be a whole number of microseconds",
+        ),
         post("/v1/models/digits:predict", r#"{"rows": []}"#, 400, "the request needs \"instances\" (row format) or \"inputs\""),
         post("/v1/models/digits:predict", r#"{"instances": []}"#, 400, "no instances to predict"),
         post("/v1/models/digits:predict", json!({ "instances": [vec![0.5; 64], vec![0.5; 3]] }).to_string(), 400, "instance 1 has 3 values but instance 0 has 64"),
@@ -265,6 +278,18 @@ fn grpc_infer_cases() -> Vec<(ModelInferRequest, Code, &'static str)> {
         ),
         (
             with(&|r| {
+                r.parameters.insert(
+                    "timeout".into(),
+                    InferParameter {
+                        parameter_choice: Some(ParameterChoice::Int64Param(1)),
+                    },
+                );
+            }),
+            Code::DeadlineExceeded,
+            "deadline of",
+        ),
+        (
+            with(&|r| {
                 let i = r.inputs[0].clone();
                 r.inputs.push(i);
                 let b = r.raw_input_contents[0].clone();
@@ -382,10 +407,10 @@ fn malformed_requests_get_clear_4xx_and_the_server_keeps_serving() {
         assert_eq!(code, Code::Unauthenticated, "{message}");
         client.model_infer(good_grpc()).await.unwrap();
     });
-    // None of the failures reached compute.
+    // Only the two requests past their deadline count as failed: no other reached the queue.
     let stats = server.call("GET", "/v2/models/digits/stats", None).1;
     assert_eq!(
-        stats["model_stats"][0]["inference_stats"]["fail"]["count"], 0,
+        stats["model_stats"][0]["inference_stats"]["fail"]["count"], 2,
         "{stats}"
     );
 }

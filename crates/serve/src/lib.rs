@@ -17,7 +17,7 @@ use modelforge_registry::{Registry, RegistryError};
 
 pub use queue::{Histogram, Statistics};
 use queue::{Queue, QueueConfig};
-pub use request::{Inference, InputTensor};
+pub use request::{InferRequest, Inference, InputTensor};
 
 /// Everything a request or a load can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,11 @@ pub enum ServeError {
     /// The request does not fit the model.
     #[error("{0}")]
     BadRequest(String),
+    /// The request's deadline passed before it was answered.
+    #[error(
+        "the request's deadline of {0:?} passed before it was answered — allow more time or retry"
+    )]
+    DeadlineExceeded(Duration),
     /// The model's queue is full.
     #[error("model {0:?} is overloaded: its queue is full, retry later")]
     Overloaded(String),
@@ -361,23 +366,29 @@ impl Core {
     }
 
     /// Checks a request's inputs (and the names of the outputs it asks for) against a
-    /// version and runs them, batched with concurrent requests.
-    pub async fn infer(
-        &self,
-        name: &str,
-        version: Option<&str>,
-        inputs: Vec<InputTensor>,
-        outputs: &[String],
-    ) -> Result<Inference, ServeError> {
-        let queue = self.version(name, version)?;
+    /// version and runs them, batched with concurrent requests, within its deadline.
+    pub async fn infer(&self, request: InferRequest<'_>) -> Result<Inference, ServeError> {
+        let queue = self.version(request.model, request.version)?;
         let info = queue.info().clone();
-        let batch = info.check_inputs(&inputs)?;
-        info.check_outputs(outputs)?;
-        let input = inputs.into_iter().next().expect("checked: one input").data;
-        let output = queue
-            .submit(input, batch)?
-            .await
-            .map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
+        let batch = info.check_inputs(&request.inputs)?;
+        info.check_outputs(request.outputs)?;
+        let input = request
+            .inputs
+            .into_iter()
+            .next()
+            .expect("checked: one input")
+            .data;
+        let deadline = request.timeout.map(|t| std::time::Instant::now() + t);
+        let reply = queue.submit(input, batch, deadline)?;
+        let answer = match request.timeout {
+            // Dropping the reply on timeout tells the compute thread to skip the request.
+            Some(t) => tokio::time::timeout(t, reply)
+                .await
+                .map_err(|_| ServeError::DeadlineExceeded(t))?,
+            None => reply.await,
+        };
+        let output =
+            answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
         Ok(Inference {
             info,
             batch,

@@ -118,6 +118,7 @@ struct Job {
     batch: usize,
     reply: Reply,
     enqueued: Instant,
+    deadline: Option<Instant>,
 }
 
 /// A served version: submit requests, read statistics.
@@ -180,8 +181,21 @@ impl Queue {
                             }
                         }
                     }
-                    // Callers that gave up are dropped before compute.
-                    jobs.retain(|j| !j.reply.is_closed());
+                    // Callers that gave up, or whose deadline passed, are dropped before compute.
+                    // A late request counts as failed once, whether its caller stopped
+                    // waiting first or hears it now.
+                    let now = Instant::now();
+                    let (late, jobs): (Vec<Job>, Vec<Job>) = jobs
+                        .into_iter()
+                        .filter(|j| !j.reply.is_closed() || j.deadline.is_some_and(|d| d <= now))
+                        .partition(|j| j.deadline.is_some_and(|d| d <= now));
+                    if !late.is_empty() {
+                        thread_stats.lock().expect("stats lock").failure += late.len() as u64;
+                        for j in late {
+                            let waited = now.duration_since(j.enqueued);
+                            let _ = j.reply.send(Err(ServeError::DeadlineExceeded(waited)));
+                        }
+                    }
                     if jobs.is_empty() {
                         continue;
                     }
@@ -250,11 +264,13 @@ impl Queue {
         self.stats.lock().expect("stats lock").clone()
     }
 
-    /// Enqueues a request; the reply arrives on the returned channel.
+    /// Enqueues a request (skipped if still queued at `deadline`); the reply arrives on
+    /// the returned channel.
     pub fn submit(
         &self,
         input: Vec<f32>,
         batch: usize,
+        deadline: Option<Instant>,
     ) -> Result<oneshot::Receiver<Result<Vec<f32>, ServeError>>, ServeError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -262,6 +278,7 @@ impl Queue {
             batch,
             reply,
             enqueued: Instant::now(),
+            deadline,
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(rx),
@@ -334,7 +351,7 @@ pub(crate) mod tests {
             let q = q.clone();
             handles.push(tokio::spawn(async move {
                 let v = i as f32;
-                q.submit(vec![v, v + 0.5], 1)
+                q.submit(vec![v, v + 0.5], 1, None)
                     .unwrap()
                     .await
                     .unwrap()
@@ -356,6 +373,45 @@ pub(crate) mod tests {
         assert_eq!(s.batches.values().map(|b| b.0).sum::<u64>(), s.executions);
         assert_eq!(s.latency.count, 4);
         assert_eq!(s.batch_size.count, s.executions);
+    }
+
+    /// Takes 300 ms per call after warm-up and records the batch sizes it saw.
+    struct Slow(Arc<Mutex<Vec<usize>>>);
+
+    impl Runnable for Slow {
+        fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+            let mut calls = self.0.lock().unwrap();
+            if !calls.is_empty() {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            calls.push(batch);
+            Ok(input.to_vec())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_past_its_deadline_is_never_computed() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let config = QueueConfig {
+            max_batch_size: 1,
+            max_queue_delay: Duration::from_micros(10),
+            max_queue_len: 16,
+        };
+        let q = Queue::start(info(), Box::new(Slow(calls.clone())), config).unwrap();
+        // The first request occupies the compute thread for 300 ms; the second may wait 50.
+        let first = q.submit(vec![1.0, 2.0], 1, None).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let second = q.submit(vec![3.0, 4.0], 1, Some(deadline)).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), vec![1.0, 2.0]);
+        let late = second.await.unwrap().unwrap_err();
+        assert!(matches!(late, ServeError::DeadlineExceeded(_)), "{late}");
+        assert_eq!(
+            calls.lock().unwrap().len(),
+            2,
+            "warm-up and the first request only"
+        );
+        let s = q.statistics();
+        assert_eq!((s.success, s.failure), (1, 1));
     }
 
     #[test]

@@ -16,6 +16,21 @@ pub struct InputTensor {
     pub data: Vec<f32>,
 }
 
+/// An inference request, decoded by a protocol adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest<'a> {
+    /// The model.
+    pub model: &'a str,
+    /// A version number or alias; `None` for the newest served.
+    pub version: Option<&'a str>,
+    /// The input tensors.
+    pub inputs: Vec<InputTensor>,
+    /// Names of the outputs asked for (empty: all).
+    pub outputs: &'a [String],
+    /// How long the caller waits; a request still queued when it passes is not computed.
+    pub timeout: Option<std::time::Duration>,
+}
+
 /// What a version answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inference {

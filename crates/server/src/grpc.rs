@@ -4,8 +4,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use modelforge_serve::{Core, Inference, InputTensor, ModelInfo};
+use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -115,18 +116,60 @@ fn inputs(request: &ModelInferRequest) -> Result<Vec<InputTensor>, Status> {
     Ok(out)
 }
 
-async fn infer(core: &Core, request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+/// A gRPC deadline (`grpc-timeout: 250m`: digits and a unit H, M, S, m, u or n).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The shorter of the call's deadline and the request's `timeout` parameter (µs, Triton's).
+fn request_timeout(request: &ModelInferRequest, deadline: Option<Duration>) -> Option<Duration> {
+    let parameter = request
+        .parameters
+        .get("timeout")
+        .and_then(|p| match p.parameter_choice {
+            Some(infer_parameter::ParameterChoice::Int64Param(us)) => u64::try_from(us).ok(),
+            _ => None,
+        });
+    match (parameter.map(Duration::from_micros), deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+async fn infer(
+    core: &Core,
+    request: ModelInferRequest,
+    deadline: Option<Duration>,
+) -> Result<ModelInferResponse, Status> {
     let version = version(&request.model_version);
     core.version(&request.model_name, version)
         .map_err(grpc_status)?;
     let inputs = inputs(&request)?;
     let asked: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+    let timeout = request_timeout(&request, deadline);
     let Inference {
         info,
         batch,
         output,
     } = core
-        .infer(&request.model_name, version, inputs, &asked)
+        .infer(InferRequest {
+            model: &request.model_name,
+            version,
+            inputs,
+            outputs: &asked,
+            timeout,
+        })
         .await
         .map_err(grpc_status)?;
     let mut shape = vec![batch as i64];
@@ -289,7 +332,10 @@ impl GrpcInferenceService for Grpc {
         r: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         self.authorize(&r, false)?;
-        Ok(Response::new(infer(&self.core, r.into_inner()).await?))
+        let deadline = grpc_timeout(r.metadata());
+        Ok(Response::new(
+            infer(&self.core, r.into_inner(), deadline).await?,
+        ))
     }
 
     type ModelStreamInferStream = InferStream;
@@ -299,12 +345,13 @@ impl GrpcInferenceService for Grpc {
         r: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<InferStream>, Status> {
         self.authorize(&r, false)?;
+        let deadline = grpc_timeout(r.metadata());
         let mut requests = r.into_inner();
         let core = self.core.clone();
         let stream = async_stream(move |tx| async move {
             while let Some(next) = requests.next().await {
                 let reply = match next {
-                    Ok(request) => match infer(&core, request).await {
+                    Ok(request) => match infer(&core, request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),
@@ -422,4 +469,27 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(produce(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        for (value, want) in [
+            ("2H", Some(Duration::from_secs(7200))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("5S", Some(Duration::from_secs(5))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("40u", Some(Duration::from_micros(40))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("5x", None),
+            ("m", None),
+        ] {
+            m.insert("grpc-timeout", value.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), want, "{value}");
+        }
+    }
 }

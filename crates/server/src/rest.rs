@@ -2,6 +2,7 @@
 //! Each extracts, calls the core, and converts back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -11,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use modelforge_serve::{Core, Inference, InputTensor, ModelInfo};
+use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo};
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
@@ -365,12 +366,25 @@ async fn infer(
                 .collect()
         })
         .unwrap_or_default();
+    // Triton's request parameter: microseconds the caller waits.
+    let timeout = match &request["parameters"]["timeout"] {
+        Value::Null => None,
+        t => Some(Duration::from_micros(t.as_u64().ok_or_else(|| {
+            ApiError::bad("parameters.timeout must be a whole number of microseconds")
+        })?)),
+    };
     let Inference {
         info,
         batch,
         output: out,
     } = core
-        .infer(&model, version.as_deref(), inputs, &asked)
+        .infer(InferRequest {
+            model: &model,
+            version: version.as_deref(),
+            inputs,
+            outputs: &asked,
+            timeout,
+        })
         .await?;
     let mut out_shape = vec![batch];
     out_shape.extend(&info.manifest.output.shape);
@@ -614,7 +628,13 @@ async fn tf_predict(
     let Inference {
         info, output: out, ..
     } = core
-        .infer(&name, version.as_deref(), vec![input], &[])
+        .infer(InferRequest {
+            model: &name,
+            version: version.as_deref(),
+            inputs: vec![input],
+            outputs: &[],
+            timeout: None,
+        })
         .await?;
     let width = info.output_len();
     let predictions: Vec<Value> = out.chunks(width).map(|r| json!(r)).collect();

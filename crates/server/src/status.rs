@@ -13,6 +13,7 @@ pub fn http_status(e: &ServeError) -> StatusCode {
         ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ServeError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServeError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
         ServeError::Compute(_) | ServeError::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -24,6 +25,7 @@ pub fn grpc_code(e: &ServeError) -> tonic::Code {
         ServeError::BadRequest(_) => tonic::Code::InvalidArgument,
         ServeError::Unavailable { .. } => tonic::Code::Unavailable,
         ServeError::Overloaded(_) => tonic::Code::ResourceExhausted,
+        ServeError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
         ServeError::Compute(_) | ServeError::Registry(_) => tonic::Code::Internal,
     }
 }
@@ -80,6 +82,10 @@ mod tests {
                 503,
             ),
             (ServeError::Overloaded("m".into()), 429),
+            (
+                ServeError::DeadlineExceeded(std::time::Duration::from_millis(5)),
+                504,
+            ),
             (ServeError::Compute("c".into()), 500),
             (
                 ServeError::Registry(modelforge_registry::RegistryError::BadName("b".into())),
@@ -99,6 +105,7 @@ mod tests {
                 InvalidArgument,
                 Unavailable,
                 ResourceExhausted,
+                DeadlineExceeded,
                 Internal,
                 Internal
             ]

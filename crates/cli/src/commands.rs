@@ -285,6 +285,7 @@ pub fn run(
             poll: std::time::Duration::from_secs(2),
             token: None,
             token_everywhere: false,
+            log_requests: true,
         },
     };
     serve_with(ctx, &options, compute, Some(probe))

@@ -137,6 +137,9 @@ enum Command {
         /// Require the token on every call.
         #[arg(long, requires = "token")]
         token_everywhere: bool,
+        /// Log every request as a JSON line on stderr (failed ones are always logged).
+        #[arg(long)]
+        log_requests: bool,
         /// Largest request body (REST) or message (gRPC), in MiB.
         #[arg(long, default_value_t = 64)]
         max_body_mib: usize,
@@ -229,6 +232,7 @@ fn main() -> ExitCode {
             versions,
             token,
             token_everywhere,
+            log_requests,
             max_body_mib,
             poll,
             compute,
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
                     poll: std::time::Duration::from_secs_f64(poll.max(0.05)),
                     token,
                     token_everywhere,
+                    log_requests,
                 },
             },
             &compute,

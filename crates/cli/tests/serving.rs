@@ -13,6 +13,8 @@ pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
     pub(crate) grpc: String,
+    /// What the server wrote to stderr so far (its JSON log lines).
+    pub(crate) logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -36,8 +38,17 @@ impl Server {
                 "s3cret",
             ])
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut base = String::new();
@@ -51,7 +62,12 @@ impl Server {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Server { child, base, grpc }
+        Server {
+            child,
+            base,
+            grpc,
+            logs,
+        }
     }
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {

@@ -414,3 +414,109 @@ fn malformed_requests_get_clear_4xx_and_the_server_keeps_serving() {
         "{stats}"
     );
 }
+
+/// The server's JSON log line for a request id, once it is written.
+fn log_line(server: &Server, id: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let found = server
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["request_id"] == id);
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no log line for {id}: {:?}",
+            server.logs.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn failed_requests_are_logged_as_json_with_their_request_id() {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 1"),
+    );
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    let server = Server::start(&sb);
+    // REST: the caller's id comes back in the response and names the log line.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .post(format!("{}/v2/models/digits/infer", server.base))
+        .header("x-request-id", "rest-42")
+        .send("{not json")
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.headers()["x-request-id"], "rest-42");
+    let line = log_line(&server, "rest-42");
+    assert_eq!(
+        (
+            &line["level"],
+            &line["protocol"],
+            &line["method"],
+            &line["status"]
+        ),
+        (&json!("warn"), &json!("rest"), &json!("POST"), &json!(400)),
+        "{line}"
+    );
+    assert_eq!(line["path"], "/v2/models/digits/infer");
+    assert!(
+        line["ms"].as_f64().unwrap() >= 0.0 && line["ts"].as_f64().unwrap() > 1.7e9,
+        "{line}"
+    );
+    // Without an id the server makes one and returns it.
+    let response = agent
+        .get(format!("{}/v2/models/nope", server.base))
+        .call()
+        .unwrap();
+    let made = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!made.is_empty());
+    assert_eq!(log_line(&server, &made)["status"], 404);
+    // gRPC: the id travels as metadata; the log carries the gRPC status.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc))
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(ModelInferRequest {
+            model_name: "digits".into(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("x-request-id", "grpc-7".parse().unwrap());
+        let status = client.model_infer(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    });
+    let line = log_line(&server, "grpc-7");
+    assert_eq!(
+        (&line["protocol"], &line["grpc_status"]),
+        (&json!("grpc"), &json!(3)),
+        "{line}"
+    );
+    // Successful requests are not logged unless --log-requests.
+    let (status, _) = server.call("GET", "/v2/health/ready", None);
+    assert_eq!(status, 200);
+    assert!(
+        server
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|l| !l.contains("/v2/health/ready")),
+        "a successful request was logged"
+    );
+}

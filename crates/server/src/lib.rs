@@ -3,6 +3,7 @@
 //! (`inference.GRPCInferenceService` and `grpc.health.v1.Health`), with graceful
 //! shutdown and registry polling for hot reload.
 
+pub mod access;
 pub mod grpc;
 mod metrics;
 mod rest;
@@ -38,6 +39,8 @@ pub struct Limits {
     pub token: Option<String>,
     /// Require the token on every call, not only on repository load/unload.
     pub token_everywhere: bool,
+    /// Log every request (JSON lines on stderr), not only the failed ones.
+    pub log_requests: bool,
 }
 
 impl Limits {
@@ -67,7 +70,11 @@ pub async fn serve(
             let c = poller.clone();
             // Loading and warming run off the async runtime.
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.refresh()).await {
-                eprintln!("registry poll failed: {e}");
+                access::event(
+                    "error",
+                    "registry poll failed",
+                    serde_json::json!({ "error": e.to_string() }),
+                );
             }
         }
     });
@@ -93,6 +100,10 @@ pub async fn serve(
     .max_encoding_message_size(limits.max_body_bytes);
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(access::AccessLog {
+            protocol: "grpc",
+            all: limits.log_requests,
+        })
         .add_service(health)
         .add_service(inference)
         .serve_with_incoming_shutdown(
@@ -103,8 +114,11 @@ pub async fn serve(
     let http = listeners.http.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let rest_server =
-        axum::serve(http, router(core, limits.clone())).with_graceful_shutdown(wait(stopped));
+    let app = router(core, limits.clone()).layer(access::AccessLog {
+        protocol: "rest",
+        all: limits.log_requests,
+    });
+    let rest_server = axum::serve(http, app).with_graceful_shutdown(wait(stopped));
     let (rest, grpc) = tokio::join!(rest_server, grpc_server);
     polling.abort();
     rest?;
@@ -122,6 +136,7 @@ mod tests {
             poll: Duration::from_secs(1),
             token: Some("s3cret".into()),
             token_everywhere: false,
+            log_requests: false,
         };
         assert!(l.authorized(false, None));
         assert!(!l.authorized(true, None));

@@ -200,6 +200,19 @@ fn rows(n: usize) -> Vec<(Vec<f64>, u64)> {
         .collect()
 }
 
+/// A sandbox whose registry holds the digits model trained for `epochs` (gate at
+/// `gate_min`), and a server on it.
+pub(crate) fn published_digits(gate_min: f64, epochs: usize) -> (Sandbox, Server) {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, gate_min).replace("epochs = 20", &format!("epochs = {epochs}")),
+    );
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    let server = Server::start(&sb);
+    (sb, server)
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -213,13 +226,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn rest_protocols_statistics_metrics_and_repository() {
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.9).replace("epochs = 20", "epochs = 8"),
-    );
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    let server = Server::start(&sb);
+    let (_sb, server) = published_digits(0.9, 8);
 
     assert_eq!(server.call("GET", "/v2/health/live", None).0, 200);
     assert_eq!(server.call("GET", "/v2/health/ready", None).0, 200);
@@ -480,13 +487,7 @@ fn tritonclient_http_works_unchanged() {
     );
     let python = String::from_utf8(env.stdout).unwrap().trim().to_string();
 
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3"),
-    );
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    let server = Server::start(&sb);
+    let (sb, server) = published_digits(0.5, 3);
     let (row, _) = first_row();
     sb.write("row.json", serde_json::to_string(&row).unwrap());
     let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
@@ -564,13 +565,7 @@ fn assert_close(got: &[f64], want: &[f64], what: &str) {
 
 #[test]
 fn batched_results_equal_unbatched_results_exactly() {
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 2"),
-    );
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    let server = Server::start(&sb);
+    let (_sb, server) = published_digits(0.5, 2);
     let infer = |row: &[f64]| {
         let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] });
         let (status, out) = server.call("POST", "/v2/models/digits/infer", Some(&body.to_string()));
@@ -618,13 +613,7 @@ fn publish_broken(sb: &Sandbox, from: u64, to: u64) {
 fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 2"),
-    );
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    let server = Server::start(&sb);
+    let (sb, server) = published_digits(0.5, 2);
     let (row, _) = first_row();
     let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
     let stop = AtomicBool::new(false);

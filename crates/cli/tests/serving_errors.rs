@@ -14,8 +14,7 @@ use modelforge_server::grpc::proto::{
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::common::{Sandbox, digits_spec};
-use crate::serving::{Server, first_row};
+use crate::serving::{Server, first_row, published_digits};
 
 /// A V2 request body with one input tensor (fields as given).
 fn v2(name: &str, datatype: &str, shape: Value, data: Value) -> String {
@@ -303,13 +302,7 @@ fn grpc_infer_cases() -> Vec<(ModelInferRequest, Code, &'static str)> {
 
 #[test]
 fn malformed_requests_get_clear_4xx_and_the_server_keeps_serving() {
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 2"),
-    );
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    let server = Server::start(&sb);
+    let (_sb, server) = published_digits(0.5, 2);
     assert_serving(&server);
 
     let cases = rest_cases();
@@ -440,13 +433,7 @@ fn log_line(server: &Server, id: &str) -> Value {
 
 #[test]
 fn failed_requests_are_logged_as_json_with_their_request_id() {
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 1"),
-    );
-    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    let server = Server::start(&sb);
+    let (_sb, server) = published_digits(0.5, 1);
     // REST: the caller's id comes back in the response and names the log line.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -333,6 +333,21 @@ fn rest_protocols_statistics_metrics_and_repository() {
         (200, json!("AVAILABLE"))
     );
 
+    // Statistics of one version (by number or alias), of one model, of all.
+    let (status, one) = server.call("GET", "/v2/models/digits/versions/production/stats", None);
+    assert_eq!(
+        (status, one["model_stats"][0]["version"].clone()),
+        (200, json!("1")),
+        "{one}"
+    );
+    assert_eq!(
+        server
+            .call("GET", "/v2/models/digits/versions/9/stats", None)
+            .0,
+        404
+    );
+    let all = server.call("GET", "/v2/models/stats", None).1;
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 1, "{all}");
     let stats = server.call("GET", "/v2/models/digits/stats", None).1;
     // Seven V2 requests of one sample and two TF-Serving requests (2 and 1 samples).
     assert_eq!(stats["model_stats"][0]["inference_count"], 10, "{stats}");

@@ -356,6 +356,30 @@ impl Core {
         out
     }
 
+    /// Statistics of the ready versions: all models, one model, or one version of it
+    /// (a number or an alias). An unknown model or version is an error.
+    pub fn statistics_of(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, u64, Statistics)>, ServeError> {
+        let Some(name) = name else {
+            return Ok(self.statistics());
+        };
+        let wanted = match version {
+            Some(v) => Some(self.version(name, Some(v))?.info().version),
+            None => {
+                self.versions(name)?;
+                None
+            }
+        };
+        Ok(self
+            .statistics()
+            .into_iter()
+            .filter(|(n, v, _)| n == name && wanted.is_none_or(|w| w == *v))
+            .collect())
+    }
+
     /// Served version numbers of a model.
     pub fn versions(&self, name: &str) -> Result<Vec<u64>, ServeError> {
         let models = self.models.read().expect("lock");

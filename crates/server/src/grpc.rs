@@ -395,16 +395,15 @@ impl GrpcInferenceService for Grpc {
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         self.authorize(&r, false)?;
         let r = r.into_inner();
-        let all = self.core.statistics();
-        if !r.name.is_empty() {
-            self.core.versions(&r.name).map_err(grpc_status)?;
-        }
-        let model_stats = all
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let model_stats = self
+            .core
+            .statistics_of(
+                nonempty(&r.name).as_deref(),
+                nonempty(&r.version).as_deref(),
+            )
+            .map_err(grpc_status)?
             .iter()
-            .filter(|(name, v, _)| {
-                (r.name.is_empty() || *name == r.name)
-                    && (r.version.is_empty() || v.to_string() == r.version)
-            })
             .map(|(name, v, s)| statistics(name, *v, s))
             .collect();
         Ok(Response::new(ModelStatisticsResponse { model_stats }))

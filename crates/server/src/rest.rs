@@ -49,6 +49,10 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
         )
         .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{model}/stats", get(model_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(version_stats),
+        )
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route(
@@ -432,50 +436,55 @@ async fn infer(
         .into_response())
 }
 
-fn stats_of(core: &Core, model: &str) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::new();
-    for version in core.versions(model)? {
-        let Ok(q) = core.version(model, Some(&version.to_string())) else {
-            continue;
-        };
-        let s = q.statistics();
-        let count_ns = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
-        out.push(json!({
-            "name": model,
-            "version": version.to_string(),
-            "last_inference": s.last_inference_ms,
-            "inference_count": s.inferences,
-            "execution_count": s.executions,
-            "inference_stats": {
-                "success": count_ns(s.success, s.queue_ns + s.compute_ns),
-                "fail": count_ns(s.failure, 0),
-                "queue": count_ns(s.success, s.queue_ns),
-                "compute_infer": count_ns(s.success, s.compute_ns),
-            },
-            "batch_stats": s.batches.iter().map(|(size, (count, ns))| json!({
-                "batch_size": size,
-                "compute_infer": count_ns(*count, *ns),
-            })).collect::<Vec<_>>(),
-        }));
-    }
-    Ok(out)
+/// Triton's statistics extension: the ready versions of all models, one model or one version.
+fn stats_json(
+    core: &Core,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let count_ns = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+    let stats: Vec<Value> = core
+        .statistics_of(model, version)?
+        .into_iter()
+        .map(|(model, version, s)| {
+            json!({
+                "name": model,
+                "version": version.to_string(),
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.inferences,
+                "execution_count": s.executions,
+                "inference_stats": {
+                    "success": count_ns(s.success, s.queue_ns + s.compute_ns),
+                    "fail": count_ns(s.failure, 0),
+                    "queue": count_ns(s.success, s.queue_ns),
+                    "compute_infer": count_ns(s.success, s.compute_ns),
+                },
+                "batch_stats": s.batches.iter().map(|(size, (count, ns))| json!({
+                    "batch_size": size,
+                    "compute_infer": count_ns(*count, *ns),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "model_stats": stats })))
 }
 
 async fn model_stats(
     State(core): Shared,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "model_stats": stats_of(&core, &model)? })))
+    stats_json(&core, Some(&model), None)
+}
+
+async fn version_stats(
+    State(core): Shared,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    stats_json(&core, Some(&model), Some(&version))
 }
 
 async fn all_stats(State(core): Shared) -> Result<Json<Value>, ApiError> {
-    let mut all = Vec::new();
-    for entry in core.index()? {
-        if entry.state == "READY" && !all.iter().any(|v: &Value| v["name"] == entry.name) {
-            all.extend(stats_of(&core, &entry.name)?);
-        }
-    }
-    Ok(Json(json!({ "model_stats": all })))
+    stats_json(&core, None, None)
 }
 
 async fn repository_index(State(core): Shared) -> Result<Json<Value>, ApiError> {

@@ -128,9 +128,13 @@ enum Command {
         /// How long (µs) the first request of a batch waits for others.
         #[arg(long, default_value_t = 500)]
         max_queue_delay_us: u64,
-        /// How many of each model's newest versions are served.
+        /// How many of each model's newest versions are served (the default policy latest:N).
         #[arg(long, default_value_t = 1)]
         versions: usize,
+        /// A version policy, for every model or one: `[MODEL=]latest:N|all|specific:1,3`
+        /// (repeatable).
+        #[arg(long = "version-policy", value_name = "[MODEL=]POLICY", value_parser = version_policy)]
+        version_policies: Vec<(Option<String>, modelforge_serve::VersionPolicy)>,
         /// Bearer token required on repository load/unload (REST and gRPC).
         #[arg(long, env = "MODELFORGE_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -186,6 +190,39 @@ enum RegistryCommand {
     },
 }
 
+/// Parses `--version-policy [MODEL=]POLICY`.
+fn version_policy(text: &str) -> Result<(Option<String>, modelforge_serve::VersionPolicy), String> {
+    match text.split_once('=') {
+        Some((model, policy)) => Ok((Some(model.to_string()), policy.parse()?)),
+        None => Ok((None, text.parse()?)),
+    }
+}
+
+/// The serving core's settings from the `serve` flags: `--versions N` is the default policy
+/// unless a `--version-policy` without a model replaces it.
+fn core_config(
+    max_batch_size: usize,
+    max_queue_delay_us: u64,
+    versions: usize,
+    policies: Vec<(Option<String>, modelforge_serve::VersionPolicy)>,
+) -> modelforge_serve::CoreConfig {
+    let mut config = modelforge_serve::CoreConfig {
+        max_batch_size,
+        max_queue_delay: std::time::Duration::from_micros(max_queue_delay_us),
+        policy: modelforge_serve::VersionPolicy::Latest(versions.max(1)),
+        ..Default::default()
+    };
+    for (model, policy) in policies {
+        match model {
+            Some(model) => {
+                config.policies.insert(model, policy);
+            }
+            None => config.policy = policy,
+        }
+    }
+    config
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ctx = commands::Context {
@@ -230,6 +267,7 @@ fn main() -> ExitCode {
             max_batch_size,
             max_queue_delay_us,
             versions,
+            version_policies,
             token,
             token_everywhere,
             log_requests,
@@ -241,12 +279,12 @@ fn main() -> ExitCode {
             &commands::ServeOptions {
                 http,
                 grpc,
-                config: modelforge_serve::CoreConfig {
+                config: core_config(
                     max_batch_size,
-                    max_queue_delay: std::time::Duration::from_micros(max_queue_delay_us),
-                    latest_versions: versions,
-                    ..Default::default()
-                },
+                    max_queue_delay_us,
+                    versions,
+                    version_policies,
+                ),
                 limits: modelforge_server::Limits {
                     max_body_bytes: max_body_mib << 20,
                     poll: std::time::Duration::from_secs_f64(poll.max(0.05)),

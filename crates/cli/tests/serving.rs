@@ -19,6 +19,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(sb: &Sandbox) -> Server {
+        Server::start_with(sb, &[])
+    }
+
+    /// Starts `modelforge serve` with the test settings and `extra` flags.
+    fn start_with(sb: &Sandbox, extra: &[&str]) -> Server {
         let mut child = sb
             .command(&[
                 "serve",
@@ -37,6 +42,7 @@ impl Server {
                 "--token",
                 "s3cret",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -694,5 +700,62 @@ fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
     eprintln!(
         "{} requests across three swaps and a broken publish, none failed",
         answers.len()
+    );
+}
+
+#[test]
+fn version_policies_serve_all_or_specific_versions() {
+    let (sb, _) = published_digits(0.5, 1);
+    for _ in 0..2 {
+        sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    }
+    let all = Server::start_with(&sb, &["--version-policy", "all"]);
+    assert_eq!(
+        all.call("GET", "/v2/models/digits", None).1["versions"],
+        json!(["1", "2", "3"])
+    );
+    assert_eq!(
+        all.call("GET", "/v2/models/digits/config", None).1["version_policy"],
+        json!({ "all": {} })
+    );
+    // A per-model policy naming a version that does not exist lists it as unavailable.
+    let specific = Server::start_with(&sb, &["--version-policy", "digits=specific:1,3,7"]);
+    assert_eq!(
+        specific.call("GET", "/v2/models/digits", None).1["versions"],
+        json!(["1", "3"])
+    );
+    assert_eq!(
+        specific
+            .call("GET", "/v2/models/digits/versions/2/ready", None)
+            .0,
+        404
+    );
+    let index = specific.call("POST", "/v2/repository/index", None).1;
+    let seven = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["version"] == "7")
+        .unwrap()
+        .clone();
+    assert_eq!(seven["state"], "UNAVAILABLE", "{seven}");
+    assert!(
+        seven["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in the registry"),
+        "{seven}"
+    );
+    assert_eq!(
+        specific.call("GET", "/v2/models/digits/config", None).1["version_policy"],
+        json!({ "specific": { "versions": [1, 3, 7] } })
+    );
+    // A policy that does not parse stops the server before it starts.
+    let out = sb.run(&["serve", "--version-policy", "newest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use latest:N, all or specific:1,3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -5,6 +5,7 @@
 //! the queue delay to be batched together, are concatenated along the batch
 //! axis, run once, and split back. The engine comes in through a [`Loader`].
 
+pub mod policy;
 pub mod queue;
 pub mod request;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use modelforge_registry::{Manifest, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
+pub use policy::VersionPolicy;
 pub use queue::{Histogram, Statistics};
 use queue::{Queue, QueueConfig};
 pub use request::{InferRequest, Inference, InputTensor};
@@ -107,8 +109,17 @@ pub struct CoreConfig {
     pub max_queue_delay: Duration,
     /// Requests a version's queue holds before refusing more.
     pub max_queue_len: usize,
-    /// How many of the newest versions of each model are served.
-    pub latest_versions: usize,
+    /// Which versions of each model are served, unless `policies` names the model.
+    pub policy: VersionPolicy,
+    /// Per-model version policies.
+    pub policies: BTreeMap<String, VersionPolicy>,
+}
+
+impl CoreConfig {
+    /// The version policy of a model.
+    pub fn policy_for(&self, model: &str) -> &VersionPolicy {
+        self.policies.get(model).unwrap_or(&self.policy)
+    }
 }
 
 impl Default for CoreConfig {
@@ -117,7 +128,8 @@ impl Default for CoreConfig {
             max_batch_size: 64,
             max_queue_delay: Duration::from_micros(500),
             max_queue_len: 1024,
-            latest_versions: 1,
+            policy: VersionPolicy::default(),
+            policies: BTreeMap::new(),
         }
     }
 }
@@ -195,8 +207,9 @@ impl Core {
         self.sync_model(name, true)
     }
 
-    /// Serves the newest `latest_versions` versions that load; newer broken ones are listed as
-    /// unavailable with their reason, so a broken new version never takes the model down.
+    /// Serves the versions the model's policy names: the newest N that load (newer broken
+    /// ones are listed as unavailable with their reason, so a broken new version never takes
+    /// the model down), all of them, or specific ones (those missing are listed too).
     fn sync_model(&self, name: &str, retry: bool) -> Result<(), ServeError> {
         let versions = match self.registry.versions(name) {
             Ok(v) => v,
@@ -210,23 +223,42 @@ impl Core {
             .get(name)
             .cloned()
             .unwrap_or_default();
+        let state_of = |version: u64| match current.get(&version) {
+            Some(VersionState::Ready(q)) => VersionState::Ready(q.clone()),
+            Some(VersionState::Unavailable(reason)) if !retry => {
+                VersionState::Unavailable(reason.clone())
+            }
+            _ => self.load_version(name, version),
+        };
         let mut next = BTreeMap::new();
-        let mut ready = 0;
-        for &version in versions.iter().rev() {
-            if ready == self.config.latest_versions {
-                break;
-            }
-            let state = match current.get(&version) {
-                Some(VersionState::Ready(q)) => VersionState::Ready(q.clone()),
-                Some(VersionState::Unavailable(reason)) if !retry => {
-                    VersionState::Unavailable(reason.clone())
+        match self.config.policy_for(name) {
+            VersionPolicy::Latest(n) => {
+                let mut ready = 0;
+                for &version in versions.iter().rev() {
+                    if ready == *n {
+                        break;
+                    }
+                    let state = state_of(version);
+                    ready += usize::from(matches!(state, VersionState::Ready(_)));
+                    next.insert(version, state);
                 }
-                _ => self.load_version(name, version),
-            };
-            if matches!(state, VersionState::Ready(_)) {
-                ready += 1;
             }
-            next.insert(version, state);
+            VersionPolicy::All => {
+                for &version in &versions {
+                    next.insert(version, state_of(version));
+                }
+            }
+            VersionPolicy::Specific(wanted) => {
+                for &version in wanted {
+                    let state = match versions.contains(&version) {
+                        true => state_of(version),
+                        false => VersionState::Unavailable(format!(
+                            "the version policy names version {version}, which is not in the registry"
+                        )),
+                    };
+                    next.insert(version, state);
+                }
+            }
         }
         self.models
             .write()
@@ -280,7 +312,11 @@ impl Core {
         let mut out = Vec::new();
         for name in self.registry.models()? {
             let served = models.get(&name);
-            for version in self.registry.versions(&name)? {
+            // The registry's versions, and those a specific policy names that it lacks.
+            let mut versions: std::collections::BTreeSet<u64> =
+                self.registry.versions(&name)?.into_iter().collect();
+            versions.extend(served.into_iter().flat_map(|m| m.keys().copied()));
+            for version in versions {
                 let (state, reason) = match served.and_then(|m| m.get(&version)) {
                     Some(VersionState::Ready(_)) => ("READY", String::new()),
                     Some(VersionState::Unavailable(r)) => ("UNAVAILABLE", r.clone()),
@@ -380,13 +416,17 @@ impl Core {
             .collect())
     }
 
-    /// Served version numbers of a model.
+    /// Version numbers of a model that are ready to answer (unavailable ones are in the index).
     pub fn versions(&self, name: &str) -> Result<Vec<u64>, ServeError> {
         let models = self.models.read().expect("lock");
         let served = models
             .get(name)
             .ok_or_else(|| ServeError::NoModel(name.into()))?;
-        Ok(served.keys().copied().collect())
+        Ok(served
+            .iter()
+            .filter(|(_, state)| matches!(state, VersionState::Ready(_)))
+            .map(|(v, _)| *v)
+            .collect())
     }
 
     /// Checks a request's inputs (and the names of the outputs it asks for) against a

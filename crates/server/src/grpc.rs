@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo};
+use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo, VersionPolicy};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -227,11 +227,21 @@ fn config(core: &Core, info: &ModelInfo) -> proto::ModelConfig {
         platform: m.format.clone(),
         backend: "modelforge".into(),
         version_policy: Some(ModelVersionPolicy {
-            policy_choice: Some(model_version_policy::PolicyChoice::Latest(
-                model_version_policy::Latest {
-                    num_versions: c.latest_versions as u32,
-                },
-            )),
+            policy_choice: Some(match c.policy_for(&info.name) {
+                VersionPolicy::Latest(n) => {
+                    model_version_policy::PolicyChoice::Latest(model_version_policy::Latest {
+                        num_versions: *n as u32,
+                    })
+                }
+                VersionPolicy::All => {
+                    model_version_policy::PolicyChoice::All(model_version_policy::All {})
+                }
+                VersionPolicy::Specific(v) => {
+                    model_version_policy::PolicyChoice::Specific(model_version_policy::Specific {
+                        versions: v.iter().map(|&v| v as i64).collect(),
+                    })
+                }
+            }),
         }),
         max_batch_size: c.max_batch_size as i32,
         input: vec![ModelInput {

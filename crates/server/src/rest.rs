@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo};
+use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo, VersionPolicy};
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
@@ -182,7 +182,11 @@ fn config(core: &Core, info: &ModelInfo) -> Value {
         "name": info.name,
         "platform": info.manifest.format,
         "backend": "modelforge",
-        "version_policy": { "latest": { "num_versions": c.latest_versions } },
+        "version_policy": match c.policy_for(&info.name) {
+            VersionPolicy::Latest(n) => json!({ "latest": { "num_versions": n } }),
+            VersionPolicy::All => json!({ "all": {} }),
+            VersionPolicy::Specific(v) => json!({ "specific": { "versions": v } }),
+        },
         "max_batch_size": c.max_batch_size,
         "input": [tensor(&info.manifest.input)],
         "output": [tensor(&info.manifest.output)],

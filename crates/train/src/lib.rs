@@ -422,12 +422,18 @@ pub fn train_rank(
                 let mut step = Tally::default();
                 let mut grads = GradientsParams::new();
                 if !mine.is_empty() {
-                    let serial = (world > 1 && has_dropout).then(engine_rng);
-                    // Dropout draws from the device generator: reseed per step so a resumed
-                    // run draws exactly what the uninterrupted one did.
-                    ad.seed(match world {
-                        1 => mix(seed, state.step),
-                        _ => mix(mix(seed, state.step), rank as u64),
+                    // Dropout draws from the engine's one process-wide generator: reseed it
+                    // per step (so a resumed run draws exactly what the uninterrupted one
+                    // did) and hold it for the forward pass, so that other workers or runs in
+                    // this process neither reseed it meanwhile nor draw from it. Models without
+                    // dropout never touch it.
+                    let serial = has_dropout.then(|| {
+                        let guard = engine_rng();
+                        ad.seed(match world {
+                            1 => mix(seed, state.step),
+                            _ => mix(mix(seed, state.step), rank as u64),
+                        });
+                        guard
                     });
                     data.train.gather_features(mine, &mut buf);
                     let x = network.input(&buf, mine.len(), &ad)?;

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Makes .venv/ with the Python packages a test or benchmark needs (from PyPI), once.
 #   scripts/python-env.sh PACKAGE...      prints the venv's python path
+#   VENV=.venv-x scripts/python-env.sh …  another venv, for packages that would clash
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv >&2
+venv=${VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" >&2
 fi
 missing=()
 for pkg in "$@"; do
@@ -15,10 +17,10 @@ for pkg in "$@"; do
     *) modules=${pkg//-/_} ;;
   esac
   for module in $modules; do
-    .venv/bin/python -c "import $module" 2>/dev/null || { missing+=("$pkg"); break; }
+    "$venv/bin/python" -c "import $module" 2>/dev/null || { missing+=("$pkg"); break; }
   done
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  .venv/bin/pip install --quiet --disable-pip-version-check "${missing[@]}" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${missing[@]}" >&2
 fi
-echo "$PWD/.venv/bin/python"
+echo "$PWD/$venv/bin/python"

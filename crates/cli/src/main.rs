@@ -125,8 +125,9 @@ enum Command {
         /// Largest batch one compute call takes.
         #[arg(long, default_value_t = 64)]
         max_batch_size: usize,
-        /// How long (µs) the first request of a batch waits for others.
-        #[arg(long, default_value_t = 500)]
+        /// How long (µs) the first request of a batch waits for others (0: batch only what
+        /// queued up while the last batch ran, as Triton's default).
+        #[arg(long, default_value_t = 0)]
         max_queue_delay_us: u64,
         /// How many of each model's newest versions are served (the default policy latest:N).
         #[arg(long, default_value_t = 1)]

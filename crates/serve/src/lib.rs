@@ -126,7 +126,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             max_batch_size: 64,
-            max_queue_delay: Duration::from_micros(500),
+            max_queue_delay: Duration::ZERO,
             max_queue_len: 1024,
             policy: VersionPolicy::default(),
             policies: BTreeMap::new(),

@@ -27,6 +27,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing ${packages[*]} (for the mpi feature)" >&2
 "${sudo[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
   "${packages[@]}" >/dev/null
 have || { echo "error: ${packages[*]} installed, but mpicc, mpirun or libclang is still missing" >&2; exit 2; }

@@ -428,35 +428,4 @@ impl Core {
             .map(|(v, _)| *v)
             .collect())
     }
-
-    /// Checks a request's inputs (and the names of the outputs it asks for) against a
-    /// version and runs them, batched with concurrent requests, within its deadline.
-    pub async fn infer(&self, request: InferRequest<'_>) -> Result<Inference, ServeError> {
-        let queue = self.version(request.model, request.version)?;
-        let info = queue.info().clone();
-        let batch = info.check_inputs(&request.inputs)?;
-        info.check_outputs(request.outputs)?;
-        let input = request
-            .inputs
-            .into_iter()
-            .next()
-            .expect("checked: one input")
-            .data;
-        let deadline = request.timeout.map(|t| std::time::Instant::now() + t);
-        let reply = queue.submit(input, batch, deadline)?;
-        let answer = match request.timeout {
-            // Dropping the reply on timeout tells the compute thread to skip the request.
-            Some(t) => tokio::time::timeout(t, reply)
-                .await
-                .map_err(|_| ServeError::DeadlineExceeded(t))?,
-            None => reply.await,
-        };
-        let output =
-            answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
-        Ok(Inference {
-            info,
-            batch,
-            output,
-        })
-    }
 }

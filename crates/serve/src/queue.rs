@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::{ModelInfo, Runnable, ServeError};
+use crate::{InferRequest, Inference, ModelInfo, Runnable, ServeError};
 
 /// Batching limits of a queue.
 #[derive(Debug, Clone)]
@@ -262,6 +262,36 @@ impl Queue {
     /// A snapshot of the counters.
     pub fn statistics(&self) -> Statistics {
         self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Checks a request's inputs (and the names of the outputs it asks for) against this
+    /// version and runs them, batched with concurrent requests, within its deadline.
+    pub async fn infer(&self, request: InferRequest) -> Result<Inference, ServeError> {
+        let info = self.info.clone();
+        let batch = info.check_inputs(&request.inputs)?;
+        info.check_outputs(&request.outputs)?;
+        let input = request
+            .inputs
+            .into_iter()
+            .next()
+            .expect("checked: one input")
+            .data;
+        let deadline = request.timeout.map(|t| Instant::now() + t);
+        let reply = self.submit(input, batch, deadline)?;
+        let answer = match request.timeout {
+            // Dropping the reply on timeout tells the compute thread to skip the request.
+            Some(t) => tokio::time::timeout(t, reply)
+                .await
+                .map_err(|_| ServeError::DeadlineExceeded(t))?,
+            None => reply.await,
+        };
+        let output =
+            answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
+        Ok(Inference {
+            info,
+            batch,
+            output,
+        })
     }
 
     /// Enqueues a request (skipped if still queued at `deadline`); the reply arrives on

@@ -16,17 +16,14 @@ pub struct InputTensor {
     pub data: Vec<f32>,
 }
 
-/// An inference request, decoded by a protocol adapter.
+/// An inference request for a resolved version ([`crate::Core::version`]), decoded by a
+/// protocol adapter.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InferRequest<'a> {
-    /// The model.
-    pub model: &'a str,
-    /// A version number or alias; `None` for the newest served.
-    pub version: Option<&'a str>,
+pub struct InferRequest {
     /// The input tensors.
     pub inputs: Vec<InputTensor>,
     /// Names of the outputs asked for (empty: all).
-    pub outputs: &'a [String],
+    pub outputs: Vec<String>,
     /// How long the caller waits; a request still queued when it passes is not computed.
     pub timeout: Option<std::time::Duration>,
 }

@@ -152,23 +152,19 @@ async fn infer(
     request: ModelInferRequest,
     deadline: Option<Duration>,
 ) -> Result<ModelInferResponse, Status> {
-    let version = version(&request.model_version);
-    core.version(&request.model_name, version)
+    // Resolved once, first: an unknown model or version is NOT_FOUND whatever the inputs.
+    let queue = core
+        .version(&request.model_name, version(&request.model_version))
         .map_err(grpc_status)?;
-    let inputs = inputs(&request)?;
-    let asked: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
-    let timeout = request_timeout(&request, deadline);
     let Inference {
         info,
         batch,
         output,
-    } = core
+    } = queue
         .infer(InferRequest {
-            model: &request.model_name,
-            version,
-            inputs,
-            outputs: &asked,
-            timeout,
+            inputs: inputs(&request)?,
+            outputs: request.outputs.iter().map(|o| o.name.clone()).collect(),
+            timeout: request_timeout(&request, deadline),
         })
         .await
         .map_err(grpc_status)?;

@@ -299,7 +299,9 @@ async fn infer(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    core.version(&model, version.as_deref())?;
+    // Resolved once, before the body is read: an unknown model or version is a 404 whatever
+    // the body holds.
+    let queue = core.version(&model, version.as_deref())?;
     let body = body.map_err(rejected)?;
     // Binary tensor data extension: the JSON header is the first N bytes, tensors follow.
     let json_len = match headers.get(HEADER_LENGTH) {
@@ -385,12 +387,10 @@ async fn infer(
         info,
         batch,
         output: out,
-    } = core
+    } = queue
         .infer(InferRequest {
-            model: &model,
-            version: version.as_deref(),
             inputs,
-            outputs: &asked,
+            outputs: asked,
             timeout,
         })
         .await?;
@@ -619,12 +619,8 @@ async fn tf_predict(
     // Instances carry no shape: each is one sample of the model's input shape when its
     // values fill it (nested or flat), else [count] and the core says what is wrong.
     // JSON numbers carry no datatype: they are the model's.
-    let want = core
-        .version(&name, version.as_deref())?
-        .info()
-        .manifest
-        .input
-        .clone();
+    let queue = core.version(&name, version.as_deref())?;
+    let want = queue.info().manifest.input.clone();
     let count = per_row.unwrap_or_default();
     let mut shape = vec![rows.len() as i64];
     if count == want.shape.iter().product::<usize>() {
@@ -640,12 +636,10 @@ async fn tf_predict(
     };
     let Inference {
         info, output: out, ..
-    } = core
+    } = queue
         .infer(InferRequest {
-            model: &name,
-            version: version.as_deref(),
             inputs: vec![input],
-            outputs: &[],
+            outputs: Vec::new(),
             timeout: None,
         })
         .await?;

@@ -357,9 +357,8 @@ pub fn train_rank(
     let mut chronicle = match leader {
         true => {
             let (chronicle, latest) = Chronicle::open(spec, data, &options, &spec_hash, world)?;
-            if let Some(latest) = latest {
-                (network, optim, state) =
-                    Snapshot::read(&latest)?.restore(&latest, network, optim, &ad)?;
+            if let Some((dir, snapshot)) = latest {
+                (network, optim, state) = snapshot.restore(&dir, network, optim, &ad)?;
             }
             Some(chronicle)
         }
@@ -690,7 +689,7 @@ impl Chronicle {
         options: &TrainOptions,
         spec_hash: &str,
         ranks: usize,
-    ) -> Result<(Chronicle, Option<PathBuf>), TrainError> {
+    ) -> Result<(Chronicle, Option<(PathBuf, Snapshot)>), TrainError> {
         let (dir, info, latest) = match &options.resume {
             Some(run) => {
                 let dir = run::locate(&options.runs_dir, run)?;
@@ -735,15 +734,14 @@ impl Chronicle {
                 (dir, info, None)
             }
         };
-        let metrics_bytes = match &latest {
-            Some(latest) => {
-                let snapshot = Snapshot::read(latest)?;
-                serde_json::from_slice::<LoopState>(&snapshot.state)
-                    .map(|s| s.metrics_bytes)
-                    .unwrap_or(0)
-            }
-            None => 0,
-        };
+        // The newest checkpoint, read once: its loop state says how much of the log stays.
+        let latest = latest
+            .map(|dir| Snapshot::read(&dir).map(|snapshot| (dir, snapshot)))
+            .transpose()?;
+        let metrics_bytes = latest
+            .as_ref()
+            .and_then(|(_, snapshot)| serde_json::from_slice::<LoopState>(&snapshot.state).ok())
+            .map_or(0, |s| s.metrics_bytes);
         let log = run::MetricsLog::open(&dir, metrics_bytes)?;
         Ok((Chronicle { dir, info, log }, latest))
     }

@@ -5,15 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use modelforge_model::burn::tensor::Device;
+use modelforge_pipeline::{Plan, Stage};
 use modelforge_registry::{Registry, split_reference};
 use modelforge_serve::Runnable as _;
 use modelforge_spec::Spec;
 use modelforge_train::parallel::Distributed;
-use modelforge_train::{TrainOptions, Trained, class_count, evaluate};
+use modelforge_train::{TrainError, TrainOptions, Trained, class_count, evaluate};
 use serde_json::{Value, json};
 
 use crate::native::Native;
-use crate::progress::Bars;
+use crate::progress::{Bars, StageTable};
 use crate::{Compute, Parallel};
 
 /// Exit code of `run` when the model was published but failed its gate.
@@ -101,71 +102,81 @@ fn under_mpirun() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
-/// Trains on this process's ranks: local workers, or one rank of an MPI job. Returns the
-/// result on rank 0 and `None` on the other MPI ranks.
-fn train_spec(
-    ctx: &Context,
-    spec: &Spec,
-    compute: &Compute,
-    parallel: &Parallel,
-    resume: Option<String>,
-) -> Result<Option<(Trained, modelforge_data::Prepared)>> {
-    let threads = threads(compute, Some(spec))?;
-    let (workers, distributed) = distributed(spec, parallel)?;
-    device(compute)?;
-    let mpi = under_mpirun();
-    if mpi && workers > 1 {
-        bail!(
-            "--workers {workers} under mpirun: use one worker per process and more processes (mpirun -np N)"
-        );
-    }
-    let data = modelforge_data::prepare(spec)?;
-    let mut bars = Bars::default();
-    let options = TrainOptions {
-        runs_dir: ctx.runs.clone(),
-        threads,
-        workers,
-        distributed,
-        device: compute.device.clone(),
-        resume,
-        progress: &mut bars,
-    };
-    let report = || {
-        eprintln!(
-            "data: {} train, {} validation, {} test examples (fingerprint {})",
-            data.train.len(),
-            data.validation.len(),
-            data.test.len(),
-            &data.fingerprint[..12]
-        )
-    };
-    let trained = if mpi {
-        train_mpi(spec, &data, options, report)?
-    } else {
-        report();
-        Some(modelforge_train::train(spec, &data, options)?)
-    };
-    let Some(trained) = trained else {
-        return Ok(None);
-    };
-    let figures: Vec<String> = trained
-        .test
-        .metrics
+/// This process's rank in an `mpirun` job (0 when not under mpirun).
+fn mpi_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
         .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How this process trains: the thread pool sized, workers and MPI settled.
+struct Training {
+    runs: PathBuf,
+    threads: usize,
+    workers: usize,
+    distributed: Distributed,
+    device: String,
+    mpi: bool,
+}
+
+impl Training {
+    /// Checks the compute settings of a spec and the flags, and sizes the thread pool.
+    fn new(ctx: &Context, spec: &Spec, compute: &Compute, parallel: &Parallel) -> Result<Training> {
+        let threads = threads(compute, Some(spec))?;
+        let (workers, distributed) = distributed(spec, parallel)?;
+        device(compute)?;
+        let mpi = under_mpirun();
+        if mpi && workers > 1 {
+            bail!(
+                "--workers {workers} under mpirun: use one worker per process and more processes (mpirun -np N)"
+            );
+        }
+        Ok(Training {
+            runs: ctx.runs.clone(),
+            threads,
+            workers,
+            distributed,
+            device: compute.device.clone(),
+            mpi,
+        })
+    }
+
+    /// Trains on this process's ranks (local workers, or one rank of an MPI job): the result
+    /// on rank 0, `None` on the other MPI ranks. `report` runs once, on rank 0.
+    fn train(
+        &self,
+        spec: &Spec,
+        data: &modelforge_data::Prepared,
+        resume: Option<String>,
+        report: impl FnOnce(),
+    ) -> Result<Option<Trained>, TrainError> {
+        let mut bars = Bars::default();
+        let options = TrainOptions {
+            runs_dir: self.runs.clone(),
+            threads: self.threads,
+            workers: self.workers,
+            distributed: self.distributed,
+            device: self.device.clone(),
+            resume,
+            progress: &mut bars,
+        };
+        if self.mpi {
+            return train_mpi(spec, data, options, report);
+        }
+        report();
+        modelforge_train::train(spec, data, options).map(Some)
+    }
+}
+
+/// Figures as `name value, ...`.
+fn figures(metrics: &std::collections::BTreeMap<String, f64>) -> String {
+    metrics
+        .iter()
+        .filter(|(k, _)| k.as_str() != "lr")
         .map(|(k, v)| format!("{k} {v:.4}"))
-        .collect();
-    println!(
-        "run {} finished{}: {}",
-        trained.run_id,
-        if trained.stopped_early {
-            " (stopped early)"
-        } else {
-            ""
-        },
-        figures.join(", ")
-    );
-    println!("run folder: {}", trained.run_dir.display());
-    Ok(Some((trained, data)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One rank of an MPI job; rank 0 reports the data and returns the result.
@@ -175,16 +186,16 @@ fn train_mpi(
     data: &modelforge_data::Prepared,
     options: TrainOptions,
     report: impl FnOnce(),
-) -> Result<Option<Trained>> {
+) -> Result<Option<Trained>, TrainError> {
     use modelforge_train::parallel::Communicator as _;
     let mut world = modelforge_train::parallel::mpi::Mpi::init(options.distributed.timeout)?;
     if world.rank() == 0 {
         report();
         eprintln!("MPI: {} ranks", world.size());
     }
-    Ok(modelforge_train::run_guarded(&mut world, |world| {
+    modelforge_train::run_guarded(&mut world, |world| {
         modelforge_train::train_rank(spec, data, options, world)
-    })?)
+    })
 }
 
 /// Without the `mpi` feature a process under mpirun would train alone: refuse.
@@ -194,13 +205,13 @@ fn train_mpi(
     _: &modelforge_data::Prepared,
     _: TrainOptions,
     _: impl FnOnce(),
-) -> Result<Option<Trained>> {
-    bail!(
-        "started by mpirun, but this modelforge was built without MPI — build it with `cargo build --release --features mpi`"
-    )
+) -> Result<Option<Trained>, TrainError> {
+    Err(TrainError::Settings(
+        "started by mpirun, but this modelforge was built without MPI — build it with `cargo build --release --features mpi`".into(),
+    ))
 }
 
-/// `modelforge train FILE [--resume RUN]`.
+/// `modelforge train FILE [--resume RUN]`: trains a run and evaluates it on the test split.
 pub fn train(
     ctx: &Context,
     file: &Path,
@@ -209,51 +220,116 @@ pub fn train(
     resume: Option<String>,
 ) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
-    train_spec(ctx, &spec, compute, parallel, resume)?;
+    let training = Training::new(ctx, &spec, compute, parallel)?;
+    let data = modelforge_data::prepare(&spec)?;
+    let report = || {
+        eprintln!(
+            "data: {} train, {} validation, {} test examples (fingerprint {})",
+            data.train.len(),
+            data.validation.len(),
+            data.test.len(),
+            &data.fingerprint[..12]
+        )
+    };
+    let Some(trained) = training.train(&spec, &data, resume, report)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "run {} finished{}: {}",
+        trained.run_id,
+        if trained.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        },
+        figures(&trained.final_metrics)
+    );
+    let test = modelforge_pipeline::evaluate_run(
+        &spec,
+        &trained.network,
+        &data,
+        &trained.run_dir,
+        &device(compute)?,
+    )?;
+    println!("test: {}", figures(&test.metrics));
+    println!("run folder: {}", trained.run_dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// `modelforge run FILE`: check, train, evaluate, gate, publish, then serve (unless `serve_at` is None).
+/// What `run` does besides the stages.
+pub struct RunFlags {
+    /// Re-run this stage and every one after it.
+    pub from: Option<Stage>,
+    /// Show what would run and why; run nothing.
+    pub dry_run: bool,
+    /// REST and gRPC addresses to serve on afterwards (None: stop after the stages).
+    pub serve_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
+/// `modelforge run FILE`: the stages check → data → train → evaluate → gate → publish →
+/// deploy, each skipped when its inputs are unchanged; then serve (unless `serve_at` is None).
 pub fn run(
     ctx: &Context,
     file: &Path,
     compute: &Compute,
     parallel: &Parallel,
-    serve_at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    flags: &RunFlags,
 ) -> Result<ExitCode> {
     let spec = Spec::load(file)?;
-    if serve_at.is_some() && under_mpirun() {
+    let mpi = under_mpirun();
+    if flags.serve_at.is_some() && mpi {
         bail!(
             "`run` under mpirun cannot serve: add --no-serve, then start `modelforge serve` on one host"
         );
     }
-    print!("{}", spec.summary());
-    let Some((trained, data)) = train_spec(ctx, &spec, compute, parallel, None)? else {
+    let training = Training::new(ctx, &spec, compute, parallel)?;
+    let token = std::env::var("MODELFORGE_TOKEN").ok();
+    let plan = Plan {
+        spec_file: file,
+        registry: &ctx.registry,
+        runs_dir: &ctx.runs,
+        device: &compute.device,
+        from: flags.from,
+        dry_run: flags.dry_run,
+        cache: !mpi,
+        token: token.as_deref(),
+    };
+    let mut trainer =
+        |spec: &Spec, data: &modelforge_data::Prepared| training.train(spec, data, None, || {});
+    let started = std::time::Instant::now();
+    let mut table = StageTable::new(mpi_rank() != 0);
+    let Some(outcome) = modelforge_pipeline::stage::run(&plan, &mut trainer, &mut table)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    let published = modelforge_pipeline::publish(&spec, &trained, &ctx.registry)?;
-    println!(
-        "published {} version {} to {}",
-        published.name,
-        published.version,
-        published.dir.display()
-    );
-    if !published.aliases.is_empty() {
-        println!("aliases: {}", published.aliases.join(", "));
-    }
-    if let Some(gate) = &published.gate {
-        let verdict = if gate.passed { "passed" } else { "FAILED" };
-        println!(
-            "gate {verdict}: {} = {:.4} (needs {})",
-            gate.metric, gate.value, gate.rule
-        );
-        if !gate.passed {
-            eprintln!("error: the model did not pass its gate; it is published without aliases");
-            return Ok(ExitCode::from(GATE_FAILED));
-        }
-    }
-    let Some((http, grpc)) = serve_at.filter(|_| spec.deploy.serve) else {
+    table.total(&outcome.reports, started.elapsed());
+    if flags.dry_run {
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(published) = &outcome.published {
+        println!(
+            "published {} version {} to {}",
+            published.name,
+            published.version,
+            published.dir.display()
+        );
+    }
+    if let Some(run_dir) = &outcome.run_dir {
+        println!("run folder: {}", run_dir.display());
+    }
+    if outcome.gate.as_ref().is_some_and(|g| !g.passed) {
+        eprintln!("error: the model did not pass its gate; it is published without aliases");
+        return Ok(ExitCode::from(GATE_FAILED));
+    }
+    let (Some((http, grpc)), Some(published), Some(run_dir)) = (
+        flags.serve_at.filter(|_| spec.deploy.serve),
+        &outcome.published,
+        &outcome.run_dir,
+    ) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let data = match outcome.data {
+        Some(data) => data,
+        None => modelforge_data::prepare(&spec)?,
     };
     let input = spec.model.input.get_ref();
     let mut shape = vec![1];
@@ -265,7 +341,7 @@ pub fn run(
         modelforge_data::Targets::Values { values, .. } => Some(format!("{}", values[0])),
     };
     let body = json!({ "inputs": [{ "name": input.name, "shape": shape, "datatype": "FP32", "data": data_row }] });
-    let request_file = trained.run_dir.join("request.json");
+    let request_file = run_dir.join("request.json");
     std::fs::write(&request_file, body.to_string())?;
     let probe = Probe {
         path: format!(

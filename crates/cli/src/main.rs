@@ -76,7 +76,8 @@ enum Command {
         #[arg(long)]
         resume: Option<String>,
     },
-    /// The whole chain: check, train, evaluate, gate, publish, then serve and answer one prediction.
+    /// The whole chain (check, data, train, evaluate, gate, publish, deploy; each stage skipped
+    /// when its inputs are unchanged), then serve and answer one prediction.
     Run {
         /// The spec file.
         file: PathBuf,
@@ -84,7 +85,16 @@ enum Command {
         compute: Compute,
         #[command(flatten)]
         parallel: Parallel,
-        /// Stop after publishing instead of serving.
+        /// Re-run this stage and every one after it, even when cached.
+        #[arg(long, value_name = "STAGE", conflicts_with = "force")]
+        from: Option<modelforge_pipeline::Stage>,
+        /// Re-run every stage.
+        #[arg(long)]
+        force: bool,
+        /// Show which stages would run and why; run nothing and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop after the stages instead of serving.
         #[arg(long)]
         no_serve: bool,
         /// REST address to serve on afterwards.
@@ -242,6 +252,9 @@ fn main() -> ExitCode {
             file,
             compute,
             parallel,
+            from,
+            force,
+            dry_run,
             no_serve,
             http,
             grpc,
@@ -250,7 +263,15 @@ fn main() -> ExitCode {
             &file,
             &compute,
             &parallel,
-            (!no_serve).then_some((http, grpc)),
+            &commands::RunFlags {
+                from: if force {
+                    Some(modelforge_pipeline::Stage::Check)
+                } else {
+                    from
+                },
+                dry_run,
+                serve_at: (!no_serve && !dry_run).then_some((http, grpc)),
+            },
         ),
         Command::Eval {
             model,

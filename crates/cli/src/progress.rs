@@ -1,6 +1,7 @@
 //! Training progress on the terminal: a bar per epoch and a summary line per epoch.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use modelforge_pipeline::{Observer, Stage, StageReport, Status};
 use modelforge_train::{EpochReport, Progress, StepReport};
 
 /// Draws an indicatif bar (when stderr is a terminal) and prints epoch summaries.
@@ -71,6 +72,61 @@ impl Progress for Bars {
             r.epochs,
             r.seconds,
             figures.join(", ")
+        );
+    }
+}
+
+/// Prints the pipeline's stage table: a line per stage, and why a stage runs.
+pub struct StageTable {
+    quiet: bool,
+}
+
+impl StageTable {
+    /// A table; a quiet one (MPI ranks other than 0) prints nothing.
+    pub fn new(quiet: bool) -> StageTable {
+        StageTable { quiet }
+    }
+
+    /// The closing line: how many stages ran and were cached, and the time in all.
+    pub fn total(&self, reports: &[StageReport], elapsed: std::time::Duration) {
+        if self.quiet {
+            return;
+        }
+        let count = |status| reports.iter().filter(|r| r.status == status).count();
+        println!(
+            "{} stages: {} ran, {} cached{} in {:.2} s",
+            reports.len(),
+            count(Status::Ran),
+            count(Status::Cached),
+            match count(Status::WouldRun) {
+                0 => String::new(),
+                n => format!(", {n} would run"),
+            },
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+impl Observer for StageTable {
+    fn begin(&mut self, stage: Stage, reasons: &[String]) {
+        if !self.quiet {
+            eprintln!("{stage}: running ({})", reasons.join("; "));
+        }
+    }
+
+    fn end(&mut self, r: &StageReport) {
+        if self.quiet {
+            return;
+        }
+        let detail = match r.status {
+            Status::WouldRun => r.reasons.join("; "),
+            _ => r.outcome.clone(),
+        };
+        println!(
+            "{:<9} {:<9} {:>7.2} s  {detail}",
+            r.stage.name(),
+            r.status.name(),
+            r.seconds
         );
     }
 }

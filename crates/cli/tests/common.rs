@@ -63,11 +63,26 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Trains and publishes a new version of `spec.toml` (`run --from train`, one thread).
+    pub fn retrain(&self) -> String {
+        self.ok(&[
+            "run",
+            "--no-serve",
+            "spec.toml",
+            "--threads",
+            "1",
+            "--from",
+            "train",
+        ])
+    }
+
     /// Entries of a sandbox folder (empty when it does not exist).
     pub fn entries(&self, folder: &str) -> Vec<String> {
         match std::fs::read_dir(self.path().join(folder)) {
+            // Hidden entries (the stage ledger `runs/.stages`) are not runs or versions.
             Ok(rd) => rd
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
                 .collect(),
             Err(_) => Vec::new(),
         }

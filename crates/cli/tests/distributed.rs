@@ -90,6 +90,7 @@ fn assert_matches_one_process(sb: &Sandbox, name: &str) {
         "1",
         "--registry",
         "single",
+        "--force",
     ]);
     let (parallel, one) = (
         weights(&sb.path().join("models").join(name).join("1")),

@@ -1,5 +1,6 @@
 //! Integration tests: the real `modelforge` binary in temporary folders.
 
+mod automation;
 mod bad_input;
 mod common;
 #[cfg(feature = "mpi")]

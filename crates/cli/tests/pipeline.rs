@@ -7,10 +7,13 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     let sb = Sandbox::new();
     sb.write("spec.toml", digits_spec(&sb, 0.9));
     let out = sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
-    assert!(out.contains("Total params: 4,810"), "{out}");
+    assert!(out.contains("4,810 parameters"), "{out}");
     assert!(out.contains("published digits version 1"), "{out}");
-    assert!(out.contains("gate passed"), "{out}");
+    assert!(out.contains("passed: test_accuracy"), "{out}");
     let out = sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    assert!(out.contains("7 stages: 0 ran, 7 cached"), "{out}");
+    assert!(out.contains("published digits version 1"), "{out}");
+    let out = sb.retrain();
     assert!(out.contains("published digits version 2"), "{out}");
 
     let list = sb.ok(&["registry", "list"]);
@@ -137,7 +140,7 @@ fn a_failing_gate_publishes_without_alias_and_exits_3() {
     let out = sb.run(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("gate FAILED"), "{stdout}");
+    assert!(stdout.contains("FAILED: test_accuracy"), "{stdout}");
     assert!(sb.path().join("models/digits/1/manifest.json").is_file());
     assert!(!sb.path().join("models/digits/aliases.json").exists());
 }

@@ -23,7 +23,7 @@ impl Server {
     }
 
     /// Starts `modelforge serve` with the test settings and `extra` flags.
-    fn start_with(sb: &Sandbox, extra: &[&str]) -> Server {
+    pub(crate) fn start_with(sb: &Sandbox, extra: &[&str]) -> Server {
         let mut child = sb
             .command(&[
                 "serve",
@@ -654,7 +654,7 @@ fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
         // New versions published while the clients run: each is loaded, warmed and takes
         // over; the one it replaces finishes what it has in flight.
         for version in 2..=4 {
-            sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+            sb.retrain();
             wait_for(&format!("version {version}"), || {
                 server.call("GET", "/v2/models/digits", None).1["versions"]
                     == json!([version.to_string()])
@@ -707,7 +707,7 @@ fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
 fn version_policies_serve_all_or_specific_versions() {
     let (sb, _) = published_digits(0.5, 1);
     for _ in 0..2 {
-        sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+        sb.retrain();
     }
     let all = Server::start_with(&sb, &["--version-policy", "all"]);
     assert_eq!(

@@ -279,18 +279,26 @@ pub fn fingerprint(files: &[PathBuf]) -> Result<String, DataError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The files a spec's data is read from, in fingerprint order.
+pub fn files(spec: &Spec) -> Vec<PathBuf> {
+    let d = &spec.data;
+    let mut files = d.train.get_ref().files();
+    if let Some(test) = &d.test {
+        files.extend(test.get_ref().files());
+    }
+    files
+}
+
 /// Reads, checks and splits the data a spec names.
 pub fn prepare(spec: &Spec) -> Result<Prepared, DataError> {
     let d: &DataSpec = &spec.data;
-    let train_files = d.train.get_ref();
-    let mut train = read_split(spec, train_files)?;
-    let mut files = train_files.files();
+    let files = files(spec);
+    let mut train = read_split(spec, d.train.get_ref())?;
     if let Some(n) = d.limit_train {
         train.truncate(n);
     }
     let test = match &d.test {
         Some(test_files) => {
-            files.extend(test_files.get_ref().files());
             let mut test = read_split(spec, test_files.get_ref())?;
             if let Some(n) = d.limit_test {
                 test.truncate(n);

@@ -209,7 +209,8 @@ impl Core {
 
     /// Serves the versions the model's policy names: the newest N that load (newer broken
     /// ones are listed as unavailable with their reason, so a broken new version never takes
-    /// the model down), all of them, or specific ones (those missing are listed too).
+    /// the model down) plus those aliases point at, all of them, or specific ones (those
+    /// missing are listed too).
     fn sync_model(&self, name: &str, retry: bool) -> Result<(), ServeError> {
         let versions = match self.registry.versions(name) {
             Ok(v) => v,
@@ -241,6 +242,16 @@ impl Core {
                     let state = state_of(version);
                     ready += usize::from(matches!(state, VersionState::Ready(_)));
                     next.insert(version, state);
+                }
+                // A version an alias points at (`@production`) stays served even when newer
+                // ones push it out of the latest N: a new version that failed its gate must
+                // not take production down.
+                // (A damaged aliases.json is reported where an alias is used.)
+                let aliases = self.registry.aliases(name).unwrap_or_default();
+                for version in aliases.into_values() {
+                    if versions.contains(&version) && !next.contains_key(&version) {
+                        next.insert(version, state_of(version));
+                    }
                 }
             }
             VersionPolicy::All => {

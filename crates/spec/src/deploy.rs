@@ -23,7 +23,8 @@ fn yes() -> bool {
     true
 }
 
-/// A promotion gate: the metric must reach `min` (or stay under `max`).
+/// A promotion gate: the metric must reach `min`, stay under `max`, and/or beat the version an
+/// alias points at by `margin`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gate {
@@ -33,4 +34,17 @@ pub struct Gate {
     pub min: Option<f64>,
     /// Highest passing value.
     pub max: Option<f64>,
+    /// An alias (e.g. `production`) whose version the new one must beat; passes when the
+    /// alias does not exist yet.
+    pub beat: Option<String>,
+    /// How much better than `beat` the metric must be.
+    #[serde(default)]
+    pub margin: f64,
+}
+
+impl Gate {
+    /// Whether a smaller value of the metric is better (losses and errors).
+    pub fn lower_is_better(&self) -> bool {
+        !self.metric.ends_with("accuracy")
+    }
 }

@@ -200,11 +200,17 @@ impl Spec {
     /// sha256 of what decides a training result: the spec without how it is executed
     /// (threads, workers, distributed settings), so a run resumes under another split.
     pub fn result_hash(&self) -> String {
+        Spec::hash_of(&self.without_execution())
+    }
+
+    /// The spec without how training is executed (threads, workers, distributed settings):
+    /// what decides the result.
+    pub fn without_execution(&self) -> Spec {
         let mut spec = self.clone();
         spec.train.threads = None;
         spec.train.workers = None;
         spec.train.distributed = crate::unspanned();
-        Spec::hash_of(&spec)
+        spec
     }
 
     /// sha256 of the canonical JSON form of any part of the spec.
@@ -651,20 +657,43 @@ impl Spec {
         let d = &self.deploy;
         if let Some(gate) = &d.gate {
             let g = gate.get_ref();
-            let known = ["test_accuracy", "test_loss", "test_mae", "test_rmse"];
+            let known: &[&str] = match self.model.output.get_ref().task {
+                Task::Classification | Task::Binary => &["test_accuracy", "test_loss"],
+                Task::Regression => &["test_loss", "test_mae", "test_rmse"],
+            };
             if !known.contains(&g.metric.as_str()) {
                 return Err(at.invalid(
                     gate.span(),
-                    format!("unknown gate metric {:?}", g.metric),
+                    format!(
+                        "gate metric {:?} is not one a {} model produces",
+                        g.metric,
+                        self.model.output.get_ref().task.name()
+                    ),
                     &format!("use one of {}", known.join(", ")),
                 ));
             }
-            if g.min.is_none() && g.max.is_none() {
+            if g.min.is_none() && g.max.is_none() && g.beat.is_none() {
                 return Err(at.invalid(
                     gate.span(),
                     "the gate has no threshold".into(),
-                    "add min = X or max = X",
+                    "add min = X, max = X or beat = \"production\"",
                 ));
+            }
+            if !(g.margin >= 0.0 && g.margin.is_finite()) {
+                return Err(at.invalid(
+                    gate.span(),
+                    format!("gate margin is {}", g.margin),
+                    "use a margin of 0 or more, e.g. margin = 0.002",
+                ));
+            }
+            if let Some(alias) = &g.beat {
+                check_alias(alias).map_err(|fix| {
+                    at.invalid(
+                        gate.span(),
+                        format!("gate beat = {alias:?} is not an alias name"),
+                        fix,
+                    )
+                })?;
             }
         }
         if let Some(server) = &d.server
@@ -678,20 +707,28 @@ impl Spec {
             ));
         }
         for alias in &d.aliases {
-            if alias.is_empty()
-                || alias.chars().all(|c| c.is_ascii_digit())
-                || !alias
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(at.invalid(
+            check_alias(alias).map_err(|fix| {
+                at.invalid(
                     0..0,
                     format!("alias {alias:?} is not a valid alias name"),
-                    "use letters, digits, '-' and '_' (not only digits), e.g. \"production\"",
-                ));
-            }
+                    fix,
+                )
+            })?;
         }
         Ok(())
+    }
+}
+
+/// Checks an alias name; the error is the fix.
+fn check_alias(alias: &str) -> Result<(), &'static str> {
+    let valid = !alias.is_empty()
+        && !alias.chars().all(|c| c.is_ascii_digit())
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    match valid {
+        true => Ok(()),
+        false => Err("use letters, digits, '-' and '_' (not only digits), e.g. \"production\""),
     }
 }
 

@@ -191,8 +191,6 @@ pub struct Trained {
     pub run_id: String,
     /// The run's folder.
     pub run_dir: PathBuf,
-    /// Figures on the test split (`test_` prefix).
-    pub test: Evaluation,
     /// Final train and validation figures.
     pub final_metrics: BTreeMap<String, f64>,
     /// Whether early stopping ended the run.
@@ -618,9 +616,11 @@ pub fn train_rank(
             return Err(e);
         }
     };
-    let test = evaluate(&network, &data.test, loss_kind, classes, "test_", &device)?;
-    let mut all = last_metrics.clone();
-    all.extend(test.metrics.clone());
+    let weights = network.safetensors_bytes(BTreeMap::from([
+        ("model".to_string(), spec.name().to_string()),
+        ("run_id".to_string(), chronicle.info.run_id.clone()),
+    ]));
+    run::write_atomic(&chronicle.dir.join(run::WEIGHTS), &weights)?;
     let info = &mut chronicle.info;
     info.status = if stopped_early {
         "stopped_early"
@@ -630,17 +630,12 @@ pub fn train_rank(
     .into();
     info.finished = Some(run::unix_now());
     info.steps = state.step;
-    info.metrics = all;
+    info.metrics = last_metrics.clone();
     run::write_info(&chronicle.dir, info)?;
-    run::write_atomic(
-        &chronicle.dir.join("evaluation.json"),
-        &serde_json::to_vec_pretty(&test).expect("json"),
-    )?;
     Ok(Some(Trained {
         network,
         run_id: chronicle.info.run_id,
         run_dir: chronicle.dir,
-        test,
         final_metrics: last_metrics,
         stopped_early,
         spec_hash,

@@ -9,7 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::{Evaluation, TrainError};
+
+/// The final inference weights of a finished run, in its folder.
+pub const WEIGHTS: &str = "weights.safetensors";
+
+/// The test-split evaluation of a run, in its folder.
+pub const EVALUATION: &str = "evaluation.json";
 
 /// Where and on what a run ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +170,17 @@ pub fn write_info(dir: &Path, info: &RunInfo) -> Result<(), TrainError> {
         &dir.join("run.json"),
         &serde_json::to_vec_pretty(info).expect("run info serialises"),
     )
+}
+
+/// Records a test-split evaluation with its run: `evaluation.json`, and its figures in `run.json`.
+pub fn record_evaluation(dir: &Path, evaluation: &Evaluation) -> Result<(), TrainError> {
+    write_atomic(
+        &dir.join(EVALUATION),
+        &serde_json::to_vec_pretty(evaluation).expect("an evaluation serialises"),
+    )?;
+    let mut info = read_info(dir)?;
+    info.metrics.extend(evaluation.metrics.clone());
+    write_info(dir, &info)
 }
 
 /// Replaces a file atomically (temp file, fsync, rename).

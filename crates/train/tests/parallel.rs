@@ -117,7 +117,7 @@ fn workers_match_one_worker_with_the_whole_batch() {
         let error = relative_error(&weights(&one), &weights(&many));
         assert!(error <= 1e-5, "{workers} workers: relative error {error}");
         assert_eq!(
-            one.test.metrics["test_accuracy"], many.test.metrics["test_accuracy"],
+            one.final_metrics["accuracy"], many.final_metrics["accuracy"],
             "{workers} workers"
         );
     }

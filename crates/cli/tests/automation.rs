@@ -1,0 +1,279 @@
+//! `modelforge run` as a pipeline of cached stages: what re-runs after which change, the
+//! promotion gate, and deploying into a running server.
+
+use serde_json::Value;
+
+use crate::common::{Sandbox, digits_spec};
+use crate::serving::Server;
+
+/// The status column of each stage line (`check cached 0.00 s ...`), by stage.
+fn statuses(out: &str) -> Vec<(String, String)> {
+    let stages = [
+        "check", "data", "train", "evaluate", "gate", "publish", "deploy",
+    ];
+    out.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let stage = words.next()?;
+            let status = match words.next()? {
+                "would" => "would run",
+                other => other,
+            };
+            stages
+                .contains(&stage)
+                .then(|| (stage.to_string(), status.to_string()))
+        })
+        .collect()
+}
+
+fn expect(out: &str, wanted: &[(&str, &str)]) {
+    let got = statuses(out);
+    let wanted: Vec<(String, String)> = wanted
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, wanted, "{out}");
+}
+
+const RUN: &[&str] = &["run", "--no-serve", "spec.toml", "--threads", "1"];
+
+fn with(extra: &[&'static str]) -> Vec<&'static str> {
+    RUN.iter().chain(extra).copied().collect()
+}
+
+#[test]
+fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
+    let sb = Sandbox::new();
+    let spec = digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3");
+    sb.write("spec.toml", &spec);
+    let all_ran = [
+        ("check", "ran"),
+        ("data", "ran"),
+        ("train", "ran"),
+        ("evaluate", "ran"),
+        ("gate", "ran"),
+        ("publish", "ran"),
+        ("deploy", "ran"),
+    ];
+    expect(&sb.ok(RUN), &all_ran);
+
+    // Nothing changed: every stage is cached and no version is added.
+    let started = std::time::Instant::now();
+    let out = sb.ok(RUN);
+    eprintln!("cached run took {:?}", started.elapsed());
+    assert!(out.contains("7 stages: 0 ran, 7 cached"), "{out}");
+    let mut versions = sb.entries("models/digits");
+    versions.sort();
+    assert_eq!(versions, ["1", "aliases.json"]);
+
+    // A dry run names what changed, runs nothing and writes nothing.
+    sb.write("spec.toml", spec.replace("lr = 1e-3", "lr = 2e-3"));
+    let ledger = std::fs::read(sb.path().join("runs/.stages/digits.json")).unwrap();
+    let out = sb.ok(&with(&["--dry-run"]));
+    expect(
+        &out,
+        &[
+            ("check", "would run"),
+            ("data", "cached"),
+            ("train", "would run"),
+            ("evaluate", "would run"),
+            ("gate", "would run"),
+            ("publish", "would run"),
+            ("deploy", "would run"),
+        ],
+    );
+    assert!(out.contains("train.optimizer.lr: 0.001 → 0.002"), "{out}");
+    assert_eq!(
+        std::fs::read(sb.path().join("runs/.stages/digits.json")).unwrap(),
+        ledger
+    );
+    assert_eq!(sb.entries("runs").len(), 1);
+
+    // The learning rate: train and everything after it, not the data.
+    let out = sb.ok(RUN);
+    expect(
+        &out,
+        &[
+            ("check", "ran"),
+            ("data", "cached"),
+            ("train", "ran"),
+            ("evaluate", "ran"),
+            ("gate", "ran"),
+            ("publish", "ran"),
+            ("deploy", "ran"),
+        ],
+    );
+    assert!(out.contains("published digits version 2"), "{out}");
+
+    // Only the gate's threshold: the gate and publish (which reuses the version); deploy
+    // sees the same version and aliases.
+    sb.write(
+        "spec.toml",
+        spec.replace("lr = 1e-3", "lr = 2e-3")
+            .replace("min = 0.5", "min = 0.45"),
+    );
+    let out = sb.ok(RUN);
+    expect(
+        &out,
+        &[
+            ("check", "ran"),
+            ("data", "cached"),
+            ("train", "cached"),
+            ("evaluate", "cached"),
+            ("gate", "ran"),
+            ("publish", "ran"),
+            ("deploy", "cached"),
+        ],
+    );
+    assert!(out.contains("already published from this run"), "{out}");
+    assert_eq!(sb.entries("models/digits").len(), 3, "no new version");
+
+    // A stage whose artefact is gone runs again, and says why.
+    let run = sb.entries("runs").into_iter().max().unwrap();
+    std::fs::remove_file(sb.path().join("runs").join(&run).join("evaluation.json")).unwrap();
+    let out = sb.run(RUN);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("evaluate: running") && stderr.contains("is gone"),
+        "{stderr}"
+    );
+
+    // --from forces a stage and the ones after it.
+    let out = sb.ok(&with(&["--from", "gate"]));
+    expect(
+        &out,
+        &[
+            ("check", "cached"),
+            ("data", "cached"),
+            ("train", "cached"),
+            ("evaluate", "cached"),
+            ("gate", "ran"),
+            ("publish", "ran"),
+            ("deploy", "ran"),
+        ],
+    );
+}
+
+#[test]
+fn deploy_tells_the_server_and_a_failing_gate_keeps_production_serving() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path().join("models")).unwrap();
+    let server = Server::start_with(&sb, &["--log-requests"]);
+    let spec = digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3")
+        + &format!("server = \"{}\"\n", server.base);
+    sb.write("spec.toml", &spec);
+    let run = |token: &str| {
+        sb.command(RUN)
+            .env("MODELFORGE_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+
+    // The server wants its token for the repository API: a clear error, and the next run
+    // only retries the deploy.
+    let out = run("wrong");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("published, but the server at") && stderr.contains("401"),
+        "{stderr}"
+    );
+    let out = run("s3cret");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("publish   cached"), "{stdout}");
+    assert!(stdout.contains("told http://"), "{stdout}");
+    let loads: Vec<String> = server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("/v2/repository/models/digits/load"))
+        .cloned()
+        .collect();
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    assert!(loads[1].contains("\"status\":200"), "{loads:?}");
+
+    // A new version that must beat production by far more than it can: published without
+    // the alias, exit 3, the server not told, and production still answers.
+    sb.write(
+        "spec.toml",
+        spec.replace("lr = 1e-3", "lr = 2e-3").replace(
+            "min = 0.5 }",
+            "min = 0.5, beat = \"production\", margin = 0.5 }",
+        ),
+    );
+    let out = run("s3cret");
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED: test_accuracy"), "{stdout}");
+    assert!(stdout.contains("> production@1"), "{stdout}");
+    assert!(stdout.contains("the server was not told"), "{stdout}");
+    let aliases: Value = serde_json::from_slice(
+        &std::fs::read(sb.path().join("models/digits/aliases.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(aliases["production"], 1);
+    let (row, _) = crate::serving::first_row();
+    let body = serde_json::json!({
+        "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }]
+    })
+    .to_string();
+    // The server polls the registry: version 2 comes in beside production, which stays.
+    let start = std::time::Instant::now();
+    while server.call("GET", "/v2/models/digits", None).1["versions"]
+        != serde_json::json!(["1", "2"])
+    {
+        assert!(start.elapsed().as_secs() < 60, "version 2 never loaded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, out) = server.call(
+        "POST",
+        "/v2/models/digits/versions/production/infer",
+        Some(&body),
+    );
+    assert_eq!(
+        (status, &out["model_version"]),
+        (200, &Value::from("1")),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_pipeline_input_is_a_clear_error_with_nothing_written() {
+    let sb = Sandbox::new();
+    let spec = digits_spec(&sb, 0.9).replace("epochs = 20", "epochs = 1");
+    // A gate on a metric a classifier does not produce.
+    sb.write(
+        "spec.toml",
+        spec.replace("metric = \"test_accuracy\"", "metric = \"test_rmse\""),
+    );
+    let out = sb.run(RUN);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gate metric \"test_rmse\" is not one a classification model produces")
+            && stderr.contains("use one of test_accuracy, test_loss"),
+        "{stderr}"
+    );
+    // An unknown stage.
+    sb.write("spec.toml", &spec);
+    let out = sb.run(&with(&["--from", "fit"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use one of check, data, train"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.entries("runs").is_empty() && sb.entries("models").is_empty());
+    // A damaged ledger names itself and the fix.
+    sb.write("runs/.stages/digits.json", "{ torn");
+    let out = sb.run(RUN);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("delete it to run every stage again"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.entries("models").is_empty());
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use modelforge_model::burn::tensor::Device;
-use modelforge_pipeline::{Plan, Stage};
+use modelforge_pipeline::{Plan, Stage, runs};
 use modelforge_registry::{Registry, split_reference};
 use modelforge_serve::Runnable as _;
 use modelforge_spec::Spec;
@@ -169,16 +169,6 @@ impl Training {
     }
 }
 
-/// Figures as `name value, ...`.
-fn figures(metrics: &std::collections::BTreeMap<String, f64>) -> String {
-    metrics
-        .iter()
-        .filter(|(k, _)| k.as_str() != "lr")
-        .map(|(k, v)| format!("{k} {v:.4}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// One rank of an MPI job; rank 0 reports the data and returns the result.
 #[cfg(feature = "mpi")]
 fn train_mpi(
@@ -242,7 +232,7 @@ pub fn train(
         } else {
             ""
         },
-        figures(&trained.final_metrics)
+        modelforge_pipeline::runs::figures(&trained.final_metrics)
     );
     let test = modelforge_pipeline::evaluate_run(
         &spec,
@@ -251,7 +241,10 @@ pub fn train(
         &trained.run_dir,
         &device(compute)?,
     )?;
-    println!("test: {}", figures(&test.metrics));
+    println!(
+        "test: {}",
+        modelforge_pipeline::runs::figures(&test.metrics)
+    );
     println!("run folder: {}", trained.run_dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -740,5 +733,87 @@ pub fn registry_rm(ctx: &Context, reference: &str, force: bool) -> Result<ExitCo
     let version: u64 = which.parse()?;
     ctx.registry.remove_version(name, version, force)?;
     println!("removed {name} version {version}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge runs list [--model M] [--status S] [--sort METRIC] [--limit N]`.
+pub fn runs_list(ctx: &Context, filter: &runs::RunFilter) -> Result<ExitCode> {
+    let found = runs::list(&ctx.runs, filter)?;
+    if found.is_empty() {
+        println!("no runs in {}", ctx.runs.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let metric = filter.sort.as_deref().unwrap_or("test_accuracy");
+    println!(
+        "{:<40} {:<16} {:<14} {:>8} {:>9}  {:<17} {:>12}",
+        "RUN", "MODEL", "STATUS", "STEPS", "SECONDS", "STARTED (UTC)", metric
+    );
+    for r in found {
+        let i = &r.info;
+        let seconds = i
+            .finished
+            .map_or("-".into(), |f| f.saturating_sub(i.started).to_string());
+        let value = i
+            .metrics
+            .get(metric)
+            .map_or("-".into(), |v| format!("{v:.4}"));
+        println!(
+            "{:<40} {:<16} {:<14} {:>8} {:>9}  {:<17} {:>12}",
+            i.run_id,
+            i.model,
+            i.status,
+            i.steps,
+            seconds,
+            modelforge_train::run::utc_stamp(i.started),
+            value
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge runs show RUN`.
+pub fn runs_show(ctx: &Context, run: &str) -> Result<ExitCode> {
+    let r = runs::open(&ctx.runs, run)?;
+    println!("{}", serde_json::to_string_pretty(&r.info)?);
+    let mut files: Vec<String> = std::fs::read_dir(&r.dir)
+        .with_context(|| format!("cannot read {}", r.dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    println!("folder: {} ({})", r.dir.display(), files.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge runs compare A B`.
+pub fn runs_compare(ctx: &Context, a: &str, b: &str) -> Result<ExitCode> {
+    let (ra, rb) = (runs::open(&ctx.runs, a)?, runs::open(&ctx.runs, b)?);
+    let c = runs::compare(&ra, &rb)?;
+    println!("A = {}\nB = {}\n", ra.info.run_id, rb.info.run_id);
+    if c.params.is_empty() {
+        println!("parameters: the same");
+    } else {
+        println!("parameters that differ (A → B):");
+        for p in &c.params {
+            println!("  {p}");
+        }
+    }
+    println!("\n{:<20} {:>10} {:>10} {:>10}", "metric", "A", "B", "B − A");
+    let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+    for (name, x, y) in &c.metrics {
+        let delta = match (x, y) {
+            (Some(x), Some(y)) => format!("{:+.4}", y - x),
+            _ => "-".into(),
+        };
+        println!("{name:<20} {:>10} {:>10} {delta:>10}", show(*x), show(*y));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge runs rm RUN [--force]`.
+pub fn runs_rm(ctx: &Context, run: &str, force: bool) -> Result<ExitCode> {
+    let r = runs::open(&ctx.runs, run)?;
+    runs::remove(&r, force)?;
+    println!("removed run {}", r.info.run_id);
     Ok(ExitCode::SUCCESS)
 }

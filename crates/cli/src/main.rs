@@ -167,6 +167,48 @@ enum Command {
     /// Inspect and manage the registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Inspect, compare and remove training runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first, or best first by a metric.
+    List {
+        /// Only runs of this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only runs with this status: running, completed, stopped_early or failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Sort by this metric, best first (e.g. test_accuracy, val_loss).
+        #[arg(long)]
+        sort: Option<String>,
+        /// Show at most N runs.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one run: status, parameters, metrics, environment and files.
+    Show {
+        /// Run id or folder.
+        run: String,
+    },
+    /// The parameters that differ between two runs and their metrics side by side.
+    Compare {
+        /// Run id or folder.
+        a: String,
+        /// Run id or folder.
+        b: String,
+    },
+    /// Remove a run folder.
+    Rm {
+        /// Run id or folder.
+        run: String,
+        /// Also remove a run still marked running.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +371,25 @@ fn main() -> ExitCode {
             RegistryCommand::Rm { reference, force } => {
                 commands::registry_rm(&ctx, &reference, force)
             }
+        },
+        Command::Runs(cmd) => match cmd {
+            RunsCommand::List {
+                model,
+                status,
+                sort,
+                limit,
+            } => commands::runs_list(
+                &ctx,
+                &modelforge_pipeline::runs::RunFilter {
+                    model,
+                    status,
+                    sort,
+                    limit,
+                },
+            ),
+            RunsCommand::Show { run } => commands::runs_show(&ctx, &run),
+            RunsCommand::Compare { a, b } => commands::runs_compare(&ctx, &a, &b),
+            RunsCommand::Rm { run, force } => commands::runs_rm(&ctx, &run, force),
         },
     };
     match result {

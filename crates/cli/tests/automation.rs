@@ -129,8 +129,11 @@ fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
     assert_eq!(sb.entries("models/digits").len(), 3, "no new version");
 
     // A stage whose artefact is gone runs again, and says why.
-    let run = sb.entries("runs").into_iter().max().unwrap();
-    std::fs::remove_file(sb.path().join("runs").join(&run).join("evaluation.json")).unwrap();
+    let ledger: Value =
+        serde_json::from_slice(&std::fs::read(sb.path().join("runs/.stages/digits.json")).unwrap())
+            .unwrap();
+    let run = ledger["stages"]["train"]["output"]["run"].as_str().unwrap();
+    std::fs::remove_file(sb.path().join("runs").join(run).join("evaluation.json")).unwrap();
     let out = sb.run(RUN);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -151,6 +154,34 @@ fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
             ("publish", "ran"),
             ("deploy", "ran"),
         ],
+    );
+
+    // Run tracking: both runs listed, their difference named, one removed; the ledger's
+    // run gone, train runs again.
+    let list = sb.ok(&[
+        "runs",
+        "list",
+        "--model",
+        "digits",
+        "--sort",
+        "test_accuracy",
+    ]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    let runs = sb.entries("runs");
+    let compare = sb.ok(&["runs", "compare", &runs[0], &runs[1]]);
+    assert!(
+        compare.contains("train.optimizer.lr: 0.00") && compare.contains("test_accuracy"),
+        "{compare}"
+    );
+    for run in &runs {
+        sb.ok(&["runs", "rm", run]);
+    }
+    assert!(sb.entries("runs").is_empty());
+    let out = sb.run(RUN);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("train: running") && stderr.contains("is gone"),
+        "{stderr}"
     );
 }
 

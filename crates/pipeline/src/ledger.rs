@@ -87,7 +87,7 @@ impl Ledger {
 }
 
 /// Lists where two JSON values differ, by path (`train.optimizer.lr: 0.001 → 0.002`).
-fn differences(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+pub(crate) fn differences(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
     if old == new {
         return;
     }
@@ -111,7 +111,7 @@ fn differences(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
         }
         _ => {
             let (a, b) = (short(old), short(new));
-            match a.len() + b.len() <= 60 {
+            match a.len() + b.len() <= 160 {
                 true => out.push(format!("{path}: {a} → {b}")),
                 false => out.push(format!("{path} changed")),
             }

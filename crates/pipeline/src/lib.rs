@@ -1,8 +1,9 @@
 //! The modelforge pipeline: `check → data → train → evaluate → gate → publish → deploy`,
 //! each stage skipped when what it depends on is unchanged since its last successful run
-//! ([`ledger`]), run by [`stage::run`].
+//! ([`ledger`]), run by [`stage::run`]; and the run folders they leave ([`runs`]).
 
 pub mod ledger;
+pub mod runs;
 pub mod stage;
 
 use std::collections::BTreeMap;

@@ -528,13 +528,7 @@ fn sha256(bytes: &[u8]) -> String {
 /// A stage's output in words.
 fn describe(stage: Stage, out: &Value) -> String {
     let figures = |metrics: &Value| -> String {
-        let map: BTreeMap<String, f64> =
-            serde_json::from_value(metrics.clone()).unwrap_or_default();
-        map.iter()
-            .filter(|(k, _)| k.as_str() != "lr")
-            .map(|(k, v)| format!("{k} {v:.4}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::runs::figures(&serde_json::from_value(metrics.clone()).unwrap_or_default())
     };
     match stage {
         Stage::Check => format!(

@@ -817,3 +817,100 @@ pub fn runs_rm(ctx: &Context, run: &str, force: bool) -> Result<ExitCode> {
     println!("removed run {}", r.info.run_id);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Prints each trial as it ends.
+struct TrialLines;
+
+impl modelforge_tune::Observer for TrialLines {
+    fn trial(&mut self, t: &modelforge_tune::Trial, of: usize) {
+        let value = t.value.map_or("-".into(), |v| format!("{v:.4}"));
+        println!(
+            "trial {:>3}/{of} {:<13} {value:>8} after {:>3} epochs  {}{}",
+            t.index + 1,
+            t.status,
+            t.epochs,
+            modelforge_tune::space::describe(&t.point),
+            t.error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// `modelforge tune FILE [--parallel N] [--no-publish]`.
+pub fn tune(
+    ctx: &Context,
+    file: &Path,
+    parallel: usize,
+    publish: bool,
+    compute: &Compute,
+) -> Result<ExitCode> {
+    if parallel == 0 {
+        bail!("--parallel 0: use 1 or more trials at once");
+    }
+    let spec = Spec::load(file)?;
+    let threads = threads(compute, Some(&spec))?;
+    device(compute)?;
+    let started = std::time::Instant::now();
+    let outcome = modelforge_tune::tune(
+        &modelforge_tune::TuneOptions {
+            spec_file: file,
+            runs_dir: &ctx.runs,
+            parallel,
+            threads,
+            device: &compute.device,
+        },
+        &mut TrialLines,
+    )?;
+    let trials = &outcome.study.trials;
+    let count = |status: &str| trials.iter().filter(|t| t.status == status).count();
+    let best = &trials[outcome.best];
+    println!(
+        "{} trials in {:.1} s ({} finished by an earlier search): {} completed, {} pruned, {} failed",
+        trials.len(),
+        started.elapsed().as_secs_f64(),
+        outcome.reused,
+        count("completed") + count("stopped_early"),
+        count("pruned"),
+        count("failed"),
+    );
+    println!(
+        "best: trial {} {} = {:.4} ({}), run {}",
+        best.index + 1,
+        outcome.study.metric,
+        best.value.unwrap_or(f64::NAN),
+        modelforge_tune::space::describe(&best.point),
+        best.run_id.as_deref().unwrap_or("-")
+    );
+    if !publish {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (published, gate) =
+        modelforge_tune::publish_best(&outcome, &ctx.runs, &ctx.registry, &compute.device)?;
+    println!(
+        "published {} version {}{}",
+        published.name,
+        published.version,
+        match published.aliases.is_empty() {
+            true => String::new(),
+            false => format!(", aliases {}", published.aliases.join(", ")),
+        }
+    );
+    if let Some(g) = gate {
+        println!(
+            "gate {}: {} = {:.4} (needs {})",
+            if g.passed { "passed" } else { "FAILED" },
+            g.metric,
+            g.value,
+            g.rule
+        );
+        if !g.passed {
+            eprintln!(
+                "error: the best trial did not pass the gate; it is published without aliases"
+            );
+            return Ok(ExitCode::from(GATE_FAILED));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

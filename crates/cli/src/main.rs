@@ -104,6 +104,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8001")]
         grpc: std::net::SocketAddr,
     },
+    /// Search the spec's [tune] space: trials in parallel, weak ones stopped early, the best
+    /// evaluated, gated and published.
+    Tune {
+        /// A spec file with a [tune] section.
+        file: PathBuf,
+        /// Trials trained at once (the compute threads are shared among them).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Do not publish the best trial.
+        #[arg(long)]
+        no_publish: bool,
+        #[command(flatten)]
+        compute: Compute,
+    },
     /// Evaluate a published model on a test split.
     Eval {
         /// MODEL, MODEL@VERSION or MODEL@ALIAS.
@@ -315,6 +329,12 @@ fn main() -> ExitCode {
                 serve_at: (!no_serve && !dry_run).then_some((http, grpc)),
             },
         ),
+        Command::Tune {
+            file,
+            parallel,
+            no_publish,
+            compute,
+        } => commands::tune(&ctx, &file, parallel, !no_publish, &compute),
         Command::Eval {
             model,
             data,

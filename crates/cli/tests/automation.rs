@@ -308,3 +308,148 @@ fn bad_pipeline_input_is_a_clear_error_with_nothing_written() {
     );
     assert!(sb.entries("models").is_empty());
 }
+
+/// The digits search of `examples/digits/tune.toml` over the sandbox's copy of the data.
+fn tune_spec(sb: &Sandbox) -> String {
+    digits_spec(sb, 0.5);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/digits/tune.toml"),
+    )
+    .unwrap();
+    text.replace("../../data/tabular/digits.csv.gz", "data/digits.csv.gz")
+}
+
+fn study(sb: &Sandbox, runs: &str) -> Value {
+    let path = sb.path().join(runs).join(".tune/digits-mlp.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+/// (trial, run id) of the trials a study has finished.
+fn finished(study: &Value) -> Vec<(u64, String)> {
+    study["trials"]
+        .as_array()
+        .map(|trials| {
+            trials
+                .iter()
+                .filter(|t| t["status"] != "pending")
+                .map(|t| {
+                    (
+                        t["index"].as_u64().unwrap(),
+                        t["run_id"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn tune_stops_weak_trials_beats_the_default_and_resumes_after_a_kill() {
+    let sb = Sandbox::new();
+    sb.write("tune.toml", tune_spec(&sb));
+    let tune = ["tune", "tune.toml", "--threads", "1"];
+
+    // Killed once it has finished two trials; the restart does not redo them.
+    let mut child = sb
+        .command(&tune)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while finished(&study(&sb, "runs")).len() < 2 && child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed().as_secs() < 120, "no trial finished");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = finished(&study(&sb, "runs"));
+    assert!(before.len() >= 2, "{before:?}");
+    let out = sb.ok(&tune);
+    assert!(
+        out.contains(&format!("({} finished by an earlier search)", before.len())),
+        "{out}"
+    );
+    let after = study(&sb, "runs");
+    let all = finished(&after);
+    assert_eq!(all.len(), 12, "{out}");
+    for done in &before {
+        assert!(all.contains(done), "trial {done:?} was redone: {all:?}");
+    }
+
+    // Weak trials were stopped at a rung, and show so in the run list.
+    let pruned = sb.ok(&["runs", "list", "--status", "pruned"]);
+    assert!(pruned.lines().count() >= 2, "{pruned}");
+    // Trial 1 is the spec's own values: the best is at least as good on the ranking metric.
+    let trials = after["trials"].as_array().unwrap();
+    let default = trials[0]["value"].as_f64().unwrap();
+    assert_eq!(trials[0]["status"], "completed");
+    let best = trials
+        .iter()
+        .filter(|t| t["status"] == "completed")
+        .map(|t| t["value"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert!(best >= default, "best {best} < default {default}");
+    assert!(
+        out.contains("published digits-mlp version 1, aliases production"),
+        "{out}"
+    );
+    assert!(
+        sb.path()
+            .join("models/digits-mlp/1/manifest.json")
+            .is_file()
+    );
+
+    // Two trials at once finish the same search.
+    let out = sb.ok(&[
+        "tune",
+        "tune.toml",
+        "--threads",
+        "2",
+        "--parallel",
+        "2",
+        "--runs",
+        "runs2",
+        "--no-publish",
+    ]);
+    assert!(out.contains("12 trials"), "{out}");
+    assert_eq!(finished(&study(&sb, "runs2")).len(), 12);
+}
+
+#[test]
+fn a_bad_search_space_is_refused_before_anything_trains() {
+    let sb = Sandbox::new();
+    let spec = tune_spec(&sb);
+    for (from, to, message) in [
+        (
+            "\"train.optimizer.lr\" =",
+            "\"train.optimiser.lr\" =",
+            "train has no key \"optimiser\"",
+        ),
+        (
+            "choice = [16, 32, 64, 128]",
+            "choice = []",
+            "choice is empty",
+        ),
+        (
+            "int = [16, 128]",
+            "int = [128, 16]",
+            "int [128, 16] is empty",
+        ),
+        (
+            "metric = \"val_accuracy\"",
+            "metric = \"val_rmse\"",
+            "is not one a classification model produces",
+        ),
+    ] {
+        sb.write("tune.toml", spec.replace(from, to));
+        let out = sb.run(&["tune", "tune.toml", "--threads", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{to}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{to}: {stderr}");
+        assert!(sb.entries("runs").is_empty() && sb.entries("models").is_empty());
+    }
+    sb.write("plain.toml", digits_spec(&sb, 0.5));
+    let out = sb.run(&["tune", "plain.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no [tune] section"));
+}

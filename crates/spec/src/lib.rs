@@ -8,6 +8,7 @@ pub mod graph;
 pub mod layer;
 pub mod model;
 pub mod train;
+pub mod tune;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub struct Spec {
     /// Where it goes afterwards.
     #[serde(default)]
     pub deploy: DeploySpec,
+    /// A hyperparameter search over this spec (`modelforge tune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<Spanned<tune::TuneSpec>>,
 }
 
 /// One row of the model summary.
@@ -261,7 +265,106 @@ impl Spec {
         self.validate_model(at)?;
         self.validate_data(at)?;
         self.validate_train(at)?;
-        self.validate_deploy(at)
+        self.validate_deploy(at)?;
+        self.validate_tune(at)
+    }
+
+    fn validate_tune(&self, at: &Locator) -> Result<(), SpecError> {
+        let Some(tune) = &self.tune else {
+            return Ok(());
+        };
+        let t = tune.get_ref();
+        let produced: &[&str] = match self.model.output.get_ref().task {
+            Task::Classification | Task::Binary => {
+                &["val_accuracy", "val_loss", "accuracy", "loss"]
+            }
+            Task::Regression => &["val_loss", "val_mae", "val_rmse", "loss", "mae", "rmse"],
+        };
+        if !produced.contains(&t.metric.as_str()) {
+            return Err(at.invalid(
+                tune.span(),
+                format!(
+                    "tune metric {:?} is not one a {} model produces",
+                    t.metric,
+                    self.model.output.get_ref().task.name()
+                ),
+                &format!("use one of {}", produced.join(", ")),
+            ));
+        }
+        if t.metric.starts_with("val_") && *self.data.validation.get_ref() <= 0.0 {
+            return Err(at.invalid(
+                tune.span(),
+                format!("tune metric {} needs a validation split", t.metric),
+                "set data.validation = 0.2 (trials are ranked on held-out data, never on the test split)",
+            ));
+        }
+        if t.space.is_empty() {
+            return Err(at.invalid(
+                tune.span(),
+                "tune.space is empty".into(),
+                "add a key to search, e.g. \"train.optimizer.lr\" = { loguniform = [1e-4, 1e-2] }",
+            ));
+        }
+        match (t.strategy, t.trials) {
+            (tune::Strategy::Random, None | Some(0)) => {
+                return Err(at.invalid(
+                    tune.span(),
+                    "random search needs trials = N (1 or more)".into(),
+                    "add trials = 12",
+                ));
+            }
+            (tune::Strategy::Grid, Some(0)) => {
+                return Err(at.invalid(
+                    tune.span(),
+                    "trials is 0".into(),
+                    "use 1 or more trials, or leave it out for the whole grid",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(h) = &t.halving
+            && (h.eta < 2 || h.min_epochs == 0 || h.min_epochs >= *self.train.epochs.get_ref())
+        {
+            return Err(at.invalid(
+                tune.span(),
+                format!(
+                    "halving {{ min_epochs = {}, eta = {} }} cannot stop anything with train.epochs = {}",
+                    h.min_epochs,
+                    h.eta,
+                    self.train.epochs.get_ref()
+                ),
+                "use eta ≥ 2 and 1 ≤ min_epochs < train.epochs",
+            ));
+        }
+        let resolved = serde_json::to_value(self).expect("a spec serialises");
+        for (path, distribution) in &t.space {
+            let problem = tune::parse_path(path)
+                .and_then(|steps| {
+                    match steps.first() {
+                        Some(tune::PathStep::Key(k))
+                            if ["model", "data", "train"].contains(&k.as_str()) => {}
+                        _ => return Err("only model, data and train keys can be searched".into()),
+                    }
+                    tune::lookup(&resolved, &steps).map(|_| ())
+                })
+                .err()
+                .or_else(|| distribution.get_ref().problem())
+                .or_else(|| match (t.strategy, distribution.get_ref()) {
+                    (
+                        tune::Strategy::Grid,
+                        tune::Distribution::Uniform(_) | tune::Distribution::Loguniform(_),
+                    ) => Some("a grid takes choice and int ranges only".into()),
+                    _ => None,
+                });
+            if let Some(problem) = problem {
+                return Err(at.invalid(
+                    distribution.span(),
+                    format!("tune.space {path:?}: {problem}"),
+                    "give a spec key path such as \"train.optimizer.lr\" or \"model.layers[0].dense.units\" with a non-empty range",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_model(&self, at: &Locator) -> Result<(), SpecError> {

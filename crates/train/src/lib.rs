@@ -159,6 +159,11 @@ pub trait Progress {
     fn step(&mut self, _report: &StepReport) {}
     /// Called after every epoch.
     fn epoch(&mut self, _report: &EpochReport) {}
+    /// Called on rank 0 after every epoch, before [`Progress::epoch`]: true stops the run
+    /// there with status `pruned` (a tuner stopping a weak trial).
+    fn prune(&mut self, _report: &EpochReport) -> bool {
+        false
+    }
 }
 
 /// Progress that goes nowhere.
@@ -195,6 +200,8 @@ pub struct Trained {
     pub final_metrics: BTreeMap<String, f64>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether [`Progress::prune`] ended the run.
+    pub pruned: bool,
     /// sha256 of the resolved spec.
     pub spec_hash: String,
     /// sha256 over the data files.
@@ -408,6 +415,7 @@ pub fn train_rank(
     let mut buf = Vec::with_capacity(batch_size * data.train.sample_len());
     let mut last_metrics = BTreeMap::new();
     let mut stopped_early = false;
+    let mut pruned = false;
     let outcome: Result<Network, TrainError> = (|| {
         while state.epoch < epochs {
             let epoch = state.epoch;
@@ -538,14 +546,21 @@ pub fn train_rank(
                     ),
                 );
             }
+            let report = |metrics: &BTreeMap<String, f64>| EpochReport {
+                epoch,
+                epochs,
+                metrics: metrics.clone(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            pruned = leader && progress.prune(&report(&metrics));
             if world > 1 {
-                let mut bytes = serde_json::to_vec(&metrics).expect("metrics serialise");
+                let mut bytes = serde_json::to_vec(&(&metrics, pruned)).expect("metrics serialise");
                 let at = Collective {
                     op: "broadcast(epoch metrics)",
                     step: state.step,
                 };
                 comm.broadcast(&mut bytes, at)?;
-                metrics = serde_json::from_slice(&bytes).expect("rank 0 sent metrics");
+                (metrics, pruned) = serde_json::from_slice(&bytes).expect("rank 0 sent metrics");
             }
             if let Some(chronicle) = chronicle.as_mut() {
                 let mut line = json!({ "kind": "epoch", "epoch": epoch, "step": state.step });
@@ -553,12 +568,7 @@ pub fn train_rank(
                     line[k] = json!(v);
                 }
                 chronicle.log.write(&line)?;
-                progress.epoch(&EpochReport {
-                    epoch,
-                    epochs,
-                    metrics: metrics.clone(),
-                    seconds: started.elapsed().as_secs_f64(),
-                });
+                progress.epoch(&report(&metrics));
             }
             if let Some(es) = &t.early_stopping {
                 let es = es.get_ref();
@@ -590,7 +600,7 @@ pub fn train_rank(
             state.epoch += 1;
             state.position = 0;
             state.tally = Tally::default();
-            if stopped_early {
+            if stopped_early || pruned {
                 state.epoch = epochs;
             }
             if let Some(chronicle) = chronicle.as_mut()
@@ -622,10 +632,10 @@ pub fn train_rank(
     ]));
     run::write_atomic(&chronicle.dir.join(run::WEIGHTS), &weights)?;
     let info = &mut chronicle.info;
-    info.status = if stopped_early {
-        "stopped_early"
-    } else {
-        "completed"
+    info.status = match (pruned, stopped_early) {
+        (true, _) => "pruned",
+        (false, true) => "stopped_early",
+        (false, false) => "completed",
     }
     .into();
     info.finished = Some(run::unix_now());
@@ -638,6 +648,7 @@ pub fn train_rank(
         run_dir: chronicle.dir,
         final_metrics: last_metrics,
         stopped_early,
+        pruned,
         spec_hash,
         data_fingerprint: data.fingerprint.clone(),
     }))

@@ -1,34 +1,57 @@
 #!/usr/bin/env bash
-# Installs the system packages the MPI build and tests need when they are missing:
-# Open MPI (mpicc, mpirun, headers), libclang for bindgen, and iproute2 (`ip`, for the
-# test that makes hosts in network namespaces). Debian/Ubuntu (apt-get).
+# Installs the system packages the tests need when they are missing, by group:
+#   mpi      Open MPI (mpicc, mpirun, headers), libclang for bindgen, and iproute2 (`ip`, for
+#            the test that makes hosts in network namespaces)
+#   browser  Chromium, for the test that opens a run report headless
+# Usage: scripts/system-deps.sh [mpi] [browser]. Debian/Ubuntu (apt-get).
 set -euo pipefail
 
-have() {
+have_mpi() {
   command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 &&
     command -v ip >/dev/null 2>&1 &&
     ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'
 }
-have && exit 0
+have_browser() {
+  command -v chromium >/dev/null 2>&1
+}
 
-packages=(libopenmpi-dev openmpi-bin libclang-dev iproute2)
+packages=()
+skip=()
+for group in "$@"; do
+  case "$group" in
+    mpi)
+      have_mpi || packages+=(libopenmpi-dev openmpi-bin libclang-dev iproute2)
+      skip+=("MODELFORGE_MPI=0") ;;
+    browser)
+      have_browser || packages+=(chromium)
+      skip+=("MODELFORGE_BROWSER=0") ;;
+    *)
+      echo "error: unknown group $group — use mpi and/or browser" >&2
+      exit 2 ;;
+  esac
+done
+[ "${#packages[@]}" = 0 ] && exit 0
+
+without="run the tests without them: ${skip[*]} scripts/test.sh"
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "error: Open MPI and libclang are missing and this system has no apt-get — install" \
-    "Open MPI (or MPICH) and libclang with your package manager, or run the tests without" \
-    "MPI: MODELFORGE_MPI=0 scripts/test.sh" >&2
+  echo "error: ${packages[*]} are missing and this system has no apt-get — install them" \
+    "(or their equivalents: Open MPI or MPICH, libclang, Chromium) with your package" \
+    "manager, or $without" >&2
   exit 2
 fi
 sudo=()
 if [ "$(id -u)" != 0 ]; then
   if ! command -v sudo >/dev/null 2>&1; then
     echo "error: installing ${packages[*]} needs root — run as root, install them yourself," \
-      "or run the tests without MPI: MODELFORGE_MPI=0 scripts/test.sh" >&2
+      "or $without" >&2
     exit 2
   fi
   sudo=(sudo)
 fi
-echo "installing ${packages[*]} (for the mpi feature)" >&2
+echo "installing ${packages[*]} (for the $* tests)" >&2
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
   "${packages[@]}" >/dev/null
-have || { echo "error: ${packages[*]} installed, but mpicc, mpirun, ip or libclang is still missing" >&2; exit 2; }
+for group in "$@"; do
+  "have_$group" || { echo "error: ${packages[*]} installed, but the $group tools are still missing" >&2; exit 2; }
+done

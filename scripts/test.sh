@@ -8,10 +8,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 2
 fi
 
-# The MPI tests need Open MPI; MODELFORGE_MPI=0 builds and tests without it.
+# The MPI tests need Open MPI, the report test Chromium; MODELFORGE_MPI=0 and
+# MODELFORGE_BROWSER=0 build and test without them.
 features=()
+deps=()
+[ "${MODELFORGE_BROWSER:-1}" != 0 ] && deps+=(browser)
+[ "${MODELFORGE_MPI:-1}" != 0 ] && deps+=(mpi)
+[ "${#deps[@]}" = 0 ] || scripts/system-deps.sh "${deps[@]}"
 if [ "${MODELFORGE_MPI:-1}" != 0 ]; then
-  scripts/system-deps.sh
   features=(--features modelforge/mpi)
   # Open MPI refuses to start as root without this consent (containers and CI run as root).
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -914,3 +914,18 @@ pub fn tune(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `modelforge report RUN [-o DIR]`.
+pub fn report(ctx: &Context, run: &str, out: Option<PathBuf>) -> Result<ExitCode> {
+    let r = runs::open(&ctx.runs, run)?;
+    let out = out.unwrap_or_else(|| r.dir.join("report"));
+    let written = modelforge_report::write(&r.dir, &out)?;
+    println!("report: {}", written.html.display());
+    let names: Vec<String> = written
+        .charts
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    println!("charts beside it: {}", names.join(", "));
+    Ok(ExitCode::SUCCESS)
+}

@@ -178,6 +178,14 @@ enum Command {
         #[command(flatten)]
         compute: Compute,
     },
+    /// Write a run's report: report.html (self-contained) and SVG charts beside it.
+    Report {
+        /// Run id or folder.
+        run: String,
+        /// Folder to write into (default: the run's `report/`).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Inspect and manage the registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -392,6 +400,7 @@ fn main() -> ExitCode {
                 commands::registry_rm(&ctx, &reference, force)
             }
         },
+        Command::Report { run, out } => commands::report(&ctx, &run, out),
         Command::Runs(cmd) => match cmd {
             RunsCommand::List {
                 model,

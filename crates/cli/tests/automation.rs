@@ -453,3 +453,101 @@ fn a_bad_search_space_is_refused_before_anything_trains() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no [tune] section"));
 }
+
+/// Pixels of a PNG close to a colour.
+fn pixels_near(png_file: &std::path::Path, colour: [u8; 3]) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_file).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    buf[..info.buffer_size()]
+        .chunks_exact(step)
+        .filter(|p| {
+            p[..3]
+                .iter()
+                .zip(colour)
+                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 24)
+        })
+        .count()
+}
+
+#[test]
+fn a_report_shows_the_curves_in_a_headless_browser() {
+    let sb = Sandbox::new();
+    let spec = digits_spec(&sb, 0.5)
+        .replace("epochs = 20", "epochs = 4")
+        .replace(
+            "test_fraction = 0.2",
+            "test_fraction = 0.2\nvalidation = 0.2",
+        );
+    sb.write("spec.toml", spec);
+    sb.ok(RUN);
+    let run = sb.entries("runs").remove(0);
+    let out = sb.ok(&["report", &run]);
+    assert!(out.contains("report.html"), "{out}");
+    let dir = sb.path().join("runs").join(&run).join("report");
+    let mut files = sb.entries(&format!("runs/{run}/report"));
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "confusion.svg",
+            "graph.svg",
+            "loss.svg",
+            "lr.svg",
+            "metrics.svg",
+            "report.html"
+        ]
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 5, "every chart inlined");
+    for text in [
+        "validation",
+        "val_accuracy",
+        "confusion matrix",
+        "precision",
+        "Total params",
+        "data fingerprint",
+    ] {
+        assert!(html.contains(text), "{text} missing");
+    }
+    // A report of a run that does not exist: exit 2, nothing written.
+    let missing = sb.run(&["report", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no run \"nope\""));
+
+    if std::env::var("MODELFORGE_BROWSER").as_deref() == Ok("0") {
+        eprintln!("MODELFORGE_BROWSER=0: the report was not opened in a browser");
+        return;
+    }
+    let shot = sb.path().join("shot.png");
+    let browser = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1320,1200",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", dir.join("report.html").display()))
+        .output()
+        .expect("chromium is missing: scripts/system-deps.sh browser installs it (MODELFORGE_BROWSER=0 skips this check)");
+    let log = String::from_utf8_lossy(&browser.stderr);
+    assert!(browser.status.success(), "{log}");
+    // The page has no script: any console message is an error (a broken resource, say).
+    assert!(!log.contains(":CONSOLE"), "console messages: {log}");
+    assert!(!log.contains("Failed to load resource"), "{log}");
+    // The train (blue) and validation (orange) curves are on the screen.
+    let train = pixels_near(&shot, [0x1f, 0x77, 0xb4]);
+    let validation = pixels_near(&shot, [0xff, 0x7f, 0x0e]);
+    assert!(
+        train > 500 && validation > 500,
+        "train {train}, validation {validation} pixels"
+    );
+}

@@ -230,10 +230,15 @@ pub fn tune(options: &TuneOptions, observer: &mut dyn Observer) -> Result<Outcom
         let mut table = base_table.clone();
         space::apply(&mut table, point).map_err(bad)?;
         let text = toml::to_string(&table).expect("a table serialises");
-        specs.push(
-            Spec::parse(&text, options.spec_file, Path::new("/"))
-                .map_err(|e| bad(e.to_string()))?,
-        );
+        let mut trial_spec = Spec::parse(&text, options.spec_file, Path::new("/"))
+            .map_err(|e| bad(e.to_string()))?;
+        // An interrupted trial restarts from scratch, so only its final checkpoint is kept.
+        *trial_spec.train.checkpoint.get_mut() = modelforge_spec::CheckpointSpec {
+            every_epochs: 0,
+            every_steps: 0,
+            keep: 1,
+        };
+        specs.push(trial_spec);
     }
 
     let path = options

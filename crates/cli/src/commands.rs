@@ -415,6 +415,7 @@ pub fn eval(
     compute: &Compute,
 ) -> Result<ExitCode> {
     threads(compute, None)?;
+    let started = modelforge_train::run::unix_now();
     let device = device(compute)?;
     let (manifest, native) = Native::open(&ctx.registry, model, &device)?;
     let describe = format!("{}@{}", manifest.name, manifest.version);
@@ -435,6 +436,21 @@ pub fn eval(
         class_count(&spec),
         "test_",
         &device,
+    )?;
+    let run_dir = runs::record_eval(
+        &ctx.runs,
+        &runs::EvalRecord {
+            spec: &spec,
+            data: &data,
+            evaluation: &eval,
+            evaluated: describe.clone(),
+            started,
+            environment: modelforge_train::Environment::current(
+                rayon::current_num_threads(),
+                1,
+                &compute.device,
+            ),
+        },
     )?;
     println!("{describe} on {} test examples", eval.examples);
     for (k, v) in &eval.metrics {
@@ -463,6 +479,7 @@ pub fn eval(
             println!("  {}", cells.join(""));
         }
     }
+    println!("\nrun folder: {}", run_dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -745,8 +762,8 @@ pub fn runs_list(ctx: &Context, filter: &runs::RunFilter) -> Result<ExitCode> {
     }
     let metric = filter.sort.as_deref().unwrap_or("test_accuracy");
     println!(
-        "{:<40} {:<16} {:<14} {:>8} {:>9}  {:<17} {:>12}",
-        "RUN", "MODEL", "STATUS", "STEPS", "SECONDS", "STARTED (UTC)", metric
+        "{:<40} {:<16} {:<6} {:<14} {:>8} {:>9}  {:<17} {:>12}",
+        "RUN", "MODEL", "KIND", "STATUS", "STEPS", "SECONDS", "STARTED (UTC)", metric
     );
     for r in found {
         let i = &r.info;
@@ -758,9 +775,10 @@ pub fn runs_list(ctx: &Context, filter: &runs::RunFilter) -> Result<ExitCode> {
             .get(metric)
             .map_or("-".into(), |v| format!("{v:.4}"));
         println!(
-            "{:<40} {:<16} {:<14} {:>8} {:>9}  {:<17} {:>12}",
+            "{:<40} {:<16} {:<6} {:<14} {:>8} {:>9}  {:<17} {:>12}",
             i.run_id,
             i.model,
+            i.kind,
             i.status,
             i.steps,
             seconds,

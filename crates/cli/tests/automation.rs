@@ -168,6 +168,27 @@ fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
     ]);
     assert_eq!(list.lines().count(), 3, "{list}");
     let runs = sb.entries("runs");
+    // An evaluation is a run too, of kind eval, with the version it evaluated.
+    let eval = sb.ok(&["eval", "digits@1", "--threads", "1"]);
+    let folder = eval
+        .lines()
+        .find_map(|l| l.strip_prefix("run folder: "))
+        .unwrap();
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(sb.path().join(folder).join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["kind"], "eval");
+    assert_eq!(info["evaluated"], "digits@1");
+    assert!(
+        info["metrics"]["test_accuracy"].as_f64().is_some(),
+        "{info}"
+    );
+    assert!(
+        sb.ok(&["runs", "list"])
+            .lines()
+            .any(|l| l.contains(" eval "))
+    );
+    sb.ok(&["runs", "rm", folder]);
     let compare = sb.ok(&["runs", "compare", &runs[0], &runs[1]]);
     assert!(
         compare.contains("train.optimizer.lr: 0.00") && compare.contains("test_accuracy"),

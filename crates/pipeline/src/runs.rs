@@ -86,6 +86,73 @@ pub fn list(runs_dir: &Path, filter: &RunFilter) -> Result<Vec<RunEntry>, Pipeli
     Ok(runs)
 }
 
+/// An evaluation of a registry version, to record as a run.
+pub struct EvalRecord<'a> {
+    /// The spec it used (the version's, with another `[data]` if one was given).
+    pub spec: &'a Spec,
+    /// The data it read.
+    pub data: &'a modelforge_data::Prepared,
+    /// Its figures.
+    pub evaluation: &'a modelforge_train::Evaluation,
+    /// The version, `name@version`.
+    pub evaluated: String,
+    /// Unix seconds when it started.
+    pub started: u64,
+    /// Where it ran.
+    pub environment: modelforge_train::Environment,
+}
+
+/// Records an evaluation as a run of kind `eval`: the spec it used, `run.json` with the
+/// figures, `metrics.jsonl` and `evaluation.json`. Returns its folder.
+pub fn record_eval(runs_dir: &Path, record: &EvalRecord) -> Result<PathBuf, PipelineError> {
+    use modelforge_train::run;
+    let EvalRecord {
+        spec,
+        data,
+        evaluation,
+        ..
+    } = record;
+    let failed = |path: &Path, e: std::io::Error| PipelineError::Run {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(runs_dir).map_err(|e| failed(runs_dir, e))?;
+    let run_id = run::new_run_id(&format!("{}-eval", spec.name()), runs_dir);
+    let dir = runs_dir.join(&run_id);
+    // Written in a staging folder and renamed, so a failure leaves no half run.
+    let staging = runs_dir.join(format!(".{run_id}.tmp"));
+    std::fs::create_dir_all(&staging).map_err(|e| failed(&staging, e))?;
+    run::write_atomic(&staging.join("spec.toml"), spec.to_toml().as_bytes())?;
+    let mut line = serde_json::to_vec(&json!({ "kind": "eval", "metrics": evaluation.metrics }))
+        .expect("metrics serialise");
+    line.push(b'\n');
+    run::write_atomic(&staging.join("metrics.jsonl"), &line)?;
+    run::write_atomic(
+        &staging.join(modelforge_train::run::EVALUATION),
+        &serde_json::to_vec_pretty(evaluation).expect("an evaluation serialises"),
+    )?;
+    let info = RunInfo {
+        run_id,
+        model: spec.name().to_string(),
+        status: "completed".into(),
+        seed: spec.train.seed,
+        spec_hash: spec.result_hash(),
+        data_fingerprint: data.fingerprint.clone(),
+        data_files: data.files.clone(),
+        environment: record.environment.clone(),
+        started: record.started,
+        finished: Some(run::unix_now()),
+        steps: 0,
+        metrics: evaluation.metrics.clone(),
+        error: None,
+        kind: "eval".into(),
+        evaluated: Some(record.evaluated.clone()),
+    };
+    run::write_info(&staging, &info)?;
+    std::fs::rename(&staging, &dir).map_err(|e| failed(&dir, e))?;
+    Ok(dir)
+}
+
 /// Reads one run by id or folder.
 pub fn open(runs_dir: &Path, run: &str) -> Result<RunEntry, PipelineError> {
     let dir = modelforge_train::run::locate(runs_dir, run)?;
@@ -180,6 +247,8 @@ mod tests {
                 .map(|a| BTreeMap::from([("test_accuracy".to_string(), a)]))
                 .unwrap_or_default(),
             error: None,
+            kind: "train".into(),
+            evaluated: None,
         };
         modelforge_train::run::write_info(&dir, &info).unwrap();
     }

@@ -735,6 +735,8 @@ impl Chronicle {
                     steps: 0,
                     metrics: BTreeMap::new(),
                     error: None,
+                    kind: "train".into(),
+                    evaluated: None,
                 };
                 run::write_info(&dir, &info)?;
                 (dir, info, None)

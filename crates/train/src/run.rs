@@ -89,6 +89,16 @@ pub struct RunInfo {
     /// Why it failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// `train` (also tuning trials) or `eval`.
+    #[serde(default = "train_kind")]
+    pub kind: String,
+    /// The registry version an `eval` run evaluated (`name@version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated: Option<String>,
+}
+
+fn train_kind() -> String {
+    "train".into()
 }
 
 /// Seconds since the Unix epoch.

@@ -73,7 +73,7 @@ fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
     expect(
         &out,
         &[
-            ("check", "would run"),
+            ("check", "cached"),
             ("data", "cached"),
             ("train", "would run"),
             ("evaluate", "would run"),
@@ -94,7 +94,7 @@ fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
     expect(
         &out,
         &[
-            ("check", "ran"),
+            ("check", "cached"),
             ("data", "cached"),
             ("train", "ran"),
             ("evaluate", "ran"),
@@ -116,7 +116,7 @@ fn unchanged_stages_are_cached_and_a_change_reruns_only_what_depends_on_it() {
     expect(
         &out,
         &[
-            ("check", "ran"),
+            ("check", "cached"),
             ("data", "cached"),
             ("train", "cached"),
             ("evaluate", "cached"),

@@ -23,7 +23,7 @@ use crate::{Candidate, GateOutcome, PipelineError, Published};
 /// A pipeline stage; they run in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
-    /// Parse and validate the spec.
+    /// Parse and validate the spec; record the model's layers and parameter count.
     Check,
     /// Read, split and fingerprint the data.
     Data,
@@ -184,12 +184,9 @@ pub fn run(
     trainer: &mut Trainer,
     observer: &mut dyn Observer,
 ) -> Result<Option<Outcome>, PipelineError> {
+    // The whole file is parsed and validated every time (that is how every stage's inputs
+    // are read); the check stage records what the model section makes.
     let spec = Spec::load(plan.spec_file)?;
-    let spec_bytes =
-        std::fs::read(plan.spec_file).map_err(|source| modelforge_spec::SpecError::Io {
-            path: plan.spec_file.to_path_buf(),
-            source,
-        })?;
     let ledger_path = Ledger::path(plan.runs_dir, spec.name());
     let ledger = match plan.cache {
         true => Ledger::read(&ledger_path)?,
@@ -213,7 +210,10 @@ pub fn run(
         data: None,
     };
 
-    let inputs = BTreeMap::from([("spec file".into(), json!(sha256(&spec_bytes)))]);
+    let inputs = BTreeMap::from([
+        ("model".into(), json!(spec.model)),
+        ("modelforge".into(), json!(env!("CARGO_PKG_VERSION"))),
+    ]);
     let checked = r.step(Stage::Check, inputs, no_artefact, || {
         Ok(json!({
             "model": spec.name(),

@@ -2,21 +2,26 @@
 # Serving throughput and latency of the reference MNIST MLP (784-128-128-10): modelforge
 # (V2 REST with JSON tensors, with the binary tensor extension, and V2 gRPC with raw
 # tensors) beside MLServer serving an sklearn MLPClassifier of the same shape (V2 REST JSON
-# and V2 gRPC), at concurrency 1, 8 and 64: REST with wrk (requests/s, p50, p99), gRPC with
-# h2load (requests/s, mean latency; h2load gives no percentiles). Prints modelforge's
-# ratio to MLServer for each protocol.
+# and V2 gRPC) and TorchServe serving a PyTorch module of the same shape (REST JSON, two
+# workers of one thread each), at concurrency 1, 8 and 64: REST with wrk (requests/s, p50,
+# p99), gRPC with h2load (requests/s, mean latency; h2load gives no percentiles). Prints
+# modelforge's ratio to MLServer for each protocol, and to TorchServe for REST.
 #   bench/serve_throughput.sh [SECONDS_PER_POINT]     (default 10)
-# MLServer is installed from PyPI into .venv-mlserver/ on first use; wrk comes from the
-# system (Debian: apt-get install wrk).
+# MLServer is installed from PyPI into .venv-mlserver/, TorchServe (with PyTorch) into
+# .venv/, on first use; TorchServe needs Java 17 or newer; wrk and h2load come from the
+# system (Debian: apt-get install wrk nghttp2-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 command -v wrk >/dev/null || { echo "error: wrk is missing — apt-get install wrk" >&2; exit 2; }
 command -v h2load >/dev/null || { echo "error: h2load is missing — apt-get install nghttp2-client" >&2; exit 2; }
+command -v java >/dev/null || { echo "error: java is missing — TorchServe needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 2; }
 
 work=$(mktemp -d)
 pids=()
+ts_bin=""
 cleanup() {
+  if [ -n "$ts_bin" ]; then PATH="$ts_bin:$PATH" "$ts_bin/torchserve" --stop >/dev/null 2>&1 || true; fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -24,9 +29,9 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_ready() {
+wait_ready() { # base url [health path]
   for _ in $(seq 1 600); do
-    curl -fs "$1/v2/health/ready" >/dev/null 2>&1 && return 0
+    curl -fs "$1${2:-/v2/health/ready}" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "error: $1 never became ready" >&2
@@ -59,8 +64,32 @@ printf '{"http_port": %s, "grpc_port": %s, "metrics_port": %s, "parallel_workers
 (cd "$work/mlserver" && exec "$(dirname "$python")/mlserver" start . >"$work/ml.log" 2>&1) &
 pids+=($!)
 
+# TorchServe: the same shape as a PyTorch module (untrained: only speed is measured), two
+# workers of one thread each, as MLServer and modelforge get the machine's two cores.
+ts_python=$(scripts/python-env.sh torch torchserve torch-model-archiver pyyaml)
+ts_bin=$(dirname "$ts_python")
+mkdir -p "$work/ts/store"
+"$ts_python" - "$work/ts/mlp.pt" <<'PY'
+import sys
+sys.path.insert(0, "bench/serve")
+import torch
+from torchserve_handler import mlp
+torch.manual_seed(0)
+torch.save(mlp().state_dict(), sys.argv[1])
+PY
+"$ts_bin/torch-model-archiver" --model-name mlp --version 1.0 --serialized-file "$work/ts/mlp.pt" \
+  --handler bench/serve/torchserve_handler.py --export-path "$work/ts/store" --force
+ts_port=$(free_port)
+printf '%s\n' "inference_address=http://127.0.0.1:$ts_port" \
+  "management_address=http://127.0.0.1:$(free_port)" "metrics_address=http://127.0.0.1:$(free_port)" \
+  default_workers_per_model=2 disable_token_authorization=true install_py_dep_per_model=false \
+  >"$work/ts/config.properties"
+(cd "$work/ts" && PATH="$ts_bin:$PATH" "$ts_bin/torchserve" --start --ncs --model-store store \
+  --models mlp=mlp.mar --ts-config config.properties --disable-token-auth >"$work/ts.log" 2>&1)
+
 wait_ready "http://127.0.0.1:$mf_port"
 wait_ready "http://127.0.0.1:$ml_port"
+wait_ready "http://127.0.0.1:$ts_port" /ping
 
 # Request bodies: the first test image, as V2 JSON (and binary for modelforge).
 "$python" - "$work" <<'PY'
@@ -71,6 +100,7 @@ with gzip.open("data/mnist/t10k-images-idx3-ubyte.gz", "rb") as f:
 def v2(name, shape):
     return json.dumps({"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": pixels}]})
 open(f"{work}/mf.json", "w").write(v2("image", [1, 1, 28, 28]))
+open(f"{work}/ts.json", "w").write(json.dumps({"data": pixels}))
 ml = json.loads(v2("predict", [1, 784]))
 ml["outputs"] = [{"name": "predict_proba"}]  # the 10 class scores, as modelforge answers
 open(f"{work}/ml.json", "w").write(json.dumps(ml))
@@ -140,21 +170,29 @@ grpc_load() { # port body concurrency
 
 mf_url="http://127.0.0.1:$mf_port/v2/models/mnist-mlp/infer"
 ml_url="http://127.0.0.1:$ml_port/v2/models/mnist-mlp/infer"
+ts_url="http://127.0.0.1:$ts_port/predictions/mlp"
+# /ping answers before TorchServe's workers have loaded the model: wait for an answer.
+for _ in $(seq 1 300); do
+  curl -fs -X POST "$ts_url" -H 'Content-Type: application/json' -d @"$work/ts.json" >/dev/null 2>&1 && break
+  sleep 0.2
+done
 binary_headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
-printf '%-5s %-26s %10s %9s %9s %8s\n' conc server req/s p50_ms p99_ms ratio
+row() { printf '%-5s %-26s %10s %9s %9s %10s %12s\n' "$@"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
+row conc server req/s p50_ms p99_ms ×MLServer ×TorchServe
 for c in 1 8 64; do
   read -r ml_rps ml_p50 ml_p99 < <(load "$ml_url" "$work/ml.json" "" "$c")
-  printf '%-5s %-26s %10s %9s %9s %8s\n' "$c" "MLServer (JSON)" "$ml_rps" "$ml_p50" "$ml_p99" "1.00×"
+  row "$c" "MLServer (JSON)" "$ml_rps" "$ml_p50" "$ml_p99" "1.00×" "-"
+  read -r ts_rps ts_p50 ts_p99 < <(load "$ts_url" "$work/ts.json" "" "$c")
+  row "$c" "TorchServe (JSON)" "$ts_rps" "$ts_p50" "$ts_p99" "-" "1.00×"
   for variant in json bin; do
     if [ "$variant" = json ]; then headers=""; body="$work/mf.json"; name="modelforge (JSON)"
     else headers=$binary_headers; body="$work/mf.bin"; name="modelforge (binary)"; fi
     read -r rps p50 p99 < <(load "$mf_url" "$body" "$headers" "$c")
-    ratio=$(awk -v a="$rps" -v b="$ml_rps" 'BEGIN { printf "%.1f×", a / b }')
-    printf '%-5s %-26s %10s %9s %9s %8s\n' "$c" "$name" "$rps" "$p50" "$p99" "$ratio"
+    row "$c" "$name" "$rps" "$p50" "$p99" "$(ratio "$rps" "$ml_rps")" "$(ratio "$rps" "$ts_rps")"
   done
   read -r ml_rps ml_mean < <(grpc_load "$ml_grpc" "$work/ml.grpc" "$c")
-  printf '%-5s %-26s %10s %9s %9s %8s\n' "$c" "MLServer (gRPC)" "$ml_rps" "mean $ml_mean" "-" "1.00×"
+  row "$c" "MLServer (gRPC)" "$ml_rps" "mean $ml_mean" "-" "1.00×" "-"
   read -r rps mean < <(grpc_load "$mf_grpc" "$work/mf.grpc" "$c")
-  ratio=$(awk -v a="$rps" -v b="$ml_rps" 'BEGIN { printf "%.1f×", a / b }')
-  printf '%-5s %-26s %10s %9s %9s %8s\n' "$c" "modelforge (gRPC, raw)" "$rps" "mean $mean" "-" "$ratio"
+  row "$c" "modelforge (gRPC, raw)" "$rps" "mean $mean" "-" "$(ratio "$rps" "$ml_rps")" "-"
 done

@@ -14,6 +14,9 @@ for pkg in "$@"; do
   # tritonclient.http and tritonclient.grpc; others import by their own name.
   case "$pkg" in
     tritonclient\[*) extras=${pkg#*[}; modules=$(echo "${extras%]}" | tr ',' '\n' | sed 's/^/tritonclient./') ;;
+    torchserve) modules=ts ;;
+    torch-model-archiver) modules=model_archiver ;;
+    pyyaml) modules=yaml ;;
     *) modules=${pkg//-/_} ;;
   esac
   for module in $modules; do

@@ -127,11 +127,6 @@ impl Training {
         let (workers, distributed) = distributed(spec, parallel)?;
         device(compute)?;
         let mpi = under_mpirun();
-        if mpi && workers > 1 {
-            bail!(
-                "--workers {workers} under mpirun: use one worker per process and more processes (mpirun -np N)"
-            );
-        }
         Ok(Training {
             runs: ctx.runs.clone(),
             threads,
@@ -181,7 +176,17 @@ fn train_mpi(
     let mut world = modelforge_train::parallel::mpi::Mpi::init(options.distributed.timeout)?;
     if world.rank() == 0 {
         report();
-        eprintln!("MPI: {} ranks", world.size());
+        match options.workers {
+            1 => eprintln!("MPI: {} ranks", world.size()),
+            n => eprintln!(
+                "MPI: {} processes × {n} workers = {} ranks",
+                world.size(),
+                world.size() * n
+            ),
+        }
+    }
+    if options.workers > 1 {
+        return modelforge_train::train_nested(spec, data, options, world);
     }
     modelforge_train::run_guarded(&mut world, |world| {
         modelforge_train::train_rank(spec, data, options, world)

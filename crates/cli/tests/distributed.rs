@@ -218,19 +218,44 @@ fn a_stopped_rank_is_caught_by_the_watchdog() {
 }
 
 #[test]
-fn local_workers_under_mpirun_are_refused_on_every_rank() {
+fn local_workers_inside_processes_match_one_process() {
     let sb = Sandbox::new();
-    sb.write("spec.toml", spec(1));
-    let out = mpirun(&sb, 2, &["train", "spec.toml", "--workers", "2"])
-        .output()
-        .unwrap();
+    sb.write("spec.toml", spec(5));
+    // Two processes of two worker threads: a world of four ranks.
+    let out = mpirun(
+        &sb,
+        2,
+        &[
+            "run",
+            "--no-serve",
+            "spec.toml",
+            "--threads",
+            "2",
+            "--workers",
+            "2",
+        ],
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("--workers 2 under mpirun: use one worker per process"),
+        stderr.contains("MPI: 2 processes × 2 workers = 4 ranks"),
         "{stderr}"
     );
-    assert!(sb.entries("runs").is_empty());
+    assert_eq!(sb.entries("runs").len(), 1, "only rank 0 writes a run");
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            sb.path()
+                .join("runs")
+                .join(&sb.entries("runs")[0])
+                .join("run.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["environment"]["ranks"], 4);
+    assert_matches_one_process(&sb, "iris");
 }
 
 /// Hosts with their own addresses: network namespaces `<tag>h0…` on one bridge (in its own

@@ -227,8 +227,34 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
         let trained = train_rank(spec, data, options, &mut Solo)?;
         return Ok(trained.expect("rank 0 returns the result"));
     }
-    let threads = (options.threads / workers).max(1);
     let comms = parallel::local::group(workers, options.distributed.timeout);
+    let trained = run_workers(spec, data, options, comms)?;
+    Ok(trained.expect("rank 0 returns the result"))
+}
+
+/// Trains with `options.workers` threads in this process, inside an outer world of one rank
+/// per process (MPI): a world of processes × workers ranks ([`parallel::nested`]). The result
+/// comes back on the process that holds rank 0; the others get `None`.
+pub fn train_nested<G: Communicator + Send>(
+    spec: &Spec,
+    data: &Prepared,
+    options: TrainOptions,
+    outer: G,
+) -> Result<Option<Trained>, TrainError> {
+    let comms = parallel::nested::group(outer, options.workers.max(1), options.distributed.timeout);
+    run_workers(spec, data, options, comms)
+}
+
+/// Runs one worker thread per communicator, each on its own share of the compute threads;
+/// returns rank 0's result (when it is here) or the error of the rank that failed first.
+fn run_workers<C: Communicator + Send>(
+    spec: &Spec,
+    data: &Prepared,
+    options: TrainOptions,
+    comms: Vec<C>,
+) -> Result<Option<Trained>, TrainError> {
+    let workers = comms.len();
+    let threads = (options.threads / workers).max(1);
     let (device, distributed) = (options.device.clone(), options.distributed);
     let mut rank0 = Some(options);
     let outcomes: Vec<Result<Option<Trained>, TrainError>> = std::thread::scope(|s| {
@@ -279,10 +305,9 @@ pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trai
     {
         return Err(failures.swap_remove(i));
     }
-    match (failures.pop(), trained) {
-        (Some(e), _) => Err(e),
-        (None, Some(t)) => Ok(t),
-        (None, None) => unreachable!("rank 0 returns the result or an error"),
+    match failures.pop() {
+        Some(e) => Err(e),
+        None => Ok(trained),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod gradients;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod nested;
 
 use std::time::Duration;
 

@@ -31,6 +31,12 @@ pub struct Mpi {
     _universe: Universe,
 }
 
+// SAFETY: MPI is initialised with MPI_THREAD_SERIALIZED (checked in `init`), which allows
+// calls from any thread as long as no two run at once. An `Mpi` is owned by exactly one
+// thread at a time (the leader of the process's workers), and every call goes through
+// `&mut self` or `&self` on that owner, so calls never overlap.
+unsafe impl Send for Mpi {}
+
 impl Mpi {
     /// Whether this process was started by `mpirun`/`mpiexec` (Open MPI, MPICH, PMIx).
     pub fn launched() -> bool {
@@ -39,11 +45,18 @@ impl Mpi {
             .any(|v| std::env::var_os(v).is_some())
     }
 
-    /// Initialises MPI; collectives wait at most `timeout` for their peers.
+    /// Initialises MPI for calls from any one thread at a time (the leader of a process's
+    /// local workers runs on a worker thread); collectives wait at most `timeout`.
     pub fn init(timeout: Duration) -> Result<Mpi, TrainError> {
-        let universe = mpi::initialize().ok_or_else(|| {
-            TrainError::World("MPI was already initialised in this process".into())
-        })?;
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+            .ok_or_else(|| {
+                TrainError::World("MPI was already initialised in this process".into())
+            })?;
+        if threading < mpi::Threading::Serialized {
+            return Err(TrainError::World(format!(
+                "this MPI library gives thread level {threading:?}, but local workers need Serialized — use one worker per process"
+            )));
+        }
         Ok(Mpi {
             world: universe.world(),
             timeout,

@@ -61,8 +61,6 @@ ml_grpc=$(free_port)
 # compute thread.
 printf '{"http_port": %s, "grpc_port": %s, "metrics_port": %s, "parallel_workers": 0}\n' \
   "$ml_port" "$ml_grpc" "$(free_port)" >"$work/mlserver/settings.json"
-(cd "$work/mlserver" && exec "$(dirname "$python")/mlserver" start . >"$work/ml.log" 2>&1) &
-pids+=($!)
 
 # TorchServe: the same shape as a PyTorch module (untrained: only speed is measured), two
 # workers of one thread each, as MLServer and modelforge get the machine's two cores.
@@ -84,12 +82,10 @@ printf '%s\n' "inference_address=http://127.0.0.1:$ts_port" \
   "management_address=http://127.0.0.1:$(free_port)" "metrics_address=http://127.0.0.1:$(free_port)" \
   default_workers_per_model=2 disable_token_authorization=true install_py_dep_per_model=false \
   >"$work/ts/config.properties"
-(cd "$work/ts" && PATH="$ts_bin:$PATH" "$ts_bin/torchserve" --start --ncs --model-store store \
-  --models mlp=mlp.mar --ts-config config.properties --disable-token-auth >"$work/ts.log" 2>&1)
 
+# Each peer runs only while it is measured, so idle JVM and Python threads do not share
+# the two cores while another server's tail latency is measured.
 wait_ready "http://127.0.0.1:$mf_port"
-wait_ready "http://127.0.0.1:$ml_port"
-wait_ready "http://127.0.0.1:$ts_port" /ping
 
 # Request bodies: the first test image, as V2 JSON (and binary for modelforge).
 "$python" - "$work" <<'PY'
@@ -121,16 +117,17 @@ for name, model_input, shape in [("mf", "image", [1, 1, 28, 28]), ("ml", "predic
 PY
 
 # Each gRPC body must get a real answer (h2load counts HTTP 200s, and gRPC errors are 200s).
-"$python" - "$work" "$mf_grpc" "$ml_grpc" <<'PY'
+check_grpc() { # name port
+  "$python" - "$work/$1.grpc" "$2" <<'PY'
 import sys, grpc
-work, ports = sys.argv[1], {"mf": sys.argv[2], "ml": sys.argv[3]}
-for name, port in ports.items():
-    body = open(f"{work}/{name}.grpc", "rb").read()[5:]
-    call = grpc.insecure_channel(f"127.0.0.1:{port}").unary_unary(
-        "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None)
-    answer = call(body, timeout=10)
-    assert len(answer) > 40, (name, answer)
+body = open(sys.argv[1], "rb").read()[5:]
+call = grpc.insecure_channel(f"127.0.0.1:{sys.argv[2]}").unary_unary(
+    "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None)
+answer = call(body, timeout=10)
+assert len(answer) > 40, (sys.argv, answer)
 PY
+}
+check_grpc mf "$mf_grpc"
 
 # One wrk run: prints "requests/s p50_ms p99_ms".
 load() { # url body headers concurrency
@@ -171,28 +168,55 @@ grpc_load() { # port body concurrency
 mf_url="http://127.0.0.1:$mf_port/v2/models/mnist-mlp/infer"
 ml_url="http://127.0.0.1:$ml_port/v2/models/mnist-mlp/infer"
 ts_url="http://127.0.0.1:$ts_port/predictions/mlp"
+row() { printf '%-5s %-26s %10s %9s %9s %10s %12s\n' "$@"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
+declare -A r
+binary_headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
+for c in 1 8 64; do
+  r[mf_json_$c]=$(load "$mf_url" "$work/mf.json" "" "$c")
+  r[mf_bin_$c]=$(load "$mf_url" "$work/mf.bin" "$binary_headers" "$c")
+  r[mf_grpc_$c]=$(grpc_load "$mf_grpc" "$work/mf.grpc" "$c")
+done
+
+(cd "$work/mlserver" && exec "$(dirname "$python")/mlserver" start . >"$work/ml.log" 2>&1) &
+ml_pid=$!
+pids+=("$ml_pid")
+wait_ready "http://127.0.0.1:$ml_port"
+check_grpc ml "$ml_grpc"
+for c in 1 8 64; do
+  r[ml_json_$c]=$(load "$ml_url" "$work/ml.json" "" "$c")
+  r[ml_grpc_$c]=$(grpc_load "$ml_grpc" "$work/ml.grpc" "$c")
+done
+kill "$ml_pid"
+wait "$ml_pid" 2>/dev/null || true
+
+(cd "$work/ts" && PATH="$ts_bin:$PATH" "$ts_bin/torchserve" --start --ncs --model-store store \
+  --models mlp=mlp.mar --ts-config config.properties --disable-token-auth >"$work/ts.log" 2>&1)
+wait_ready "http://127.0.0.1:$ts_port" /ping
 # /ping answers before TorchServe's workers have loaded the model: wait for an answer.
 for _ in $(seq 1 300); do
   curl -fs -X POST "$ts_url" -H 'Content-Type: application/json' -d @"$work/ts.json" >/dev/null 2>&1 && break
   sleep 0.2
 done
-binary_headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
-row() { printf '%-5s %-26s %10s %9s %9s %10s %12s\n' "$@"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
+for c in 1 8 64; do
+  r[ts_json_$c]=$(load "$ts_url" "$work/ts.json" "" "$c")
+done
+PATH="$ts_bin:$PATH" "$ts_bin/torchserve" --stop >/dev/null 2>&1 || true
+
 row conc server req/s p50_ms p99_ms ×MLServer ×TorchServe
 for c in 1 8 64; do
-  read -r ml_rps ml_p50 ml_p99 < <(load "$ml_url" "$work/ml.json" "" "$c")
+  read -r ml_rps ml_p50 ml_p99 <<<"${r[ml_json_$c]}"
   row "$c" "MLServer (JSON)" "$ml_rps" "$ml_p50" "$ml_p99" "1.00×" "-"
-  read -r ts_rps ts_p50 ts_p99 < <(load "$ts_url" "$work/ts.json" "" "$c")
+  read -r ts_rps ts_p50 ts_p99 <<<"${r[ts_json_$c]}"
   row "$c" "TorchServe (JSON)" "$ts_rps" "$ts_p50" "$ts_p99" "-" "1.00×"
   for variant in json bin; do
-    if [ "$variant" = json ]; then headers=""; body="$work/mf.json"; name="modelforge (JSON)"
-    else headers=$binary_headers; body="$work/mf.bin"; name="modelforge (binary)"; fi
-    read -r rps p50 p99 < <(load "$mf_url" "$body" "$headers" "$c")
+    name="modelforge (JSON)"
+    [ "$variant" = bin ] && name="modelforge (binary)"
+    read -r rps p50 p99 <<<"${r[mf_${variant}_$c]}"
     row "$c" "$name" "$rps" "$p50" "$p99" "$(ratio "$rps" "$ml_rps")" "$(ratio "$rps" "$ts_rps")"
   done
-  read -r ml_rps ml_mean < <(grpc_load "$ml_grpc" "$work/ml.grpc" "$c")
+  read -r ml_rps ml_mean <<<"${r[ml_grpc_$c]}"
   row "$c" "MLServer (gRPC)" "$ml_rps" "mean $ml_mean" "-" "1.00×" "-"
-  read -r rps mean < <(grpc_load "$mf_grpc" "$work/mf.grpc" "$c")
+  read -r rps mean <<<"${r[mf_grpc_$c]}"
   row "$c" "modelforge (gRPC, raw)" "$rps" "mean $mean" "-" "$(ratio "$rps" "$ml_rps")" "-"
 done

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use modelforge_spec::Spec;
+use modelforge_spec::train::higher_is_better;
 use modelforge_train::run::RunInfo;
 use serde_json::{Value, json};
 
@@ -30,11 +31,6 @@ pub struct RunFilter {
     pub sort: Option<String>,
     /// At most this many runs.
     pub limit: Option<usize>,
-}
-
-/// Whether a larger value of a metric is better.
-pub fn higher_is_better(metric: &str) -> bool {
-    metric.ends_with("accuracy")
 }
 
 /// The runs in `runs_dir` that pass the filter, newest first or best first by the sort metric.

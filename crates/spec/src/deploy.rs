@@ -45,6 +45,6 @@ pub struct Gate {
 impl Gate {
     /// Whether a smaller value of the metric is better (losses and errors).
     pub fn lower_is_better(&self) -> bool {
-        !self.metric.ends_with("accuracy")
+        !crate::train::higher_is_better(&self.metric)
     }
 }

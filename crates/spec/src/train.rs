@@ -260,6 +260,12 @@ impl Default for CheckpointSpec {
     }
 }
 
+/// Whether a larger value of a metric is better (accuracies); smaller is better for losses
+/// and errors.
+pub fn higher_is_better(metric: &str) -> bool {
+    metric.ends_with("accuracy")
+}
+
 /// The known metric names for early stopping and gates.
 pub fn metric_names() -> &'static [&'static str] {
     &[

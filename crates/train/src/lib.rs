@@ -603,11 +603,13 @@ pub fn train_rank(
                         es.metric
                     ))
                 })?;
-                let mode = es.mode.unwrap_or(if es.metric.ends_with("accuracy") {
-                    Mode::Max
-                } else {
-                    Mode::Min
-                });
+                let mode =
+                    es.mode
+                        .unwrap_or(if modelforge_spec::train::higher_is_better(&es.metric) {
+                            Mode::Max
+                        } else {
+                            Mode::Min
+                        });
                 let improved = match (state.best, mode) {
                     (None, _) => true,
                     (Some(b), Mode::Min) => value < b - es.min_delta,

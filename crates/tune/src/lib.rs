@@ -13,6 +13,7 @@ use modelforge_data::Prepared;
 use modelforge_pipeline::{GateOutcome, Published};
 use modelforge_registry::Registry;
 use modelforge_spec::Spec;
+use modelforge_spec::train::higher_is_better;
 use modelforge_spec::tune::TuneSpec;
 use modelforge_train::parallel::Distributed;
 use modelforge_train::{EpochReport, Progress, TrainOptions};
@@ -132,11 +133,6 @@ pub struct Outcome {
     pub best_spec: Spec,
     /// Trials skipped because an earlier, interrupted search had finished them.
     pub reused: usize,
-}
-
-/// Whether a larger value of the metric is better.
-fn higher_is_better(metric: &str) -> bool {
-    modelforge_pipeline::runs::higher_is_better(metric)
 }
 
 /// ASHA in its stopping form: at each rung a trial goes on only if its metric is among the

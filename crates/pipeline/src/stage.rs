@@ -358,6 +358,7 @@ pub fn run(
             Ok(json!({
                 "name": published.name,
                 "version": published.version,
+                "dir": published.dir,
                 "aliases": published.aliases,
                 "reused": published.reused,
             }))
@@ -370,7 +371,8 @@ pub fn run(
     outcome.published = Some(Published {
         name: spec.name().to_string(),
         version,
-        dir: registry.open(spec.name(), version)?.dir,
+        // Recorded by publish; the check above has just verified the version's files.
+        dir: serde_json::from_value(publish_out["dir"].clone()).unwrap_or_default(),
         aliases: serde_json::from_value(publish_out["aliases"].clone()).unwrap_or_default(),
         reused: publish_out["reused"].as_bool().unwrap_or(false),
     });

@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result, bail};
 use modelforge_model::burn::tensor::Device;
 use modelforge_pipeline::{Plan, Stage, runs};
 use modelforge_registry::{Registry, split_reference};
-use modelforge_serve::Runnable as _;
 use modelforge_spec::Spec;
 use modelforge_train::parallel::Distributed;
 use modelforge_train::{TrainError, TrainOptions, Trained, class_count, evaluate};
@@ -533,9 +532,9 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
     }
     threads(compute, None)?;
     let device = device(compute)?;
-    let (manifest, mut native) = Native::open(&ctx.registry, model, &device)?;
+    let (manifest, native) = Native::open(&ctx.registry, model, &device)?;
     let describe = format!("{}@{}", manifest.name, manifest.version);
-    let per_sample: usize = manifest.input.shape.iter().product();
+    let per_sample = manifest.inputs[0].len();
     let mut values = Vec::with_capacity(instances.len() * per_sample);
     for (i, instance) in instances.iter().enumerate() {
         let before = values.len();
@@ -545,14 +544,14 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
                 "instances[{i}] has {} values but {} takes {per_sample} (shape {:?})",
                 values.len() - before,
                 describe,
-                manifest.input.shape
+                manifest.inputs[0].shape
             );
         }
     }
     let outputs = native
-        .run(&values, instances.len())
+        .predict(&values, instances.len())
         .map_err(anyhow::Error::msg)?;
-    let width: usize = manifest.output.shape.iter().product();
+    let width = manifest.outputs[0].len();
     let labels = &manifest.labels;
     let predictions: Vec<Value> = outputs
         .chunks_exact(width)
@@ -605,9 +604,15 @@ fn serve_with(
     compute: &Compute,
     probe: Option<Probe>,
 ) -> Result<ExitCode> {
-    let loader = crate::native::NativeLoader {
+    let native = crate::native::NativeLoader {
         device: device(compute)?,
     };
+    let loader = modelforge_serve::Formats::default()
+        .with(crate::native::FORMAT, std::sync::Arc::new(native))
+        .with(
+            modelforge_onnx::FORMAT,
+            std::sync::Arc::new(modelforge_onnx::OnnxLoader),
+        );
     let core = std::sync::Arc::new(modelforge_serve::Core::new(
         ctx.registry.clone(),
         std::sync::Arc::new(loader),
@@ -743,6 +748,76 @@ pub fn registry_alias(
         ctx.registry.set_alias(model, alias, version)?;
         println!("{model}@{alias} → version {version}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry import FILE --name NAME`: an ONNX model as a new version.
+pub fn registry_import(ctx: &Context, import: &modelforge_onnx::Import) -> Result<ExitCode> {
+    let version = modelforge_onnx::import(&ctx.registry, import)?;
+    let m = &version.manifest;
+    println!(
+        "imported {} as {}@{}",
+        import.file.display(),
+        m.name,
+        m.version
+    );
+    for (kind, tensors) in [("input", &m.inputs), ("output", &m.outputs)] {
+        for t in tensors {
+            println!(
+                "  {kind:<6} {:<24} {:<6} {:?}",
+                t.name,
+                t.datatype,
+                m.protocol_shape(t)
+            );
+        }
+    }
+    if !m.batchable {
+        println!("  not batchable: requests carry the whole shape and run one by one");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `modelforge export` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// An ONNX graph (opset 17) for onnxruntime, Triton and other runtimes.
+    Onnx,
+    /// PyTorch weights (a state dict) as safetensors.
+    Safetensors,
+}
+
+/// `modelforge export MODEL[@V] --format onnx|safetensors -o FILE`.
+pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> Result<ExitCode> {
+    let (name, version) = ctx.registry.resolve(model)?;
+    let stored = ctx.registry.open(&name, version)?;
+    let bytes = match (format, stored.manifest.format.as_str()) {
+        (ExportFormat::Onnx, modelforge_onnx::FORMAT) => {
+            std::fs::read(stored.dir.join(modelforge_onnx::FILE))?
+        }
+        (_, crate::native::FORMAT) => {
+            let spec = crate::native::stored_spec(&stored.dir)?;
+            let weights_path = stored.dir.join("weights.safetensors");
+            let weights = std::fs::read(&weights_path)
+                .with_context(|| format!("cannot read {}", weights_path.display()))?;
+            match format {
+                ExportFormat::Onnx => modelforge_onnx::export::to_onnx(&spec, &weights)?,
+                ExportFormat::Safetensors => {
+                    print!("{}", modelforge_onnx::export::torch_module(&spec));
+                    modelforge_onnx::export::to_state_dict(&spec, &weights)?
+                }
+            }
+        }
+        (_, other) => bail!(
+            "{name}@{version} has format {other:?}; only models trained by modelforge export \
+             to safetensors"
+        ),
+    };
+    modelforge_registry::write_atomic(out, &bytes)?;
+    eprintln!(
+        "wrote {} ({} bytes) from {name}@{version}",
+        out.display(),
+        bytes.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -186,6 +186,18 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Export a registry version for other tools: an ONNX graph, or PyTorch weights
+    /// (safetensors) with the module definition that loads them printed on stdout.
+    Export {
+        /// MODEL, MODEL@VERSION or MODEL@ALIAS.
+        model: String,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: commands::ExportFormat,
+        /// The file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Inspect and manage the registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -255,6 +267,27 @@ enum RegistryCommand {
         #[arg(long)]
         rm: bool,
     },
+    /// Import an ONNX model as the next version of a model (checked: it must load and run).
+    Import {
+        /// The .onnx file.
+        file: PathBuf,
+        /// Model name in the registry.
+        #[arg(long)]
+        name: String,
+        /// Class names, one per line, one per value of the first output.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// An input's shape where the file leaves axes dynamic: NAME=D1,D2,… (without the
+        /// batch axis unless --no-batch); repeatable.
+        #[arg(long = "shape", value_parser = input_shape)]
+        shapes: Vec<(String, Vec<usize>)>,
+        /// The first axis is a batch axis (default: when every input's first axis is dynamic).
+        #[arg(long, conflicts_with = "no_batch")]
+        batch: bool,
+        /// The first axis is not a batch axis: requests carry whole tensors and run one by one.
+        #[arg(long)]
+        no_batch: bool,
+    },
     /// Remove a version.
     Rm {
         /// MODEL@VERSION.
@@ -263,6 +296,19 @@ enum RegistryCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Parses `--shape NAME=D1,D2,…`.
+fn input_shape(text: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) = text
+        .split_once('=')
+        .ok_or("expected NAME=D1,D2,… e.g. input=3,224,224")?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{dims:?} is not a list of sizes: {e}"))?;
+    Ok((name.to_string(), dims))
 }
 
 /// Parses `--version-policy [MODEL=]POLICY`.
@@ -396,11 +442,31 @@ fn main() -> ExitCode {
                 version,
                 rm,
             } => commands::registry_alias(&ctx, &model, &alias, version, rm),
+            RegistryCommand::Import {
+                file,
+                name,
+                labels,
+                shapes,
+                batch,
+                no_batch,
+            } => commands::registry_import(
+                &ctx,
+                &modelforge_onnx::Import {
+                    file: &file,
+                    name: &name,
+                    labels: labels.as_deref(),
+                    overrides: modelforge_onnx::Overrides {
+                        shapes: shapes.into_iter().collect(),
+                        batchable: (batch || no_batch).then_some(batch),
+                    },
+                },
+            ),
             RegistryCommand::Rm { reference, force } => {
                 commands::registry_rm(&ctx, &reference, force)
             }
         },
         Command::Report { run, out } => commands::report(&ctx, &run, out),
+        Command::Export { model, format, out } => commands::export(&ctx, &model, format, &out),
         Command::Runs(cmd) => match cmd {
             RunsCommand::List {
                 model,

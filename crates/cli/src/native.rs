@@ -7,11 +7,19 @@ use anyhow::{Context as _, Result, bail};
 use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
-use modelforge_serve::{Loader, Runnable};
+use modelforge_serve::{Loader, Runnable, Values};
 use modelforge_spec::Spec;
 
 /// The version format this engine runs.
-const FORMAT: &str = "modelforge-native";
+pub const FORMAT: &str = "modelforge-native";
+
+/// The spec stored in a native version's folder.
+pub fn stored_spec(dir: &Path) -> Result<Spec> {
+    let spec_path = dir.join("spec.toml");
+    let text = std::fs::read_to_string(&spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    Ok(Spec::parse_stored(&text, &spec_path)?)
+}
 
 /// A loaded native version.
 pub struct Native {
@@ -33,10 +41,7 @@ impl Native {
                 manifest.format
             );
         }
-        let spec_path = dir.join("spec.toml");
-        let text = std::fs::read_to_string(&spec_path)
-            .with_context(|| format!("cannot read {}", spec_path.display()))?;
-        let spec = Spec::parse_stored(&text, &spec_path)?;
+        let spec = stored_spec(dir)?;
         let network = Network::new(&spec, device).load_safetensors(
             &dir.join("weights.safetensors"),
             device,
@@ -62,8 +67,9 @@ impl Native {
     }
 }
 
-impl Runnable for Native {
-    fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+impl Native {
+    /// Outputs, row-major `[batch, output_len]`, for `batch` samples of raw input.
+    pub fn predict(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
         let x = self
             .network
             .input(input, batch, &self.device)
@@ -72,6 +78,22 @@ impl Runnable for Native {
         out.into_data()
             .try_to_vec::<f32>()
             .map_err(|e| format!("{e:?}"))
+    }
+}
+
+impl Runnable for Native {
+    fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String> {
+        let input = match inputs.as_slice() {
+            [Values::F32(v)] => self.predict(v, batch),
+            [other] => self.predict(&other.to_f32(), batch),
+            _ => {
+                return Err(format!(
+                    "a native model takes one input, not {}",
+                    inputs.len()
+                ));
+            }
+        };
+        Ok(vec![Values::F32(input?)])
     }
 }
 

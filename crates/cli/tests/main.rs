@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 #[cfg(feature = "mpi")]
 mod distributed;
+mod interop;
 mod pipeline;
 mod resume;
 mod serving;

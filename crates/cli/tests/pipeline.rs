@@ -26,7 +26,8 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     let manifest: serde_json::Value =
         serde_json::from_str(show.split("folder:").next().unwrap()).unwrap();
     assert_eq!(manifest["version"], 1);
-    assert_eq!(manifest["input"]["shape"], serde_json::json!([64]));
+    assert_eq!(manifest["inputs"][0]["shape"], serde_json::json!([64]));
+    assert_eq!(manifest["batchable"], true);
     assert!(manifest["metrics"]["test_accuracy"].as_f64().unwrap() > 0.9);
     assert_eq!(manifest["lineage"]["spec_hash"].as_str().unwrap().len(), 64);
 

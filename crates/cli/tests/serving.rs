@@ -22,26 +22,26 @@ impl Server {
         Server::start_with(sb, &[])
     }
 
-    /// Starts `modelforge serve` with the test settings and `extra` flags.
+    /// Starts `modelforge serve` with the test settings and `extra` flags (which replace
+    /// the settings they name).
     pub(crate) fn start_with(sb: &Sandbox, extra: &[&str]) -> Server {
+        let defaults = [
+            ("--http", "127.0.0.1:0"),
+            ("--grpc", "127.0.0.1:0"),
+            ("--threads", "1"),
+            ("--poll", "0.2"),
+            ("--max-queue-delay-us", "2000"),
+            ("--max-body-mib", "1"),
+            ("--token", "s3cret"),
+        ];
         let mut child = sb
-            .command(&[
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-                "--poll",
-                "0.2",
-                "--max-queue-delay-us",
-                "2000",
-                "--max-body-mib",
-                "1",
-                "--token",
-                "s3cret",
-            ])
+            .command(&["serve"])
+            .args(
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !extra.contains(flag))
+                    .flat_map(|(flag, value)| [flag, value]),
+            )
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

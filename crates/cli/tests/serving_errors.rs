@@ -93,9 +93,9 @@ fn rest_cases() -> Vec<Rest> {
         post(INFER, pixels(json!([1, 64]), floats(63)), 400, "has 63 values but its shape [1, 64] needs 64"),
         post(INFER, pixels(json!([2, 64]), floats(64)), 400, "has 64 values but its shape [2, 64] needs 128"),
         post(INFER, pixels(json!([4_294_967_296u64, 64]), floats(64)), 400, "needs 274877906944"),
-        post(INFER, json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64] }] }).to_string(), 400, "tensor data holds null, not a number"),
-        post(INFER, pixels(json!([1, 64]), json!(vec!["a"; 64])), 400, "tensor data holds \"a\", not a number"),
-        post(INFER, pixels(json!([1, 64]), json!([{ "x": 1 }])), 400, "not a number"),
+        post(INFER, json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64] }] }).to_string(), 400, "input \"pixels\": the input has no \"data\" and no binary_data_size parameter"),
+        post(INFER, pixels(json!([1, 64]), json!(vec!["a"; 64])), 400, "input \"pixels\": \"a\" is not FP32 data"),
+        post(INFER, pixels(json!([1, 64]), json!([{ "x": 1 }])), 400, "{\"x\":1} is not FP32 data"),
         post(
             INFER,
             json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": vec![0.5; 64] }], "outputs": [{ "name": "probs" }] }).to_string(),
@@ -106,8 +106,8 @@ fn rest_cases() -> Vec<Rest> {
         binary(raw_input(256, "FP32"), Some("100000"), &[0; 256], "exceeds the body's"),
         binary(raw_input(256, "FP32"), None, &[0; 10], "binary_data_size 256 exceeds the 10 binary bytes sent"),
         binary(raw_input(256, "FP32"), None, &[0; 260], "4 binary bytes are not claimed by any input"),
-        binary(raw_input(255, "FP32"), None, &[0; 255], "255 bytes of FP32 data is not a whole number of elements"),
-        binary(raw_input(256, "BYTES"), None, &[0; 256], "datatype \"BYTES\" is not supported"),
+        binary(raw_input(255, "FP32"), None, &[0; 255], "input \"pixels\": 255 bytes of FP32 data is not a whole number of 4-byte elements"),
+        binary(raw_input(256, "BYTES"), None, &[0; 256], "input \"pixels\" has datatype BYTES; digits@1 takes"),
         binary(raw_input(256, "FP32"), Some("3"), &[0; 256], "not valid JSON"),
         post("/v2/models/nope/infer", pixels(json!([1, 64]), floats(64)), 404, "model \"nope\" is not in the repository"),
         post("/v2/models/digits/versions/9/infer", pixels(json!([1, 64]), floats(64)), 404, "no ready version \"9\""),
@@ -212,7 +212,7 @@ fn grpc_infer_cases() -> Vec<(ModelInferRequest, Code, &'static str)> {
         (
             with(&|r| r.inputs[0].datatype = "BYTES".into()),
             Code::InvalidArgument,
-            "datatype \"BYTES\" is not supported",
+            "input \"pixels\" has datatype BYTES; digits@1 takes",
         ),
         (
             with(&|r| r.inputs[0].datatype = "INT32".into()),
@@ -242,7 +242,7 @@ fn grpc_infer_cases() -> Vec<(ModelInferRequest, Code, &'static str)> {
         (
             with(&|r| r.raw_input_contents[0].truncate(255)),
             Code::InvalidArgument,
-            "not a whole number of elements",
+            "255 bytes of FP32 data is not a whole number of 4-byte elements",
         ),
         (
             with(&|r| r.raw_input_contents.push(vec![0; 4])),

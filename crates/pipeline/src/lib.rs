@@ -146,16 +146,17 @@ pub fn manifest(spec: &Spec, candidate: &Candidate) -> Manifest {
         name: spec.name().to_string(),
         version: 0,
         format: "modelforge-native".into(),
-        input: TensorInfo {
+        inputs: vec![TensorInfo {
             name: input.name.clone(),
             datatype: input.dtype.protocol_name().into(),
             shape: input.shape.clone(),
-        },
-        output: TensorInfo {
+        }],
+        outputs: vec![TensorInfo {
             name: output.name.clone(),
             datatype: "FP32".into(),
             shape: spec.output_shape(),
-        },
+        }],
+        batchable: true,
         task: output.task.name().into(),
         labels: output.labels.clone(),
         metrics,

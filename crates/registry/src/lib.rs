@@ -172,6 +172,11 @@ pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The sha256 digest of bytes, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 fn sha256_file(path: &Path) -> Result<String, RegistryError> {
     let mut file = fs::File::open(path).map_err(io(path))?;
     let mut hasher = Sha256::new();
@@ -188,14 +193,21 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
 
 /// Replaces a file atomically: temp file, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "", the current folder.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(io(path))?;
+    let written = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 
@@ -425,7 +437,7 @@ impl Registry {
                 .map(|a| (a.name.as_str(), a.bytes.as_slice()));
             for (file, bytes) in all.chain(std::iter::once((MANIFEST, manifest_bytes.as_slice()))) {
                 write_synced(&staging.join(file), bytes)?;
-                sums += &format!("{}  {file}\n", hex::encode(Sha256::digest(bytes)));
+                sums += &format!("{}  {file}\n", sha256_hex(bytes));
             }
             write_synced(&staging.join(CHECKSUMS), sums.as_bytes())?;
             sync_dir(&staging)?;
@@ -539,16 +551,17 @@ mod tests {
             name: name.into(),
             version: 0,
             format: "modelforge-native".into(),
-            input: TensorInfo {
+            inputs: vec![TensorInfo {
                 name: "x".into(),
                 datatype: "FP32".into(),
                 shape: vec![4],
-            },
-            output: TensorInfo {
+            }],
+            outputs: vec![TensorInfo {
                 name: "y".into(),
                 datatype: "FP32".into(),
                 shape: vec![3],
-            },
+            }],
+            batchable: true,
             task: "classification".into(),
             labels: vec![],
             metrics: BTreeMap::new(),

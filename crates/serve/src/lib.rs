@@ -8,6 +8,7 @@
 pub mod policy;
 pub mod queue;
 pub mod request;
+pub mod tensor;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -19,7 +20,8 @@ use modelforge_registry::{Registry, RegistryError};
 pub use policy::VersionPolicy;
 pub use queue::{Histogram, Statistics};
 use queue::{Queue, QueueConfig};
-pub use request::{InferRequest, Inference, InputTensor};
+pub use request::{InferRequest, Inference, InputTensor, OutputTensor};
+pub use tensor::Values;
 
 /// Everything a request or a load can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -75,22 +77,11 @@ pub struct ModelInfo {
     pub manifest: Manifest,
 }
 
-impl ModelInfo {
-    /// Values per input sample.
-    pub fn input_len(&self) -> usize {
-        self.manifest.input.shape.iter().product()
-    }
-
-    /// Values per output sample.
-    pub fn output_len(&self) -> usize {
-        self.manifest.output.shape.iter().product()
-    }
-}
-
 /// A loaded model version that computes outputs for a batch of inputs.
 pub trait Runnable: Send {
-    /// Outputs, row-major `[batch, output_len]`, for `batch` samples of raw input.
-    fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String>;
+    /// The outputs, in the manifest's order and datatypes, each `batch` samples long, for
+    /// `batch` samples of each input (in the manifest's order, checked against it).
+    fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String>;
 }
 
 /// Turns a verified registry version into a runnable (the engine lives behind this).
@@ -98,6 +89,35 @@ pub trait Loader: Send + Sync {
     /// Loads the version whose files are in `dir`.
     fn load(&self, manifest: &Manifest, dir: &std::path::Path)
     -> Result<Box<dyn Runnable>, String>;
+}
+
+/// Loaders by manifest format: each version goes to the loader of its format.
+#[derive(Default)]
+pub struct Formats(BTreeMap<String, Arc<dyn Loader>>);
+
+impl Formats {
+    /// Adds the loader of a format.
+    pub fn with(mut self, format: &str, loader: Arc<dyn Loader>) -> Formats {
+        self.0.insert(format.to_string(), loader);
+        self
+    }
+}
+
+impl Loader for Formats {
+    fn load(
+        &self,
+        manifest: &Manifest,
+        dir: &std::path::Path,
+    ) -> Result<Box<dyn Runnable>, String> {
+        match self.0.get(&manifest.format) {
+            Some(loader) => loader.load(manifest, dir),
+            None => Err(format!(
+                "format {:?} is not served by this build (it serves {})",
+                manifest.format,
+                self.0.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
 }
 
 /// How the core batches and which versions it serves.

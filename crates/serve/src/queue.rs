@@ -1,12 +1,14 @@
 //! One version's batching queue and its dedicated compute thread.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::request::OutputTensor;
+use crate::tensor::Values;
 use crate::{InferRequest, Inference, ModelInfo, Runnable, ServeError};
 
 /// Batching limits of a queue.
@@ -111,10 +113,10 @@ impl Default for Statistics {
     }
 }
 
-type Reply = oneshot::Sender<Result<Vec<f32>, ServeError>>;
+type Reply = oneshot::Sender<Result<Vec<Values>, ServeError>>;
 
 struct Job {
-    input: Vec<f32>,
+    inputs: Vec<Values>,
     batch: usize,
     reply: Reply,
     enqueued: Instant,
@@ -128,128 +130,188 @@ pub struct Queue {
     stats: Arc<Mutex<Statistics>>,
 }
 
+/// Checks that a compute call gave one output per manifest output, each with `batch`
+/// samples of its datatype.
+fn check_outputs(info: &ModelInfo, outputs: &[Values], batch: usize) -> Result<(), String> {
+    let want = &info.manifest.outputs;
+    if outputs.len() != want.len() {
+        return Err(format!(
+            "the model gave {} outputs but its manifest names {}",
+            outputs.len(),
+            want.len()
+        ));
+    }
+    for (t, out) in want.iter().zip(outputs) {
+        if out.datatype() != t.datatype || out.len() != batch * t.len() {
+            return Err(format!(
+                "the model gave {} {} values for output \"{}\" but a batch of {batch} needs {} {}",
+                out.len(),
+                out.datatype(),
+                t.name,
+                batch * t.len(),
+                t.datatype
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The compute thread: gathers jobs into batches, runs them and answers each.
+struct Worker {
+    info: ModelInfo,
+    runnable: Box<dyn Runnable>,
+    rx: Receiver<Job>,
+    stats: Arc<Mutex<Statistics>>,
+    max_batch_size: usize,
+    max_queue_delay: Duration,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut carry: Option<Job> = None;
+        loop {
+            let first = match carry.take() {
+                Some(j) => j,
+                None => match self.rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                },
+            };
+            let deadline = Instant::now() + self.max_queue_delay;
+            let mut size = first.batch;
+            let mut jobs = vec![first];
+            while size < self.max_batch_size {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(j) if size + j.batch > self.max_batch_size => {
+                        carry = Some(j);
+                        break;
+                    }
+                    Ok(j) => {
+                        size += j.batch;
+                        jobs.push(j);
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            self.compute(jobs);
+        }
+    }
+
+    /// Drops the jobs whose callers left, answers the late ones, runs the rest as one batch.
+    fn compute(&mut self, jobs: Vec<Job>) {
+        // Callers that gave up, or whose deadline passed, are dropped before compute.
+        // A late request counts as failed once, whether its caller stopped waiting first
+        // or hears it now.
+        let now = Instant::now();
+        let (late, mut jobs): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .filter(|j| !j.reply.is_closed() || j.deadline.is_some_and(|d| d <= now))
+            .partition(|j| j.deadline.is_some_and(|d| d <= now));
+        if !late.is_empty() {
+            self.stats.lock().expect("stats lock").failure += late.len() as u64;
+            for j in late {
+                let waited = now.duration_since(j.enqueued);
+                let _ = j.reply.send(Err(ServeError::DeadlineExceeded(waited)));
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let size: usize = jobs.iter().map(|j| j.batch).sum();
+        let inputs = match jobs.as_mut_slice() {
+            // A lone request's tensors go to the model as they are.
+            [only] => Ok(std::mem::take(&mut only.inputs)),
+            _ => (0..self.info.manifest.inputs.len())
+                .map(|i| Values::concat(&jobs.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))
+                .collect(),
+        };
+        let started = Instant::now();
+        let result = inputs
+            .and_then(|inputs| self.runnable.run(inputs, size))
+            .and_then(|outputs| check_outputs(&self.info, &outputs, size).map(|_| outputs));
+        let compute_ns = started.elapsed().as_nanos() as u64;
+        let mut s = self.stats.lock().expect("stats lock");
+        s.executions += 1;
+        s.batch_size.observe(size as f64);
+        let entry = s.batches.entry(size).or_default();
+        entry.0 += 1;
+        entry.1 += compute_ns;
+        s.last_inference_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let outputs = match result {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                for j in jobs {
+                    s.failure += 1;
+                    let _ = j.reply.send(Err(ServeError::Compute(e.clone())));
+                }
+                return;
+            }
+        };
+        let lens = self.info.manifest.output_lens();
+        let mut at = 0;
+        let single = jobs.len() == 1;
+        let mut outputs = Some(outputs);
+        for j in jobs {
+            let part = match single {
+                true => outputs.take().expect("one job"),
+                false => outputs
+                    .as_ref()
+                    .expect("outputs")
+                    .iter()
+                    .zip(&lens)
+                    .map(|(o, len)| o.slice(at * len..(at + j.batch) * len))
+                    .collect(),
+            };
+            at += j.batch;
+            s.success += 1;
+            s.inferences += j.batch as u64;
+            let queued = started.duration_since(j.enqueued);
+            s.queue_ns += queued.as_nanos() as u64;
+            s.compute_ns += compute_ns;
+            s.queue_time.observe(queued.as_secs_f64());
+            s.latency.observe(j.enqueued.elapsed().as_secs_f64());
+            let _ = j.reply.send(Ok(part));
+        }
+    }
+}
+
 impl Queue {
-    /// Warms the runnable with one sample, then starts its compute thread.
+    /// Warms the runnable with one sample of zeros, then starts its compute thread.
     pub fn start(
         info: ModelInfo,
         mut runnable: Box<dyn Runnable>,
         config: QueueConfig,
     ) -> Result<Queue, String> {
-        let warm = vec![0.0; info.input_len()];
+        let warm = info
+            .manifest
+            .inputs
+            .iter()
+            .map(|t| Values::zeros(&t.datatype, t.len()))
+            .collect::<Result<Vec<_>, _>>()?;
         let out = runnable
-            .run(&warm, 1)
+            .run(warm, 1)
             .map_err(|e| format!("warm-up failed: {e}"))?;
-        if out.len() != info.output_len() {
-            return Err(format!(
-                "warm-up gave {} outputs but the manifest promises {}",
-                out.len(),
-                info.output_len()
-            ));
-        }
+        check_outputs(&info, &out, 1).map_err(|e| format!("warm-up: {e}"))?;
         let (tx, rx) = mpsc::sync_channel::<Job>(config.max_queue_len);
         let stats = Arc::new(Mutex::new(Statistics::default()));
-        let thread_stats = stats.clone();
-        let (in_len, out_len) = (info.input_len(), info.output_len());
+        let worker = Worker {
+            info: info.clone(),
+            runnable,
+            rx,
+            stats: stats.clone(),
+            // A model without a batch axis runs each request alone.
+            max_batch_size: match info.manifest.batchable {
+                true => config.max_batch_size,
+                false => 1,
+            },
+            max_queue_delay: config.max_queue_delay,
+        };
         std::thread::Builder::new()
             .name(format!("compute-{}-{}", info.name, info.version))
-            .spawn(move || {
-                let mut carry: Option<Job> = None;
-                loop {
-                    let first = match carry.take() {
-                        Some(j) => j,
-                        None => match rx.recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
-                        },
-                    };
-                    let deadline = Instant::now() + config.max_queue_delay;
-                    let mut size = first.batch;
-                    let mut jobs = vec![first];
-                    while size < config.max_batch_size {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match rx.recv_timeout(left) {
-                            Ok(j) if size + j.batch > config.max_batch_size => {
-                                carry = Some(j);
-                                break;
-                            }
-                            Ok(j) => {
-                                size += j.batch;
-                                jobs.push(j);
-                            }
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break;
-                            }
-                        }
-                    }
-                    // Callers that gave up, or whose deadline passed, are dropped before compute.
-                    // A late request counts as failed once, whether its caller stopped
-                    // waiting first or hears it now.
-                    let now = Instant::now();
-                    let (late, jobs): (Vec<Job>, Vec<Job>) = jobs
-                        .into_iter()
-                        .filter(|j| !j.reply.is_closed() || j.deadline.is_some_and(|d| d <= now))
-                        .partition(|j| j.deadline.is_some_and(|d| d <= now));
-                    if !late.is_empty() {
-                        thread_stats.lock().expect("stats lock").failure += late.len() as u64;
-                        for j in late {
-                            let waited = now.duration_since(j.enqueued);
-                            let _ = j.reply.send(Err(ServeError::DeadlineExceeded(waited)));
-                        }
-                    }
-                    if jobs.is_empty() {
-                        continue;
-                    }
-                    let size: usize = jobs.iter().map(|j| j.batch).sum();
-                    let mut input = Vec::with_capacity(size * in_len);
-                    for j in &jobs {
-                        input.extend_from_slice(&j.input);
-                    }
-                    let started = Instant::now();
-                    let result = runnable.run(&input, size);
-                    let compute_ns = started.elapsed().as_nanos() as u64;
-                    let mut s = thread_stats.lock().expect("stats lock");
-                    s.executions += 1;
-                    s.batch_size.observe(size as f64);
-                    let entry = s.batches.entry(size).or_default();
-                    entry.0 += 1;
-                    entry.1 += compute_ns;
-                    s.last_inference_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    match result {
-                        Ok(out) if out.len() == size * out_len => {
-                            let mut at = 0;
-                            for j in jobs {
-                                let part = out[at * out_len..(at + j.batch) * out_len].to_vec();
-                                at += j.batch;
-                                s.success += 1;
-                                s.inferences += j.batch as u64;
-                                let queued = started.duration_since(j.enqueued);
-                                s.queue_ns += queued.as_nanos() as u64;
-                                s.compute_ns += compute_ns;
-                                s.queue_time.observe(queued.as_secs_f64());
-                                s.latency.observe(j.enqueued.elapsed().as_secs_f64());
-                                let _ = j.reply.send(Ok(part));
-                            }
-                        }
-                        Ok(out) => {
-                            for j in jobs {
-                                s.failure += 1;
-                                let _ = j.reply.send(Err(ServeError::Compute(format!(
-                                    "the model gave {} values for a batch of {size}",
-                                    out.len()
-                                ))));
-                            }
-                        }
-                        Err(e) => {
-                            for j in jobs {
-                                s.failure += 1;
-                                let _ = j.reply.send(Err(ServeError::Compute(e.clone())));
-                            }
-                        }
-                    }
-                }
-            })
+            .spawn(move || worker.run())
             .map_err(|e| format!("cannot start a compute thread: {e}"))?;
         Ok(Queue { info, tx, stats })
     }
@@ -268,16 +330,10 @@ impl Queue {
     /// version and runs them, batched with concurrent requests, within its deadline.
     pub async fn infer(&self, request: InferRequest) -> Result<Inference, ServeError> {
         let info = self.info.clone();
-        let batch = info.check_inputs(&request.inputs)?;
-        info.check_outputs(&request.outputs)?;
-        let input = request
-            .inputs
-            .into_iter()
-            .next()
-            .expect("checked: one input")
-            .data;
+        let wanted = info.check_outputs(&request.outputs)?;
+        let (batch, inputs) = info.check_inputs(request.inputs)?;
         let deadline = request.timeout.map(|t| Instant::now() + t);
-        let reply = self.submit(input, batch, deadline)?;
+        let reply = self.submit(inputs, batch, deadline)?;
         let answer = match request.timeout {
             // Dropping the reply on timeout tells the compute thread to skip the request.
             Some(t) => tokio::time::timeout(t, reply)
@@ -285,26 +341,45 @@ impl Queue {
                 .map_err(|_| ServeError::DeadlineExceeded(t))?,
             None => reply.await,
         };
-        let output =
-            answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
+        let mut values: Vec<Option<Values>> = answer
+            .map_err(|_| ServeError::Compute("the compute thread stopped".into()))??
+            .into_iter()
+            .map(Some)
+            .collect();
+        let manifest = &info.manifest;
+        let outputs = wanted
+            .into_iter()
+            .map(|i| {
+                let t = &manifest.outputs[i];
+                let mut shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+                if manifest.batchable {
+                    shape.insert(0, batch as i64);
+                }
+                OutputTensor {
+                    name: t.name.clone(),
+                    shape,
+                    data: values[i].take().expect("each output once"),
+                }
+            })
+            .collect();
         Ok(Inference {
             info,
             batch,
-            output,
+            outputs,
         })
     }
 
-    /// Enqueues a request (skipped if still queued at `deadline`); the reply arrives on
-    /// the returned channel.
+    /// Enqueues a request's checked inputs (skipped if still queued at `deadline`); the
+    /// outputs arrive on the returned channel.
     pub fn submit(
         &self,
-        input: Vec<f32>,
+        inputs: Vec<Values>,
         batch: usize,
         deadline: Option<Instant>,
-    ) -> Result<oneshot::Receiver<Result<Vec<f32>, ServeError>>, ServeError> {
+    ) -> Result<oneshot::Receiver<Result<Vec<Values>, ServeError>>, ServeError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            input,
+            inputs,
             batch,
             reply,
             enqueued: Instant::now(),
@@ -332,9 +407,11 @@ pub(crate) mod tests {
     struct Double(Arc<Mutex<Vec<usize>>>);
 
     impl Runnable for Double {
-        fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+        fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String> {
             self.0.lock().unwrap().push(batch);
-            Ok(input.iter().map(|v| v * 2.0).collect())
+            Ok(vec![Values::F32(
+                inputs[0].to_f32().iter().map(|v| v * 2.0).collect(),
+            )])
         }
     }
 
@@ -351,8 +428,9 @@ pub(crate) mod tests {
                 name: "m".into(),
                 version: 1,
                 format: "test".into(),
-                input: t("x"),
-                output: t("y"),
+                inputs: vec![t("x")],
+                outputs: vec![t("y")],
+                batchable: true,
                 task: "regression".into(),
                 labels: vec![],
                 metrics: Default::default(),
@@ -381,7 +459,7 @@ pub(crate) mod tests {
             let q = q.clone();
             handles.push(tokio::spawn(async move {
                 let v = i as f32;
-                q.submit(vec![v, v + 0.5], 1, None)
+                q.submit(vec![Values::F32(vec![v, v + 0.5])], 1, None)
                     .unwrap()
                     .await
                     .unwrap()
@@ -390,7 +468,10 @@ pub(crate) mod tests {
         }
         for (i, h) in handles.into_iter().enumerate() {
             let v = i as f32;
-            assert_eq!(h.await.unwrap(), vec![2.0 * v, 2.0 * v + 1.0]);
+            assert_eq!(
+                h.await.unwrap(),
+                vec![Values::F32(vec![2.0 * v, 2.0 * v + 1.0])]
+            );
         }
         let calls = calls.lock().unwrap().clone();
         assert_eq!(calls[0], 1, "warm-up runs one sample");
@@ -409,13 +490,13 @@ pub(crate) mod tests {
     struct Slow(Arc<Mutex<Vec<usize>>>);
 
     impl Runnable for Slow {
-        fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+        fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String> {
             let mut calls = self.0.lock().unwrap();
             if !calls.is_empty() {
                 std::thread::sleep(Duration::from_millis(300));
             }
             calls.push(batch);
-            Ok(input.to_vec())
+            Ok(inputs)
         }
     }
 
@@ -429,10 +510,11 @@ pub(crate) mod tests {
         };
         let q = Queue::start(info(), Box::new(Slow(calls.clone())), config).unwrap();
         // The first request occupies the compute thread for 300 ms; the second may wait 50.
-        let first = q.submit(vec![1.0, 2.0], 1, None).unwrap();
+        let f32s = |v: &[f32]| vec![Values::F32(v.to_vec())];
+        let first = q.submit(f32s(&[1.0, 2.0]), 1, None).unwrap();
         let deadline = Instant::now() + Duration::from_millis(50);
-        let second = q.submit(vec![3.0, 4.0], 1, Some(deadline)).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), vec![1.0, 2.0]);
+        let second = q.submit(f32s(&[3.0, 4.0]), 1, Some(deadline)).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), f32s(&[1.0, 2.0]));
         let late = second.await.unwrap().unwrap_err();
         assert!(matches!(late, ServeError::DeadlineExceeded(_)), "{late}");
         assert_eq!(

@@ -1,7 +1,9 @@
-//! An inference request's input as the protocols carry it, checked against the model
-//! once for REST and gRPC alike.
+//! An inference request's inputs as the protocols carry them, checked against the model
+//! once for REST and gRPC alike, and the outputs that answer it.
 
+use crate::tensor::Values;
 use crate::{ModelInfo, ServeError};
+use modelforge_registry::TensorInfo;
 
 /// One input tensor of a request, decoded by a protocol adapter.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,8 +14,9 @@ pub struct InputTensor {
     pub datatype: String,
     /// Its shape as sent, batch first (sizes are checked here, negative ones too).
     pub shape: Vec<i64>,
-    /// Its values, row-major.
-    pub data: Vec<f32>,
+    /// Its values decoded as the stated datatype, or why they could not be (reported
+    /// after the name and datatype are checked against the model).
+    pub data: Result<Values, String>,
 }
 
 /// An inference request for a resolved version ([`crate::Core::version`]), decoded by a
@@ -28,53 +31,125 @@ pub struct InferRequest {
     pub timeout: Option<std::time::Duration>,
 }
 
+/// One output tensor of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    /// Its name.
+    pub name: String,
+    /// Its shape, batch first when the model is batchable.
+    pub shape: Vec<i64>,
+    /// Its values, row-major.
+    pub data: Values,
+}
+
 /// What a version answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inference {
     /// The version that answered.
     pub info: ModelInfo,
-    /// Samples in the request.
+    /// Samples in the request (1 for a model that is not batchable).
     pub batch: usize,
-    /// Output values, `batch × output_len`, row-major.
-    pub output: Vec<f32>,
+    /// The outputs asked for (all when none were named), in the model's order.
+    pub outputs: Vec<OutputTensor>,
+}
+
+/// `"x" FP32 [batch, 2]`, or the whole shape when the model is not batchable.
+fn describe(t: &TensorInfo, batchable: bool) -> String {
+    let mut dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+    if batchable {
+        dims.insert(0, "batch".into());
+    }
+    format!("\"{}\" {} [{}]", t.name, t.datatype, dims.join(", "))
 }
 
 impl ModelInfo {
-    /// Checks a request's inputs against the model — one tensor with the model's input
-    /// name, datatype and per-sample shape, and as many values as its shape says — and
-    /// returns the batch size.
-    pub fn check_inputs(&self, inputs: &[InputTensor]) -> Result<usize, ServeError> {
-        let want = &self.manifest.input;
-        let model = format!("{}@{}", self.name, self.version);
-        let bad = |message: String| Err(ServeError::BadRequest(message));
-        let takes = format!(
-            "{model} takes one input \"{}\" {} [batch, {}]",
-            want.name,
-            want.datatype,
-            want.shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let input = match inputs {
-            [] => return bad(format!("the request has no input tensor; {takes}")),
-            [input] => input,
-            [first, rest @ ..] => {
-                if let Some(twice) = rest.iter().find(|i| i.name == first.name) {
-                    let name = twice.name.as_deref().unwrap_or("");
-                    return bad(format!("input \"{name}\" is given twice; {takes}"));
-                }
-                return bad(format!(
-                    "the request has {} input tensors; {takes}",
-                    inputs.len()
-                ));
-            }
-        };
-        let name = input.name.as_deref().unwrap_or(&want.name);
-        if name != want.name {
-            return bad(format!("{model} has no input \"{name}\"; {takes}"));
+    /// `model@version`.
+    fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// What the model takes, for error messages.
+    fn takes(&self) -> String {
+        let m = &self.manifest;
+        let list: Vec<String> = m.inputs.iter().map(|t| describe(t, m.batchable)).collect();
+        match list.as_slice() {
+            [one] => format!("{} takes one input {one}", self.label()),
+            _ => format!("{} takes inputs {}", self.label(), list.join(", ")),
         }
+    }
+
+    /// Checks a request's inputs against the model — each of its inputs once, by name,
+    /// with its datatype and per-sample shape, all with one batch size and as many values
+    /// as their shapes say — and returns the batch size and the values in the model's order.
+    pub fn check_inputs(
+        &self,
+        inputs: Vec<InputTensor>,
+    ) -> Result<(usize, Vec<Values>), ServeError> {
+        let m = &self.manifest;
+        let bad = |message: String| Err(ServeError::BadRequest(message));
+        let takes = self.takes();
+        if inputs.is_empty() {
+            return bad(format!("the request has no input tensor; {takes}"));
+        }
+        for (i, input) in inputs.iter().enumerate() {
+            if let Some(twice) = inputs[..i].iter().find(|j| j.name == input.name) {
+                let name = twice.name.as_deref().unwrap_or("");
+                return bad(format!("input \"{name}\" is given twice; {takes}"));
+            }
+        }
+        if inputs.len() > m.inputs.len() {
+            return bad(format!(
+                "the request has {} input tensors; {takes}",
+                inputs.len()
+            ));
+        }
+        let mut slots: Vec<Option<InputTensor>> = vec![None; m.inputs.len()];
+        for input in inputs {
+            let at = match input.name.as_deref() {
+                None if m.inputs.len() == 1 => 0,
+                None => {
+                    return bad(format!("an input has no name; {takes} — name each input"));
+                }
+                Some(name) => match m.inputs.iter().position(|t| t.name == name) {
+                    Some(at) => at,
+                    None => {
+                        return bad(format!("{} has no input \"{name}\"; {takes}", self.label()));
+                    }
+                },
+            };
+            slots[at] = Some(input);
+        }
+        let mut batch: Option<(usize, &str)> = None;
+        let mut values = Vec::with_capacity(slots.len());
+        for (want, slot) in m.inputs.iter().zip(slots) {
+            let Some(input) = slot else {
+                return bad(format!("input \"{}\" is missing; {takes}", want.name));
+            };
+            let (n, data) = self.check_input(want, input, &takes)?;
+            match batch {
+                Some((b, first)) if b != n => {
+                    return bad(format!(
+                        "input \"{}\" has a batch of {n} but input \"{first}\" has {b}; \
+                         every input needs the same batch size",
+                        want.name
+                    ));
+                }
+                _ => batch = Some((n, &want.name)),
+            }
+            values.push(data);
+        }
+        Ok((batch.map_or(1, |(b, _)| b), values))
+    }
+
+    /// Checks one input against the model's tensor `want`: its batch size and values.
+    fn check_input(
+        &self,
+        want: &TensorInfo,
+        input: InputTensor,
+        takes: &str,
+    ) -> Result<(usize, Values), ServeError> {
+        let bad = |message: String| Err(ServeError::BadRequest(message));
+        let name = &want.name;
         if input.datatype != want.datatype {
             let given = match input.datatype.as_str() {
                 "" => "no datatype".to_string(),
@@ -83,14 +158,18 @@ impl ModelInfo {
             return bad(format!("input \"{name}\" has {given}; {takes}"));
         }
         let shape = &input.shape;
-        let Some((&batch, sample)) = shape.split_first() else {
+        if shape.is_empty() {
             return bad(format!("input \"{name}\" has an empty shape; {takes}"));
-        };
+        }
         if shape.iter().any(|&d| d < 0) {
             return bad(format!(
                 "input \"{name}\" has a negative size in its shape {shape:?}"
             ));
         }
+        let (batch, sample) = match self.manifest.batchable {
+            true => (shape[0], &shape[1..]),
+            false => (1, &shape[..]),
+        };
         if !sample
             .iter()
             .map(|&d| d as usize)
@@ -101,31 +180,47 @@ impl ModelInfo {
         if batch == 0 {
             return bad(format!("input \"{name}\" has a batch of 0 samples"));
         }
-        let values = usize::try_from(batch)
+        let data = input
+            .data
+            .map_err(|e| ServeError::BadRequest(format!("input \"{name}\": {e}")))?;
+        let needed = usize::try_from(batch)
             .ok()
-            .and_then(|b| b.checked_mul(self.input_len()));
-        if values != Some(input.data.len()) {
+            .and_then(|b| b.checked_mul(want.len()));
+        if needed != Some(data.len()) {
             return bad(format!(
                 "input \"{name}\" has {} values but its shape {shape:?} needs {}",
-                input.data.len(),
-                values.map_or_else(|| "more than memory holds".to_string(), |v| v.to_string())
+                data.len(),
+                needed.map_or_else(|| "more than memory holds".to_string(), |v| v.to_string())
             ));
         }
-        Ok(batch as usize)
+        Ok((batch as usize, data))
     }
-}
 
-impl ModelInfo {
-    /// Checks that every output a request asks for by name exists.
-    pub fn check_outputs(&self, names: &[String]) -> Result<(), ServeError> {
-        let have = &self.manifest.output.name;
-        match names.iter().find(|n| *n != have) {
-            Some(name) => Err(ServeError::BadRequest(format!(
-                "{}@{} has no output \"{name}\"; its output is \"{have}\"",
-                self.name, self.version
-            ))),
-            None => Ok(()),
+    /// Checks that every output a request asks for by name exists, and returns the
+    /// positions of those asked for (all when none are named).
+    pub fn check_outputs(&self, names: &[String]) -> Result<Vec<usize>, ServeError> {
+        let have = &self.manifest.outputs;
+        if names.is_empty() {
+            return Ok((0..have.len()).collect());
         }
+        names
+            .iter()
+            .map(|name| {
+                have.iter().position(|t| &t.name == name).ok_or_else(|| {
+                    let list: Vec<String> =
+                        have.iter().map(|t| format!("\"{}\"", t.name)).collect();
+                    let its = match list.len() {
+                        1 => "its output is",
+                        _ => "its outputs are",
+                    };
+                    ServeError::BadRequest(format!(
+                        "{} has no output \"{name}\"; {its} {}",
+                        self.label(),
+                        list.join(", ")
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -139,22 +234,84 @@ mod tests {
             name: name.map(str::to_string),
             datatype: datatype.into(),
             shape: shape.to_vec(),
-            data: vec![0.5; values],
+            data: Ok(Values::F32(vec![0.5; values])),
         }
+    }
+
+    /// A model with two inputs, `a` FP32 [2] and `b` INT64 [1], and two outputs.
+    fn two_inputs() -> ModelInfo {
+        let mut info = info();
+        let t = |name: &str, datatype: &str, len| TensorInfo {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: vec![len],
+        };
+        info.manifest.inputs = vec![t("a", "FP32", 2), t("b", "INT64", 1)];
+        info.manifest.outputs = vec![t("y", "FP32", 2), t("z", "INT64", 1)];
+        info
     }
 
     #[test]
     fn a_fitting_input_gives_its_batch() {
         let info = info();
-        assert_eq!(
-            info.check_inputs(&[input(Some("x"), "FP32", &[3, 2], 6)])
-                .unwrap(),
-            3
+        let (batch, values) = info
+            .check_inputs(vec![input(Some("x"), "FP32", &[3, 2], 6)])
+            .unwrap();
+        assert_eq!((batch, values.len()), (3, 1));
+        let (batch, _) = info
+            .check_inputs(vec![input(None, "FP32", &[1, 2], 2)])
+            .unwrap();
+        assert_eq!(batch, 1);
+    }
+
+    #[test]
+    fn several_inputs_are_put_in_the_models_order() {
+        let info = two_inputs();
+        let b = InputTensor {
+            data: Ok(Values::I64(vec![7, 8])),
+            ..input(Some("b"), "INT64", &[2, 1], 0)
+        };
+        let (batch, values) = info
+            .check_inputs(vec![b.clone(), input(Some("a"), "FP32", &[2, 2], 4)])
+            .unwrap();
+        assert_eq!(batch, 2);
+        assert_eq!(values[1], Values::I64(vec![7, 8]));
+        let err = info
+            .check_inputs(vec![b.clone(), input(Some("a"), "FP32", &[3, 2], 6)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("input \"b\" has a batch of 2 but input \"a\" has 3"),
+            "{err}"
         );
-        assert_eq!(
-            info.check_inputs(&[input(None, "FP32", &[1, 2], 2)])
-                .unwrap(),
-            1
+        let err = info.check_inputs(vec![b]).unwrap_err().to_string();
+        assert!(
+            err.contains("input \"a\" is missing; m@1 takes inputs \"a\" FP32 [batch, 2], \"b\" INT64 [batch, 1]"),
+            "{err}"
+        );
+        let err = info
+            .check_inputs(vec![input(None, "FP32", &[1, 2], 2)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("an input has no name"), "{err}");
+    }
+
+    #[test]
+    fn a_model_that_is_not_batchable_takes_its_whole_shape() {
+        let mut info = info();
+        info.manifest.batchable = false;
+        info.manifest.inputs[0].shape = vec![1, 2];
+        let (batch, _) = info
+            .check_inputs(vec![input(Some("x"), "FP32", &[1, 2], 2)])
+            .unwrap();
+        assert_eq!(batch, 1);
+        let err = info
+            .check_inputs(vec![input(Some("x"), "FP32", &[2, 2], 4)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has shape [2, 2]; m@1 takes one input \"x\" FP32 [1, 2]"),
+            "{err}"
         );
     }
 
@@ -162,6 +319,10 @@ mod tests {
     fn every_misfit_names_what_is_wrong() {
         let info = info();
         let x = |shape: &[i64], values| input(Some("x"), "FP32", shape, values);
+        let undecodable = InputTensor {
+            data: Err("1.5 is not INT64 data".into()),
+            ..x(&[1, 2], 0)
+        };
         for (inputs, expect) in [
             (
                 vec![],
@@ -189,27 +350,29 @@ mod tests {
             (vec![x(&[1, 3], 3)], "has shape [1, 3]; m@1 takes"),
             (vec![x(&[2], 2)], "has shape [2]"),
             (vec![x(&[0, 2], 0)], "batch of 0 samples"),
+            (vec![undecodable], "input \"x\": 1.5 is not INT64 data"),
             (
                 vec![x(&[2, 2], 3)],
                 "has 3 values but its shape [2, 2] needs 4",
             ),
             (vec![x(&[i64::MAX, 2], 2)], "needs 18446744073709551614"),
         ] {
-            let err = info.check_inputs(&inputs).unwrap_err().to_string();
+            let err = info.check_inputs(inputs).unwrap_err().to_string();
             assert!(err.contains(expect), "{err} lacks {expect}");
         }
     }
 
     #[test]
     fn outputs_are_asked_for_by_their_name() {
-        let info = info();
-        assert!(info.check_outputs(&["y".into()]).is_ok());
+        let info = two_inputs();
+        assert_eq!(info.check_outputs(&[]).unwrap(), vec![0, 1]);
+        assert_eq!(info.check_outputs(&["z".into()]).unwrap(), vec![1]);
         let err = info
             .check_outputs(&["y".into(), "probs".into()])
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "m@1 has no output \"probs\"; its output is \"y\""
+            "m@1 has no output \"probs\"; its outputs are \"y\", \"z\""
         );
     }
 }

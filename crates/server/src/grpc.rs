@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo, VersionPolicy};
+use modelforge_serve::{
+    Core, InferRequest, Inference, InputTensor, Manifest, ModelInfo, Values, VersionPolicy,
+};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::grpc_status;
-use crate::tensor::{decode_binary, encode_fp32};
 
 /// The generated messages and service of `proto/inference.proto`.
 pub mod proto {
@@ -54,24 +55,50 @@ fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-fn tensor_metadata(t: &modelforge_serve::TensorInfo) -> model_metadata_response::TensorMetadata {
-    let mut shape = vec![-1i64];
-    shape.extend(t.shape.iter().map(|&d| d as i64));
-    model_metadata_response::TensorMetadata {
-        name: t.name.clone(),
-        datatype: t.datatype.clone(),
-        shape,
-    }
+fn tensor_metadata(
+    m: &Manifest,
+    list: &[modelforge_serve::TensorInfo],
+) -> Vec<model_metadata_response::TensorMetadata> {
+    list.iter()
+        .map(|t| model_metadata_response::TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.clone(),
+            shape: m.protocol_shape(t),
+        })
+        .collect()
 }
 
+/// A protocol datatype name as model_config.proto's `DataType`.
 fn data_type(datatype: &str) -> i32 {
-    match datatype {
-        "INT64" => DataType::TypeInt64 as i32,
-        _ => DataType::TypeFp32 as i32,
-    }
+    (match datatype {
+        "BOOL" => DataType::TypeBool,
+        "UINT8" => DataType::TypeUint8,
+        "INT32" => DataType::TypeInt32,
+        "INT64" => DataType::TypeInt64,
+        "FP64" => DataType::TypeFp64,
+        _ => DataType::TypeFp32,
+    }) as i32
 }
 
-/// The values of the one input tensor of a request: raw bytes or typed contents.
+/// Typed contents as values of the stated datatype, from the field the protocol keeps
+/// that datatype in.
+fn typed(datatype: &str, c: &InferTensorContents) -> Result<Values, String> {
+    Ok(match datatype {
+        "BOOL" => Values::Bool(c.bool_contents.clone()),
+        "UINT8" => Values::U8(
+            c.uint_contents
+                .iter()
+                .map(|&v| u8::try_from(v).map_err(|_| format!("{v} is not UINT8 data")))
+                .collect::<Result<_, _>>()?,
+        ),
+        "INT32" => Values::I32(c.int_contents.clone()),
+        "INT64" => Values::I64(c.int64_contents.clone()),
+        "FP32" => Values::F32(c.fp32_contents.clone()),
+        "FP64" => Values::F64(c.fp64_contents.clone()),
+        other => Values::zeros(other, 0)?,
+    })
+}
+
 /// The request's input tensors, decoded: raw bytes (`raw_input_contents`, one per input
 /// in order) or typed contents.
 fn inputs(request: &ModelInferRequest) -> Result<Vec<InputTensor>, Status> {
@@ -86,19 +113,8 @@ fn inputs(request: &ModelInferRequest) -> Result<Vec<InputTensor>, Status> {
     let mut out = Vec::with_capacity(request.inputs.len());
     for (i, input) in request.inputs.iter().enumerate() {
         let data = match (raw.get(i), &input.contents) {
-            (Some(raw), _) => {
-                decode_binary(&input.datatype, raw).map_err(Status::invalid_argument)?
-            }
-            (None, Some(c)) => {
-                let mut v: Vec<f32> = c.fp32_contents.clone();
-                v.extend(c.fp64_contents.iter().map(|&x| x as f32));
-                v.extend(c.int_contents.iter().map(|&x| x as f32));
-                v.extend(c.int64_contents.iter().map(|&x| x as f32));
-                v.extend(c.uint_contents.iter().map(|&x| x as f32));
-                v.extend(c.uint64_contents.iter().map(|&x| x as f32));
-                v.extend(c.bool_contents.iter().map(|&x| f32::from(u8::from(x))));
-                v
-            }
+            (Some(raw), _) => Values::from_le_bytes(&input.datatype, raw),
+            (None, Some(c)) => typed(&input.datatype, c),
             (None, None) => {
                 return Err(Status::invalid_argument(format!(
                     "input \"{}\" has no contents and there are no raw_input_contents",
@@ -156,11 +172,7 @@ async fn infer(
     let queue = core
         .version(&request.model_name, version(&request.model_version))
         .map_err(grpc_status)?;
-    let Inference {
-        info,
-        batch,
-        output,
-    } = queue
+    let Inference { info, outputs, .. } = queue
         .infer(InferRequest {
             inputs: inputs(&request)?,
             outputs: request.outputs.iter().map(|o| o.name.clone()).collect(),
@@ -168,21 +180,22 @@ async fn infer(
         })
         .await
         .map_err(grpc_status)?;
-    let mut shape = vec![batch as i64];
-    shape.extend(info.manifest.output.shape.iter().map(|&d| d as i64));
     Ok(ModelInferResponse {
         model_name: info.name.clone(),
         model_version: info.version.to_string(),
         id: request.id,
         parameters: Default::default(),
-        outputs: vec![model_infer_response::InferOutputTensor {
-            name: info.manifest.output.name.clone(),
-            datatype: "FP32".into(),
-            shape,
-            parameters: Default::default(),
-            contents: None,
-        }],
-        raw_output_contents: vec![encode_fp32(&output)],
+        raw_output_contents: outputs.iter().map(|o| o.data.to_le_bytes()).collect(),
+        outputs: outputs
+            .into_iter()
+            .map(|o| model_infer_response::InferOutputTensor {
+                name: o.name,
+                datatype: o.data.datatype().into(),
+                shape: o.shape,
+                parameters: Default::default(),
+                contents: None,
+            })
+            .collect(),
     })
 }
 
@@ -239,17 +252,30 @@ fn config(core: &Core, info: &ModelInfo) -> proto::ModelConfig {
                 }
             }),
         }),
-        max_batch_size: c.max_batch_size as i32,
-        input: vec![ModelInput {
-            name: m.input.name.clone(),
-            data_type: data_type(&m.input.datatype),
-            dims: m.input.shape.iter().map(|&d| d as i64).collect(),
-        }],
-        output: vec![ModelOutput {
-            name: m.output.name.clone(),
-            data_type: data_type(&m.output.datatype),
-            dims: m.output.shape.iter().map(|&d| d as i64).collect(),
-        }],
+        // Triton's convention: 0 when the model has no batch axis.
+        max_batch_size: if m.batchable {
+            c.max_batch_size as i32
+        } else {
+            0
+        },
+        input: m
+            .inputs
+            .iter()
+            .map(|t| ModelInput {
+                name: t.name.clone(),
+                data_type: data_type(&t.datatype),
+                dims: t.shape.iter().map(|&d| d as i64).collect(),
+            })
+            .collect(),
+        output: m
+            .outputs
+            .iter()
+            .map(|t| ModelOutput {
+                name: t.name.clone(),
+                data_type: data_type(&t.datatype),
+                dims: t.shape.iter().map(|&d| d as i64).collect(),
+            })
+            .collect(),
         scheduling_choice: Some(model_config::SchedulingChoice::DynamicBatching(
             ModelDynamicBatching {
                 preferred_batch_size: vec![],
@@ -328,8 +354,8 @@ impl GrpcInferenceService for Grpc {
             name: info.name.clone(),
             versions,
             platform: info.manifest.format.clone(),
-            inputs: vec![tensor_metadata(&info.manifest.input)],
-            outputs: vec![tensor_metadata(&info.manifest.output)],
+            inputs: tensor_metadata(&info.manifest, &info.manifest.inputs),
+            outputs: tensor_metadata(&info.manifest, &info.manifest.outputs),
         }))
     }
 

@@ -12,11 +12,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use modelforge_serve::{Core, InferRequest, Inference, InputTensor, ModelInfo, VersionPolicy};
+use modelforge_serve::{
+    Core, InferRequest, Inference, InputTensor, ModelInfo, OutputTensor, Values, VersionPolicy,
+};
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
-use crate::tensor::{decode_binary, encode_fp32};
+use crate::tensor::{from_json, to_json};
 
 type Shared = State<Arc<Core>>;
 
@@ -144,17 +146,20 @@ async fn server_metadata() -> Json<Value> {
 
 /// The V2 metadata of a version.
 fn metadata(info: &ModelInfo, versions: &[u64]) -> Value {
-    let tensor = |t: &modelforge_serve::TensorInfo| {
-        let mut shape = vec![-1i64];
-        shape.extend(t.shape.iter().map(|&d| d as i64));
-        json!({ "name": t.name, "datatype": t.datatype, "shape": shape })
+    let m = &info.manifest;
+    let tensors = |list: &[modelforge_serve::TensorInfo]| {
+        list.iter()
+            .map(
+                |t| json!({ "name": t.name, "datatype": t.datatype, "shape": m.protocol_shape(t) }),
+            )
+            .collect::<Vec<_>>()
     };
     json!({
         "name": info.name,
         "versions": versions.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-        "platform": info.manifest.format,
-        "inputs": [tensor(&info.manifest.input)],
-        "outputs": [tensor(&info.manifest.output)],
+        "platform": m.format,
+        "inputs": tensors(&m.inputs),
+        "outputs": tensors(&m.outputs),
     })
 }
 
@@ -176,7 +181,12 @@ async fn version_metadata(
 
 /// Triton's model-configuration JSON for a version.
 fn config(core: &Core, info: &ModelInfo) -> Value {
-    let tensor = |t: &modelforge_serve::TensorInfo| json!({ "name": t.name, "data_type": format!("TYPE_{}", t.datatype), "dims": t.shape });
+    let tensors = |list: &[modelforge_serve::TensorInfo]| {
+        list.iter()
+            .map(|t| json!({ "name": t.name, "data_type": format!("TYPE_{}", t.datatype), "dims": t.shape }))
+            .collect::<Vec<_>>()
+    };
+    let m = &info.manifest;
     let c = core.config();
     json!({
         "name": info.name,
@@ -187,9 +197,10 @@ fn config(core: &Core, info: &ModelInfo) -> Value {
             VersionPolicy::All => json!({ "all": {} }),
             VersionPolicy::Specific(v) => json!({ "specific": { "versions": v } }),
         },
-        "max_batch_size": c.max_batch_size,
-        "input": [tensor(&info.manifest.input)],
-        "output": [tensor(&info.manifest.output)],
+        // Triton's convention: 0 when the model has no batch axis.
+        "max_batch_size": if m.batchable { c.max_batch_size } else { 0 },
+        "input": tensors(&m.inputs),
+        "output": tensors(&m.outputs),
         "dynamic_batching": { "max_queue_delay_microseconds": c.max_queue_delay.as_micros() as u64 },
         "instance_group": [{ "count": 1, "kind": "KIND_CPU" }],
     })
@@ -247,28 +258,6 @@ fn too_large(length: usize, limit: usize) -> String {
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad(format!("the request body is not valid JSON: {e}")))
-}
-
-/// Flattens nested JSON numbers into `out`.
-fn flatten(value: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
-    match value {
-        Value::Number(n) => {
-            out.push(
-                n.as_f64()
-                    .ok_or_else(|| ApiError::bad("a number is out of range"))?
-                    as f32,
-            );
-            Ok(())
-        }
-        Value::Bool(b) => {
-            out.push(f32::from(u8::from(*b)));
-            Ok(())
-        }
-        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out)),
-        other => Err(ApiError::bad(format!(
-            "tensor data holds {other}, not a number"
-        ))),
-    }
 }
 
 async fn model_infer(
@@ -347,13 +336,12 @@ async fn infer(
                 }
                 let (mine, rest) = binary.split_at(size);
                 binary = rest;
-                decode_binary(datatype, mine).map_err(ApiError::bad)?
+                Values::from_le_bytes(datatype, mine)
             }
-            None => {
-                let mut data = Vec::new();
-                flatten(&input["data"], &mut data)?;
-                data
-            }
+            None => match input.get("data") {
+                Some(data) => from_json(datatype, data),
+                None => Err("the input has no \"data\" and no binary_data_size parameter".into()),
+            },
         };
         inputs.push(InputTensor {
             name: Some(input["name"].as_str().unwrap_or_default().to_string()),
@@ -383,47 +371,54 @@ async fn infer(
             ApiError::bad("parameters.timeout must be a whole number of microseconds")
         })?)),
     };
-    let Inference {
-        info,
-        batch,
-        output: out,
-    } = queue
+    let Inference { info, outputs, .. } = queue
         .infer(InferRequest {
             inputs,
             outputs: asked,
             timeout,
         })
         .await?;
-    let mut out_shape = vec![batch];
-    out_shape.extend(&info.manifest.output.shape);
-    let wants_binary = request["parameters"]["binary_data_output"]
+    // Binary outputs: those asked for with `binary_data`, or all with `binary_data_output`.
+    let all_binary = request["parameters"]["binary_data_output"]
         .as_bool()
-        .unwrap_or(false)
-        || request["outputs"].as_array().is_some_and(|o| {
-            o.iter()
-                .any(|o| o["parameters"]["binary_data"].as_bool() == Some(true))
-        });
-    let mut output =
-        json!({ "name": info.manifest.output.name, "datatype": "FP32", "shape": out_shape });
-    if wants_binary {
-        output["parameters"] = json!({ "binary_data_size": out.len() * 4 });
-    } else {
-        output["data"] = json!(out);
-    }
+        .unwrap_or(false);
+    let binary_for = |name: &str| {
+        request["outputs"]
+            .as_array()
+            .and_then(|o| o.iter().find(|o| o["name"] == name))
+            .and_then(|o| o["parameters"]["binary_data"].as_bool())
+            .unwrap_or(all_binary)
+    };
+    let (mut tail, mut any_binary) = (Vec::new(), false);
+    let outputs: Vec<Value> = outputs
+        .into_iter()
+        .map(|OutputTensor { name, shape, data }| {
+            let mut output = json!({ "name": name, "datatype": data.datatype(), "shape": shape });
+            if binary_for(&name) {
+                let bytes = data.to_le_bytes();
+                output["parameters"] = json!({ "binary_data_size": bytes.len() });
+                tail.extend(bytes);
+                any_binary = true;
+            } else {
+                output["data"] = to_json(&data);
+            }
+            output
+        })
+        .collect();
     let mut response = json!({
         "model_name": info.name,
         "model_version": info.version.to_string(),
-        "outputs": [output],
+        "outputs": outputs,
     });
     if let Some(id) = request.get("id") {
         response["id"] = id.clone();
     }
-    if !wants_binary {
+    if !any_binary {
         return Ok(Json(response).into_response());
     }
     let mut bytes = serde_json::to_vec(&response).expect("json");
     let header_len = bytes.len();
-    bytes.extend(encode_fp32(&out));
+    bytes.extend(tail);
     Ok((
         [
             (
@@ -581,75 +576,156 @@ async fn tf_predict(
         ));
     }
     let request = parse_json(&body.map_err(rejected)?)?;
-    let (rows, columnar) = match (request.get("instances"), request.get("inputs")) {
-        (Some(Value::Array(rows)), None) => (rows.clone(), false),
-        (None, Some(Value::Array(rows))) => (rows.clone(), true),
-        (None, Some(Value::Object(map))) if map.len() == 1 => match map.values().next() {
-            Some(Value::Array(rows)) => (rows.clone(), true),
-            _ => return Err(ApiError::bad("\"inputs\" must hold a list of instances")),
-        },
-        _ => {
-            return Err(ApiError::bad(
-                "the request needs \"instances\" (row format) or \"inputs\" (columnar format)",
-            ));
-        }
-    };
-    if rows.is_empty() {
-        return Err(ApiError::bad("no instances to predict"));
-    }
-    let mut data = Vec::new();
-    let mut per_row = None;
-    for (i, row) in rows.iter().enumerate() {
-        let row = match row {
-            Value::Object(map) if map.len() == 1 => {
-                map.values().next().cloned().unwrap_or(Value::Null)
-            }
-            other => other.clone(),
-        };
-        let before = data.len();
-        flatten(&row, &mut data)?;
-        let count = data.len() - before;
-        if *per_row.get_or_insert(count) != count {
-            return Err(ApiError::bad(format!(
-                "instance {i} has {count} values but instance 0 has {}",
-                per_row.unwrap_or_default()
-            )));
-        }
-    }
-    // Instances carry no shape: each is one sample of the model's input shape when its
-    // values fill it (nested or flat), else [count] and the core says what is wrong.
-    // JSON numbers carry no datatype: they are the model's.
     let queue = core.version(&name, version.as_deref())?;
-    let want = queue.info().manifest.input.clone();
-    let count = per_row.unwrap_or_default();
-    let mut shape = vec![rows.len() as i64];
-    if count == want.shape.iter().product::<usize>() {
-        shape.extend(want.shape.iter().map(|&d| d as i64));
-    } else {
-        shape.push(count as i64);
-    }
-    let input = InputTensor {
-        name: None,
-        datatype: want.datatype,
-        shape,
-        data,
-    };
-    let Inference {
-        info, output: out, ..
-    } = queue
+    let m = &queue.info().manifest;
+    let names: Vec<&str> = m.inputs.iter().map(|t| t.name.as_str()).collect();
+    let (columns, columnar) = tf_columns(&request, &names)?;
+    let inputs = m
+        .inputs
+        .iter()
+        .zip(columns)
+        .map(|(want, rows)| tf_input(want, m.batchable, &rows))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Inference { outputs, .. } = queue
         .infer(InferRequest {
-            inputs: vec![input],
+            inputs,
             outputs: Vec::new(),
             timeout: None,
         })
         .await?;
-    let width = info.output_len();
-    let predictions: Vec<Value> = out.chunks(width).map(|r| json!(r)).collect();
-    Ok(Json(if columnar {
-        json!({ "outputs": predictions })
+    // Each output split into its rows; one output is given bare, several by name.
+    let rows = |o: &OutputTensor| -> Vec<Value> {
+        let n = o.shape.first().map_or(1, |&n| n.max(1) as usize);
+        let width = o.data.len() / n;
+        (0..n)
+            .map(|r| to_json(&o.data.slice(r * width..(r + 1) * width)))
+            .collect()
+    };
+    let answer = match outputs.as_slice() {
+        [one] if columnar => json!({ "outputs": rows(one) }),
+        [one] => json!({ "predictions": rows(one) }),
+        many if columnar => {
+            json!({ "outputs": many.iter().map(|o| (o.name.clone(), Value::Array(rows(o)))).collect::<serde_json::Map<_, _>>() })
+        }
+        many => {
+            let per_output: Vec<Vec<Value>> = many.iter().map(rows).collect();
+            let n = per_output.first().map_or(0, Vec::len);
+            json!({ "predictions": (0..n).map(|r| many.iter().zip(&per_output).map(|(o, rows)| (o.name.clone(), rows[r].clone())).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>() })
+        }
+    };
+    Ok(Json(answer))
+}
+
+/// The rows of each model input (in `names` order) of a TF-Serving request, and whether
+/// it was columnar. Row format: `instances`, each a value (one-input models) or an object
+/// by input name; columnar: `inputs`, a value (one input) or an object by input name.
+fn tf_columns(request: &Value, names: &[&str]) -> Result<(Vec<Vec<Value>>, bool), ApiError> {
+    let by_name = |map: &serde_json::Map<String, Value>, what: &str| {
+        names
+            .iter()
+            .map(|name| match map.get(*name) {
+                Some(v) => Ok(v.clone()),
+                None if names.len() == 1 && map.len() == 1 => {
+                    Ok(map.values().next().cloned().unwrap_or_default())
+                }
+                None => Err(ApiError::bad(format!(
+                    "{what} lacks input \"{name}\"; the model takes {}",
+                    names.join(", ")
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let as_rows = |v: Value, name: &str| match v {
+        Value::Array(rows) if !rows.is_empty() => Ok(rows),
+        _ => Err(ApiError::bad(format!(
+            "input \"{name}\" needs a non-empty list of instances"
+        ))),
+    };
+    match (request.get("instances"), request.get("inputs")) {
+        (Some(Value::Array(instances)), None) => {
+            if instances.is_empty() {
+                return Err(ApiError::bad("no instances to predict"));
+            }
+            let mut columns = vec![Vec::with_capacity(instances.len()); names.len()];
+            for (i, instance) in instances.iter().enumerate() {
+                let values = match instance {
+                    Value::Object(map) => by_name(map, &format!("instance {i}"))?,
+                    other if names.len() == 1 => vec![other.clone()],
+                    _ => {
+                        return Err(ApiError::bad(format!(
+                            "instance {i} must be an object naming the inputs {}",
+                            names.join(", ")
+                        )));
+                    }
+                };
+                for (column, value) in columns.iter_mut().zip(values) {
+                    column.push(value);
+                }
+            }
+            Ok((columns, false))
+        }
+        (None, Some(inputs)) => {
+            let values = match inputs {
+                Value::Object(map) => by_name(map, "\"inputs\"")?,
+                other if names.len() == 1 => vec![other.clone()],
+                _ => {
+                    return Err(ApiError::bad(format!(
+                        "\"inputs\" must be an object naming the inputs {}",
+                        names.join(", ")
+                    )));
+                }
+            };
+            let columns = names
+                .iter()
+                .zip(values)
+                .map(|(name, v)| as_rows(v, name))
+                .collect::<Result<_, _>>()?;
+            Ok((columns, true))
+        }
+        _ => Err(ApiError::bad(
+            "the request needs \"instances\" (row format) or \"inputs\" (columnar format)",
+        )),
+    }
+}
+
+/// One input of a TF-Serving request from its rows. Rows carry no shape: each is one
+/// sample of the model's shape when its values fill it (nested or flat), else `[count]`
+/// and the core says what is wrong. JSON numbers carry no datatype: they are the model's.
+fn tf_input(
+    want: &modelforge_serve::TensorInfo,
+    batchable: bool,
+    rows: &[Value],
+) -> Result<InputTensor, ApiError> {
+    let sample = if batchable {
+        &want.shape[..]
     } else {
-        json!({ "predictions": predictions })
-    }))
+        want.shape.get(1..).unwrap_or(&[])
+    };
+    let mut parts = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let part = from_json(&want.datatype, row)
+            .map_err(|e| ApiError::bad(format!("instance {i} of input \"{}\": {e}", want.name)))?;
+        if let Some(first) = parts.first().map(Values::len).filter(|&n| n != part.len()) {
+            return Err(ApiError::bad(format!(
+                "instance {i} has {} values but instance 0 has {first}",
+                part.len()
+            )));
+        }
+        parts.push(part);
+    }
+    let count = parts[0].len();
+    let mut shape = vec![rows.len() as i64];
+    if count == sample.iter().product::<usize>() {
+        shape.extend(sample.iter().map(|&d| d as i64));
+    } else {
+        shape.push(count as i64);
+    }
+    Ok(InputTensor {
+        name: Some(want.name.clone()),
+        datatype: want.datatype.clone(),
+        shape,
+        data: Values::concat(&parts.iter().collect::<Vec<_>>()),
+    })
 }
 
 #[cfg(test)]

@@ -1,40 +1,71 @@
-//! Tensor bytes shared by the protocols: little-endian raw data to f32 values.
+//! Tensor values in JSON, as the V2 and TF-Serving REST bodies carry them.
 
-/// Decodes little-endian tensor bytes of a protocol datatype into f32 values.
-pub fn decode_binary(datatype: &str, bytes: &[u8]) -> Result<Vec<f32>, String> {
-    let width = match datatype {
-        "FP32" | "INT32" | "UINT32" => 4,
-        "FP64" | "INT64" | "UINT64" => 8,
-        "INT16" | "UINT16" => 2,
-        "UINT8" | "INT8" | "BOOL" => 1,
-        other => return Err(format!("datatype {other:?} is not supported; send FP32")),
-    };
-    if !bytes.len().is_multiple_of(width) {
-        return Err(format!(
-            "{} bytes of {datatype} data is not a whole number of elements",
-            bytes.len()
-        ));
+use modelforge_serve::Values;
+use serde_json::{Value, json};
+
+/// Collects the leaves of nested JSON arrays, converting each with `convert`.
+fn leaves<T>(
+    value: &Value,
+    datatype: &str,
+    convert: &dyn Fn(&Value) -> Option<T>,
+    out: &mut Vec<T>,
+) -> Result<(), String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|v| leaves(v, datatype, convert, out)),
+        leaf => match convert(leaf) {
+            Some(v) => {
+                out.push(v);
+                Ok(())
+            }
+            None => {
+                let mut shown = leaf.to_string();
+                if shown.len() > 40 {
+                    shown.truncate(40);
+                    shown.push('…');
+                }
+                Err(format!("{shown} is not {datatype} data"))
+            }
+        },
     }
-    Ok(bytes
-        .chunks_exact(width)
-        .map(|c| match datatype {
-            "FP32" => f32::from_le_bytes(c.try_into().expect("4 bytes")),
-            "INT32" => i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
-            "UINT32" => u32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
-            "FP64" => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "INT64" => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "UINT64" => u64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
-            "INT16" => i16::from_le_bytes(c.try_into().expect("2 bytes")) as f32,
-            "UINT16" => u16::from_le_bytes(c.try_into().expect("2 bytes")) as f32,
-            "INT8" => c[0] as i8 as f32,
-            _ => c[0] as f32,
-        })
-        .collect())
 }
 
-/// f32 values as little-endian bytes.
-pub fn encode_fp32(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Decodes tensor data (a flat or nested JSON array, or one value) of a datatype.
+pub fn from_json(datatype: &str, value: &Value) -> Result<Values, String> {
+    fn collect<T>(
+        value: &Value,
+        datatype: &str,
+        convert: &dyn Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        let mut out = Vec::new();
+        leaves(value, datatype, convert, &mut out)?;
+        Ok(out)
+    }
+    let int = |v: &Value| v.as_i64();
+    Ok(match datatype {
+        "BOOL" => Values::Bool(collect(value, datatype, &Value::as_bool)?),
+        "UINT8" => Values::U8(collect(value, datatype, &|v| {
+            u8::try_from(v.as_u64()?).ok()
+        })?),
+        "INT32" => Values::I32(collect(value, datatype, &|v| i32::try_from(int(v)?).ok())?),
+        "INT64" => Values::I64(collect(value, datatype, &int)?),
+        "FP32" => Values::F32(collect(value, datatype, &|v| Some(v.as_f64()? as f32))?),
+        "FP64" => Values::F64(collect(value, datatype, &Value::as_f64)?),
+        other => return Values::zeros(other, 0),
+    })
+}
+
+/// The values as a flat JSON array.
+pub fn to_json(values: &Values) -> Value {
+    match values {
+        Values::Bool(v) => json!(v),
+        Values::U8(v) => json!(v),
+        Values::I32(v) => json!(v),
+        Values::I64(v) => json!(v),
+        Values::F32(v) => json!(v),
+        Values::F64(v) => json!(v),
+    }
 }
 
 #[cfg(test)]
@@ -42,12 +73,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn binary_tensors_decode_little_endian() {
-        let fp32 = encode_fp32(&[1.5, -2.0]);
-        assert_eq!(decode_binary("FP32", &fp32).ok(), Some(vec![1.5, -2.0]));
-        let int64: Vec<u8> = [7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(decode_binary("INT64", &int64).ok(), Some(vec![7.0, -3.0]));
-        assert!(decode_binary("FP32", &fp32[..5]).is_err());
-        assert!(decode_binary("BYTES", &fp32).is_err());
+    fn json_data_decodes_by_datatype() {
+        let nested = json!([[1, 2], [3, 4]]);
+        assert_eq!(
+            from_json("INT64", &nested),
+            Ok(Values::I64(vec![1, 2, 3, 4]))
+        );
+        assert_eq!(
+            from_json("FP32", &json!([1.5, -2])),
+            Ok(Values::F32(vec![1.5, -2.0]))
+        );
+        assert_eq!(
+            from_json("BOOL", &json!([true, false])),
+            Ok(Values::Bool(vec![true, false]))
+        );
+        assert_eq!(
+            from_json("INT64", &json!([1.5])),
+            Err("1.5 is not INT64 data".into())
+        );
+        assert_eq!(
+            from_json("UINT8", &json!([256])),
+            Err("256 is not UINT8 data".into())
+        );
+        assert!(from_json("FP32", &json!(["a"])).is_err());
+        assert!(
+            from_json("BYTES", &json!(["a"]))
+                .unwrap_err()
+                .contains("\"BYTES\" is not supported")
+        );
+        assert_eq!(to_json(&Values::I32(vec![1, -1])), json!([1, -1]));
     }
 }

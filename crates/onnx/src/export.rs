@@ -1,0 +1,482 @@
+//! Export of modelforge-trained models: an ONNX graph (opset 17) that onnxruntime and
+//! tract run, and the weights as a PyTorch state dict in safetensors with the module
+//! definition that loads it.
+
+use std::collections::BTreeMap;
+
+use modelforge_serve::Values;
+use modelforge_spec::{Dtype, LayerSpec, Spec};
+use prost::Message as _;
+use safetensors::{Dtype as StDtype, SafeTensors};
+use tract_onnx::pb::{
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType,
+    tensor_proto::DataType,
+    tensor_shape_proto::{Dimension, dimension},
+};
+
+use crate::OnnxError;
+
+/// The opset the exported graphs use (LayerNormalization needs 17).
+pub const OPSET: i64 = 17;
+
+/// The graph being written: nodes, initializers and the weights they come from.
+struct Builder<'a> {
+    weights: SafeTensors<'a>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+/// An attribute of a node.
+enum Attr {
+    Int(i64),
+    Float(f32),
+    Ints(Vec<i64>),
+}
+
+fn attribute(name: &str, value: Attr) -> AttributeProto {
+    let mut a = AttributeProto {
+        name: name.into(),
+        ..Default::default()
+    };
+    match value {
+        Attr::Int(i) => (a.r#type, a.i) = (AttributeType::Int as i32, i),
+        Attr::Float(f) => (a.r#type, a.f) = (AttributeType::Float as i32, f),
+        Attr::Ints(v) => (a.r#type, a.ints) = (AttributeType::Ints as i32, v),
+    }
+    a
+}
+
+fn export_error(reason: String) -> OnnxError {
+    OnnxError::Export { reason }
+}
+
+impl Builder<'_> {
+    /// A stored weight as f32 values with its shape.
+    fn weight(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), OnnxError> {
+        let view = self.weights.tensor(name).map_err(|e| {
+            export_error(format!(
+                "the weights lack {name:?} ({e}) — were they saved by this spec?"
+            ))
+        })?;
+        match (view.dtype(), Values::from_le_bytes("FP32", view.data())) {
+            (StDtype::F32, Ok(Values::F32(values))) => Ok((view.shape().to_vec(), values)),
+            (dtype, _) => Err(export_error(format!("{name:?} is {dtype:?}, not F32"))),
+        }
+    }
+
+    /// Adds an f32 initializer and returns its name.
+    fn constant(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    /// Adds an int64 initializer and returns its name.
+    fn constant_i64(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: DataType::Int64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    /// A stored weight as an initializer of the same name.
+    fn stored(&mut self, name: &str) -> Result<String, OnnxError> {
+        let (dims, values) = self.weight(name)?;
+        Ok(self.constant(name, &dims, &values))
+    }
+
+    /// Adds a node; its one output is named after it.
+    fn node(&mut self, name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        self.nodes.push(NodeProto {
+            name: name.into(),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.into()],
+            attribute: attrs.into_iter().map(|(n, v)| attribute(n, v)).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+}
+
+/// A graph input or output with a symbolic batch axis.
+fn value_info(name: &str, elem: DataType, sample: &[usize]) -> ValueInfoProto {
+    let batch = Dimension {
+        value: Some(dimension::Value::DimParam("batch".into())),
+        ..Default::default()
+    };
+    let dims = sample.iter().map(|&d| Dimension {
+        value: Some(dimension::Value::DimValue(d as i64)),
+        ..Default::default()
+    });
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: std::iter::once(batch).chain(dims).collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The ONNX graph of a spec with its trained weights (safetensors bytes as `train` writes
+/// them): the same computation as the native network in inference mode, dropout as identity.
+pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
+    let weights = SafeTensors::deserialize(weights)
+        .map_err(|e| export_error(format!("the weights are not safetensors: {e}")))?;
+    let mut b = Builder {
+        weights,
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let input = spec.model.input.get_ref();
+    let output = spec.model.output.get_ref();
+    let ids = input.dtype == Dtype::I64;
+    let mut x = input.name.clone();
+    // The input normalisation `(x - shift) * scale`, per feature, as trained.
+    if !ids {
+        let (_, shift) = b.weight("input_norm.shift")?;
+        let (_, scale) = b.weight("input_norm.scale")?;
+        if shift.iter().any(|&s| s != 0.0) || scale.iter().any(|&s| s != 1.0) {
+            let mut dims = vec![1];
+            dims.extend(&input.shape);
+            let shift = b.constant("input_norm.shift", &dims, &shift);
+            let scale = b.constant("input_norm.scale", &dims, &scale);
+            let shifted = b.node("input_norm.sub", "Sub", &[&x, &shift], vec![]);
+            x = b.node("input_norm.mul", "Mul", &[&shifted, &scale], vec![]);
+        }
+    }
+    for info in spec.layer_infos() {
+        let i = info.index;
+        let p = |part: &str| format!("layers.{i}.{part}");
+        let at = format!("layers.{i}");
+        x = match spec.model.layers[i].get_ref() {
+            LayerSpec::Dense { bias, .. } => {
+                let (dims, w) = b.weight(&p("weight"))?;
+                let (out, inp) = (dims[0], dims[1]);
+                // PyTorch stores [out, in]; MatMul wants [in, out].
+                let mut t = vec![0.0; w.len()];
+                for o in 0..out {
+                    for k in 0..inp {
+                        t[k * out + o] = w[o * inp + k];
+                    }
+                }
+                let wt = b.constant(&format!("{at}.weight_t"), &[inp, out], &t);
+                let y = b.node(&format!("{at}.matmul"), "MatMul", &[&x, &wt], vec![]);
+                match bias {
+                    true => {
+                        let bias = b.stored(&p("bias"))?;
+                        b.node(&at, "Add", &[&y, &bias], vec![])
+                    }
+                    false => y,
+                }
+            }
+            LayerSpec::Conv2d {
+                kernel,
+                stride,
+                padding,
+                bias,
+                ..
+            } => {
+                let w = b.stored(&p("weight"))?;
+                let mut inputs = vec![x.clone(), w];
+                if *bias {
+                    inputs.push(b.stored(&p("bias"))?);
+                }
+                let pad = padding.pixels(*kernel) as i64;
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                b.node(
+                    &at,
+                    "Conv",
+                    &refs,
+                    vec![
+                        ("kernel_shape", Attr::Ints(vec![*kernel as i64; 2])),
+                        ("strides", Attr::Ints(vec![*stride as i64; 2])),
+                        ("pads", Attr::Ints(vec![pad; 4])),
+                    ],
+                )
+            }
+            LayerSpec::MaxPool2d { size, stride } | LayerSpec::AvgPool2d { size, stride } => {
+                let op = match spec.model.layers[i].get_ref() {
+                    LayerSpec::MaxPool2d { .. } => "MaxPool",
+                    _ => "AveragePool",
+                };
+                let stride = stride.unwrap_or(*size) as i64;
+                b.node(
+                    &at,
+                    op,
+                    &[&x],
+                    vec![
+                        ("kernel_shape", Attr::Ints(vec![*size as i64; 2])),
+                        ("strides", Attr::Ints(vec![stride; 2])),
+                    ],
+                )
+            }
+            LayerSpec::Flatten {} | LayerSpec::Reshape { .. } => {
+                // 0 keeps the batch size.
+                let mut shape = vec![0];
+                shape.extend(info.output_shape.iter().map(|&d| d as i64));
+                let shape = b.constant_i64(&format!("{at}.shape"), &shape);
+                b.node(&at, "Reshape", &[&x, &shape], vec![])
+            }
+            LayerSpec::Dropout { .. } => x,
+            LayerSpec::BatchNorm { epsilon, .. } => {
+                let names = ["weight", "bias", "running_mean", "running_var"]
+                    .map(|part| b.stored(&p(part)));
+                let [w, bias, mean, var] = names;
+                let (w, bias, mean, var) = (w?, bias?, mean?, var?);
+                b.node(
+                    &at,
+                    "BatchNormalization",
+                    &[&x, &w, &bias, &mean, &var],
+                    vec![("epsilon", Attr::Float(*epsilon as f32))],
+                )
+            }
+            LayerSpec::LayerNorm { epsilon } => {
+                let w = b.stored(&p("weight"))?;
+                let bias = b.stored(&p("bias"))?;
+                b.node(
+                    &at,
+                    "LayerNormalization",
+                    &[&x, &w, &bias],
+                    vec![
+                        ("axis", Attr::Int(-1)),
+                        ("epsilon", Attr::Float(*epsilon as f32)),
+                    ],
+                )
+            }
+            LayerSpec::Embedding { .. } => {
+                let w = b.stored(&p("weight"))?;
+                b.node(&at, "Gather", &[&w, &x], vec![])
+            }
+            LayerSpec::Relu {} => b.node(&at, "Relu", &[&x], vec![]),
+            LayerSpec::LeakyRelu { slope } => b.node(
+                &at,
+                "LeakyRelu",
+                &[&x],
+                vec![("alpha", Attr::Float(*slope as f32))],
+            ),
+            LayerSpec::Gelu {} => {
+                // The exact GELU, x · ½ · (1 + erf(x / √2)), in opset-17 operators.
+                let root2 = b.constant(&format!("{at}.sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+                let one = b.constant(&format!("{at}.one"), &[], &[1.0]);
+                let half = b.constant(&format!("{at}.half"), &[], &[0.5]);
+                let scaled = b.node(&format!("{at}.div"), "Div", &[&x, &root2], vec![]);
+                let erf = b.node(&format!("{at}.erf"), "Erf", &[&scaled], vec![]);
+                let plus = b.node(&format!("{at}.add"), "Add", &[&erf, &one], vec![]);
+                let times = b.node(&format!("{at}.mul"), "Mul", &[&x, &plus], vec![]);
+                b.node(&at, "Mul", &[&times, &half], vec![])
+            }
+            LayerSpec::Tanh {} => b.node(&at, "Tanh", &[&x], vec![]),
+            LayerSpec::Sigmoid {} => b.node(&at, "Sigmoid", &[&x], vec![]),
+            LayerSpec::Softmax {} => b.node(&at, "Softmax", &[&x], vec![("axis", Attr::Int(-1))]),
+        };
+    }
+    b.node(&output.name, "Identity", &[&x], vec![]);
+    let elem = if ids {
+        DataType::Int64
+    } else {
+        DataType::Float
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "modelforge".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto {
+            name: spec.name().to_string(),
+            node: b.nodes,
+            initializer: b.initializers,
+            input: vec![value_info(&input.name, elem, &input.shape)],
+            output: vec![value_info(
+                &output.name,
+                DataType::Float,
+                &spec.output_shape(),
+            )],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(model.encode_to_vec())
+}
+
+/// The weights as a PyTorch state dict: the stored tensors (already in `torch.nn` names
+/// and layouts) plus the `num_batches_tracked` counters batch norms keep.
+pub fn to_state_dict(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
+    let stored = SafeTensors::deserialize(weights)
+        .map_err(|e| export_error(format!("the weights are not safetensors: {e}")))?;
+    let mut tensors: BTreeMap<String, (StDtype, Vec<usize>, Vec<u8>)> = stored
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (
+                name,
+                (view.dtype(), view.shape().to_vec(), view.data().to_vec()),
+            )
+        })
+        .collect();
+    for info in spec.layer_infos() {
+        if matches!(
+            spec.model.layers[info.index].get_ref(),
+            LayerSpec::BatchNorm { .. }
+        ) {
+            tensors.insert(
+                format!("layers.{}.num_batches_tracked", info.index),
+                (StDtype::I64, vec![], 0i64.to_le_bytes().to_vec()),
+            );
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, (dtype, shape, data))| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| export_error(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| export_error(format!("cannot write safetensors: {e}")))
+}
+
+/// A PyTorch module definition whose `load_state_dict` takes [`to_state_dict`]'s file and
+/// computes what the served model does.
+pub fn torch_module(spec: &Spec) -> String {
+    let input = spec.model.input.get_ref();
+    let features: usize = input.shape.iter().product();
+    let mut layers = Vec::new();
+    for info in spec.layer_infos() {
+        let (i, o) = (&info.input_shape, &info.output_shape);
+        layers.push(match spec.model.layers[info.index].get_ref() {
+            LayerSpec::Dense { units, bias } => format!(
+                "nn.Linear({}, {units}, bias={})",
+                i.last().copied().unwrap_or(1),
+                py_bool(*bias)
+            ),
+            LayerSpec::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => format!(
+                "nn.Conv2d({}, {filters}, {kernel}, stride={stride}, padding={}, bias={})",
+                i[0],
+                padding.pixels(*kernel),
+                py_bool(*bias)
+            ),
+            LayerSpec::MaxPool2d { size, stride } => {
+                format!("nn.MaxPool2d({size}, stride={})", stride.unwrap_or(*size))
+            }
+            LayerSpec::AvgPool2d { size, stride } => {
+                format!("nn.AvgPool2d({size}, stride={})", stride.unwrap_or(*size))
+            }
+            LayerSpec::Flatten {} | LayerSpec::Reshape { .. } => format!(
+                "Reshape({})",
+                o.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            LayerSpec::Dropout { rate } => format!("nn.Dropout({rate})"),
+            LayerSpec::BatchNorm { epsilon, .. } => {
+                let kind = match i.len() {
+                    3 => "BatchNorm2d",
+                    _ => "BatchNorm1d",
+                };
+                format!("nn.{kind}({}, eps={epsilon})", i[0])
+            }
+            LayerSpec::LayerNorm { epsilon } => format!(
+                "nn.LayerNorm({}, eps={epsilon})",
+                i.last().copied().unwrap_or(1)
+            ),
+            LayerSpec::Embedding { vocab, dim } => format!("nn.Embedding({vocab}, {dim})"),
+            LayerSpec::Relu {} => "nn.ReLU()".into(),
+            LayerSpec::LeakyRelu { slope } => format!("nn.LeakyReLU({slope})"),
+            LayerSpec::Gelu {} => "nn.GELU()".into(),
+            LayerSpec::Tanh {} => "nn.Tanh()".into(),
+            LayerSpec::Sigmoid {} => "nn.Sigmoid()".into(),
+            LayerSpec::Softmax {} => "nn.Softmax(dim=-1)".into(),
+        });
+    }
+    let shape = input
+        .shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let norm = format!("        self.input_norm = InputNorm({features})\n");
+    let apply_norm = match input.dtype {
+        Dtype::I64 => "",
+        Dtype::F32 => {
+            "        x = ((x.reshape(x.shape[0], -1) - self.input_norm.shift) * self.input_norm.scale).reshape(x.shape)\n"
+        }
+    };
+    format!(
+        "# The PyTorch module of modelforge model {name:?}, generated by `modelforge export`.\n\
+         # model = Model(); model.load_state_dict(safetensors.torch.load_file(PATH)); model.eval()\n\
+         import torch\n\
+         from torch import nn\n\
+         \n\
+         \n\
+         class Reshape(nn.Module):\n\
+         \x20   def __init__(self, *shape):\n\
+         \x20       super().__init__()\n\
+         \x20       self.shape = shape\n\
+         \n\
+         \x20   def forward(self, x):\n\
+         \x20       return x.reshape(x.shape[0], *self.shape)\n\
+         \n\
+         \n\
+         class InputNorm(nn.Module):\n\
+         \x20   def __init__(self, features):\n\
+         \x20       super().__init__()\n\
+         \x20       self.register_buffer(\"shift\", torch.zeros(features))\n\
+         \x20       self.register_buffer(\"scale\", torch.ones(features))\n\
+         \n\
+         \n\
+         class Model(nn.Module):\n\
+         \x20   \"\"\"Input {input_name:?}: [batch, {shape}]; output {output_name:?}.\"\"\"\n\
+         \n\
+         \x20   def __init__(self):\n\
+         \x20       super().__init__()\n\
+         {norm}\
+         \x20       self.layers = nn.ModuleList([\n{layers}\x20       ])\n\
+         \n\
+         \x20   def forward(self, x):\n\
+         {apply_norm}\
+         \x20       for layer in self.layers:\n\
+         \x20           x = layer(x)\n\
+         \x20       return x\n",
+        name = spec.name(),
+        input_name = input.name,
+        output_name = spec.model.output.get_ref().name,
+        layers = layers
+            .iter()
+            .map(|l| format!("            {l},\n"))
+            .collect::<String>(),
+    )
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}

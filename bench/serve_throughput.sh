@@ -17,35 +17,18 @@ command -v wrk >/dev/null || { echo "error: wrk is missing — apt-get install w
 command -v h2load >/dev/null || { echo "error: h2load is missing — apt-get install nghttp2-client" >&2; exit 2; }
 command -v java >/dev/null || { echo "error: java is missing — TorchServe needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 2; }
 
-work=$(mktemp -d)
-pids=()
+. bench/lib.sh
 ts_bin=""
 cleanup() {
   if [ -n "$ts_bin" ]; then PATH="$ts_bin:$PATH" "$ts_bin/torchserve" --stop >/dev/null 2>&1 || true; fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+  stop_servers
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_ready() { # base url [health path]
-  for _ in $(seq 1 600); do
-    curl -fs "$1${2:-/v2/health/ready}" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "error: $1 never became ready" >&2
-  exit 1
-}
 
 # modelforge: the reference MLP, one quick epoch (accuracy is not what is measured here).
 cargo build --release --bin modelforge >&2
 exe=target/release/modelforge
-sed -e 's/epochs = 10/epochs = 1/' \
-    -e "s#\\.\\./\\.\\./data#$PWD/data#g" \
-    -e 's/^normalize = "scale"$/normalize = "scale"\nlimit_train = 5000/' \
-    -e '/^\[deploy\]/,$d' examples/mnist/modelforge.toml >"$work/spec.toml"
-"$exe" run --no-serve "$work/spec.toml" --registry "$work/models" --runs "$work/runs" >&2
+quick_mnist "$work" "$exe"
 mf_port=$(free_port)
 mf_grpc=$(free_port)
 "$exe" serve --registry "$work/models" --http "127.0.0.1:$mf_port" --grpc "127.0.0.1:$mf_grpc" >"$work/mf.log" 2>&1 &
@@ -128,24 +111,6 @@ assert len(answer) > 40, (sys.argv, answer)
 PY
 }
 check_grpc mf "$mf_grpc"
-
-# One wrk run: prints "requests/s p50_ms p99_ms".
-load() { # url body headers concurrency
-  local threads=$(( $4 < 2 ? 1 : 2 ))
-  local out
-  out=$(BODY=$2 HEADERS=$3 wrk -t"$threads" -c"$4" -d"${seconds}s" --latency -s bench/serve/post.lua "$1")
-  if grep -q "Non-2xx" <<<"$out"; then
-    echo "error: failed requests against $1:" >&2
-    echo "$out" >&2
-    exit 1
-  fi
-  awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    /Requests\/sec/ { rps = $2 }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' <<<"$out"
-}
 
 # One h2load run against a gRPC method: prints "requests/s mean_ms".
 grpc_load() { # port body concurrency

@@ -487,92 +487,86 @@ pub fn eval(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Flattens nested JSON arrays of numbers into `out`; errors name the path of a bad value.
-fn flatten(value: &Value, path: &str, out: &mut Vec<f32>) -> Result<()> {
-    match value {
-        Value::Number(n) => {
-            let v = n.as_f64().unwrap_or(f64::NAN);
-            if !v.is_finite() {
-                bail!("{path} is not a finite number");
-            }
-            out.push(v as f32);
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                flatten(item, &format!("{path}[{i}]"), out)?;
-            }
-        }
-        other => bail!("{path} is {other}, not a number — instances hold numbers only"),
-    }
-    Ok(())
+/// The loaders of every model format this build serves: native (on the compute device)
+/// and ONNX.
+fn loaders(compute: &Compute) -> Result<modelforge_serve::Formats> {
+    let native = crate::native::NativeLoader {
+        device: device(compute)?,
+    };
+    Ok(modelforge_serve::Formats::default()
+        .with(crate::native::FORMAT, std::sync::Arc::new(native))
+        .with(
+            modelforge_onnx::FORMAT,
+            std::sync::Arc::new(modelforge_onnx::OnnxLoader),
+        ))
 }
 
-/// `modelforge predict MODEL[@V] --input FILE.json`.
+/// `modelforge predict MODEL[@V] --input FILE.json`: a TF-Serving predict request
+/// (`{"instances": [...]}`, `{"inputs": ...}` or a bare list of instances) run offline.
 pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> Result<ExitCode> {
+    use modelforge_serve::Loader as _;
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
     let doc: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", input.display()))?;
-    let instances = match &doc {
-        Value::Array(items) => items,
-        Value::Object(map) => match map.get("instances").or_else(|| map.get("inputs")) {
-            Some(Value::Array(items)) => items,
-            _ => bail!(
-                "{}: expected {{\"instances\": [...]}} or {{\"inputs\": [...]}}",
-                input.display()
-            ),
-        },
-        _ => bail!(
-            "{}: expected a JSON array of instances or an object with \"instances\"",
-            input.display()
-        ),
+    let request = match doc {
+        Value::Array(_) => json!({ "instances": doc }),
+        other => other,
     };
-    if instances.is_empty() {
-        bail!("{}: no instances to predict", input.display());
-    }
     threads(compute, None)?;
-    let device = device(compute)?;
-    let (manifest, native) = Native::open(&ctx.registry, model, &device)?;
-    let describe = format!("{}@{}", manifest.name, manifest.version);
-    let per_sample = manifest.inputs[0].len();
-    let mut values = Vec::with_capacity(instances.len() * per_sample);
-    for (i, instance) in instances.iter().enumerate() {
-        let before = values.len();
-        flatten(instance, &format!("instances[{i}]"), &mut values)?;
-        if values.len() - before != per_sample {
-            bail!(
-                "instances[{i}] has {} values but {} takes {per_sample} (shape {:?})",
-                values.len() - before,
-                describe,
-                manifest.inputs[0].shape
-            );
-        }
-    }
-    let outputs = native
-        .predict(&values, instances.len())
+    let (name, version) = ctx.registry.resolve(model)?;
+    let stored = ctx.registry.open(&name, version)?;
+    let (inputs, _) = modelforge_server::tfserving::inputs(&request, &stored.manifest)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let info = modelforge_serve::ModelInfo {
+        name: name.clone(),
+        version,
+        manifest: stored.manifest.clone(),
+    };
+    let (batch, values) = info.check_inputs(inputs)?;
+    let mut runnable = loaders(compute)?
+        .load(&stored.manifest, &stored.dir)
         .map_err(anyhow::Error::msg)?;
-    let width = manifest.outputs[0].len();
-    let labels = &manifest.labels;
-    let predictions: Vec<Value> = outputs
-        .chunks_exact(width)
-        .map(|row| match manifest.task.as_str() {
-            "regression" => json!({ "outputs": row }),
-            _ => {
-                let class = modelforge_train::evaluation::predicted_class(row);
-                let mut p = json!({ "class": class, "outputs": row });
-                if let Some(l) = labels.get(class) {
+    let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;
+    let all: Vec<usize> = (0..values.len()).collect();
+    let outputs = info.output_tensors(batch, values, &all);
+    let manifest = &stored.manifest;
+    let columns: Vec<Vec<Value>> = outputs
+        .iter()
+        .map(modelforge_server::tfserving::rows)
+        .collect();
+    let predictions: Vec<Value> = (0..columns[0].len())
+        .map(|r| {
+            let row = &columns[0][r];
+            let mut p = json!({ "outputs": row });
+            if manifest.task != "regression" {
+                let scores: Vec<f32> = row
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(Value::as_f64)
+                            .map(|x| x as f32)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let class = modelforge_train::evaluation::predicted_class(&scores);
+                p["class"] = json!(class);
+                if let Some(l) = manifest.labels.get(class) {
                     p["label"] = json!(l);
                 }
-                p
             }
+            // Further outputs by name.
+            for (o, column) in outputs.iter().zip(&columns).skip(1) {
+                p[o.name.as_str()] = column[r].clone();
+            }
+            p
         })
         .collect();
-    let (name, _) = split_reference(model);
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
             "model": name,
-            "version": manifest.version,
+            "version": version,
             "predictions": predictions,
         }))?
     );
@@ -604,18 +598,9 @@ fn serve_with(
     compute: &Compute,
     probe: Option<Probe>,
 ) -> Result<ExitCode> {
-    let native = crate::native::NativeLoader {
-        device: device(compute)?,
-    };
-    let loader = modelforge_serve::Formats::default()
-        .with(crate::native::FORMAT, std::sync::Arc::new(native))
-        .with(
-            modelforge_onnx::FORMAT,
-            std::sync::Arc::new(modelforge_onnx::OnnxLoader),
-        );
     let core = std::sync::Arc::new(modelforge_serve::Core::new(
         ctx.registry.clone(),
-        std::sync::Arc::new(loader),
+        std::sync::Arc::new(loaders(compute)?),
         options.config.clone(),
     ));
     core.refresh()?;

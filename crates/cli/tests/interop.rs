@@ -54,6 +54,26 @@ fn a_trained_model_exported_to_onnx_serves_the_same_outputs() {
         "{imported}"
     );
     assert!(imported.contains("pixels"), "{imported}");
+    // `predict` runs the ONNX version offline like the native one.
+    let (row, _) = first_row();
+    sb.write("rows.json", serde_json::to_string(&[&row]).unwrap());
+    let predict = |model: &str| -> Value {
+        serde_json::from_str(&sb.ok(&["predict", model, "--input", "rows.json"])).unwrap()
+    };
+    let native_rows: Vec<Vec<f64>> = predict("digits@1")["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_predictions_match(&predict("digits-onnx"), &native_rows, "native");
     // Importing again makes version 2 of the same graph.
     sb.ok(&["registry", "import", "digits.onnx", "--name", "digits-onnx"]);
 
@@ -66,7 +86,6 @@ fn a_trained_model_exported_to_onnx_serves_the_same_outputs() {
         json!({ "name": "pixels", "datatype": "FP32", "shape": [-1, 64] })
     );
     assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
-    let (row, _) = first_row();
     let mut rows = row.clone();
     rows.extend(row.iter().map(|v| 16.0 - v));
     let body = json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [2, 64], "data": rows }] }).to_string();

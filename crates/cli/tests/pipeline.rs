@@ -94,10 +94,9 @@ fn run_publishes_versions_that_predict_and_evaluate() {
     sb.write("bad.json", "{\"instances\": [[1, 2, 3]]}");
     let out = sb.run(&["predict", "digits", "--input", "bad.json"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("instances[0] has 3 values but digits@2 takes 64")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "input \"pixels\" has shape [1, 3]; digits@2 takes one input \"pixels\" FP32 [batch, 64]"
+    ));
     sb.write("bad.json", "{\"instances\": [[1, 2, 3]");
     let out = sb.run(&["predict", "digits", "--input", "bad.json"]);
     assert_eq!(out.status.code(), Some(2));

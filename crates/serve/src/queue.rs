@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::request::OutputTensor;
 use crate::tensor::Values;
 use crate::{InferRequest, Inference, ModelInfo, Runnable, ServeError};
 
@@ -341,27 +340,9 @@ impl Queue {
                 .map_err(|_| ServeError::DeadlineExceeded(t))?,
             None => reply.await,
         };
-        let mut values: Vec<Option<Values>> = answer
-            .map_err(|_| ServeError::Compute("the compute thread stopped".into()))??
-            .into_iter()
-            .map(Some)
-            .collect();
-        let manifest = &info.manifest;
-        let outputs = wanted
-            .into_iter()
-            .map(|i| {
-                let t = &manifest.outputs[i];
-                let mut shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-                if manifest.batchable {
-                    shape.insert(0, batch as i64);
-                }
-                OutputTensor {
-                    name: t.name.clone(),
-                    shape,
-                    data: values[i].take().expect("each output once"),
-                }
-            })
-            .collect();
+        let values =
+            answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
+        let outputs = info.output_tensors(batch, values, &wanted);
         Ok(Inference {
             info,
             batch,

@@ -196,6 +196,33 @@ impl ModelInfo {
         Ok((batch as usize, data))
     }
 
+    /// The outputs at positions `wanted` of a compute call's `values` for `batch` samples,
+    /// named and shaped (batch first when the model is batchable).
+    pub fn output_tensors(
+        &self,
+        batch: usize,
+        values: Vec<Values>,
+        wanted: &[usize],
+    ) -> Vec<OutputTensor> {
+        let m = &self.manifest;
+        let mut values: Vec<Option<Values>> = values.into_iter().map(Some).collect();
+        wanted
+            .iter()
+            .map(|&i| {
+                let t = &m.outputs[i];
+                let batch = m.batchable.then_some(batch as i64);
+                OutputTensor {
+                    name: t.name.clone(),
+                    shape: batch
+                        .into_iter()
+                        .chain(t.shape.iter().map(|&d| d as i64))
+                        .collect(),
+                    data: values[i].take().expect("each output once"),
+                }
+            })
+            .collect()
+    }
+
     /// Checks that every output a request asks for by name exists, and returns the
     /// positions of those asked for (all when none are named).
     pub fn check_outputs(&self, names: &[String]) -> Result<Vec<usize>, ServeError> {

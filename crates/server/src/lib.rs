@@ -9,6 +9,7 @@ mod metrics;
 mod rest;
 mod status;
 mod tensor;
+pub mod tfserving;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv" >&2
+# Tests run in parallel and may ask at once: one at a time makes or fills the venv.
+exec 9>"$venv.lock"
+flock 9
+# A venv without pip was cut short while being made: make it again.
+if [ ! -x "$venv/bin/pip" ]; then
+  python3 -m venv --clear "$venv" >&2
 fi
 missing=()
 for pkg in "$@"; do

@@ -40,7 +40,8 @@ for r in mine:
 PY
 
 port=$(free_port)
-mf serve --http "127.0.0.1:$port" --grpc "127.0.0.1:$(free_port)" >"$work/serve.log" 2>&1 &
+"$exe" --registry "$work/models" serve --http "127.0.0.1:$port" --grpc "127.0.0.1:$(free_port)" \
+  >"$work/serve.log" 2>&1 &
 pids+=($!)
 wait_ready "http://127.0.0.1:$port"
 "$python" - "$work" <<'PY'

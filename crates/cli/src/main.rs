@@ -281,6 +281,10 @@ enum RegistryCommand {
         /// batch axis unless --no-batch); repeatable.
         #[arg(long = "shape", value_parser = input_shape)]
         shapes: Vec<(String, Vec<usize>)>,
+        /// Serve a graph tensor under another name: GRAPH_NAME=NAME (inputs and outputs;
+        /// repeatable).
+        #[arg(long = "rename", value_parser = rename)]
+        renames: Vec<(String, String)>,
         /// The first axis is a batch axis (default: when every input's first axis is dynamic).
         #[arg(long, conflicts_with = "no_batch")]
         batch: bool,
@@ -309,6 +313,16 @@ fn input_shape(text: &str) -> Result<(String, Vec<usize>), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{dims:?} is not a list of sizes: {e}"))?;
     Ok((name.to_string(), dims))
+}
+
+/// Parses `--rename GRAPH_NAME=NAME`.
+fn rename(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Ok((from.to_string(), to.to_string()))
+        }
+        _ => Err("expected GRAPH_NAME=NAME, e.g. gpu_0/data_0=image".into()),
+    }
 }
 
 /// Parses `--version-policy [MODEL=]POLICY`.
@@ -447,6 +461,7 @@ fn main() -> ExitCode {
                 name,
                 labels,
                 shapes,
+                renames,
                 batch,
                 no_batch,
             } => commands::registry_import(
@@ -458,6 +473,7 @@ fn main() -> ExitCode {
                     overrides: modelforge_onnx::Overrides {
                         shapes: shapes.into_iter().collect(),
                         batchable: (batch || no_batch).then_some(batch),
+                        names: renames.into_iter().collect(),
                     },
                 },
             ),

@@ -74,8 +74,16 @@ fn a_trained_model_exported_to_onnx_serves_the_same_outputs() {
         })
         .collect();
     assert_predictions_match(&predict("digits-onnx"), &native_rows, "native");
-    // Importing again makes version 2 of the same graph.
-    sb.ok(&["registry", "import", "digits.onnx", "--name", "digits-onnx"]);
+    // Importing again makes version 2 of the same graph, here with its output renamed.
+    sb.ok(&[
+        "registry",
+        "import",
+        "digits.onnx",
+        "--name",
+        "digits-onnx",
+        "--rename",
+        "logits=scores",
+    ]);
 
     let server = Server::start(&sb);
     let (status, meta) = server.call("GET", "/v2/models/digits-onnx", None);
@@ -86,6 +94,7 @@ fn a_trained_model_exported_to_onnx_serves_the_same_outputs() {
         json!({ "name": "pixels", "datatype": "FP32", "shape": [-1, 64] })
     );
     assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
+    assert_eq!(meta["outputs"][0]["name"], "scores", "version 2 renamed it");
     let mut rows = row.clone();
     rows.extend(row.iter().map(|v| 16.0 - v));
     let body = json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [2, 64], "data": rows }] }).to_string();

@@ -77,6 +77,9 @@ pub struct Overrides {
     /// Whether the first axis is a batch axis; by default it is when every input's first
     /// axis is dynamic in the file.
     pub batchable: Option<bool>,
+    /// Served names by the graph's own tensor names (inputs and outputs), for graphs whose
+    /// names are not what clients should see (`gpu_0/data_0`).
+    pub names: BTreeMap<String, String>,
 }
 
 /// What a graph takes and gives, as the manifest records it.
@@ -97,10 +100,41 @@ impl Signature {
             shapes: self
                 .inputs
                 .iter()
-                .map(|t| (t.name.clone(), t.shape.clone()))
+                .map(|t| (graph_name(t).to_string(), t.shape.clone()))
                 .collect(),
             batchable: Some(self.batchable),
+            names: self
+                .inputs
+                .iter()
+                .chain(&self.outputs)
+                .filter_map(|t| Some((t.source.clone()?, t.name.clone())))
+                .collect(),
         }
+    }
+}
+
+/// A tensor's name in the graph file.
+fn graph_name(t: &TensorInfo) -> &str {
+    t.source.as_deref().unwrap_or(&t.name)
+}
+
+/// A tensor as served: under its new name when `names` renames it (the graph's name kept
+/// as its source).
+fn served(
+    names: &BTreeMap<String, String>,
+    graph: String,
+    datatype: &str,
+    shape: Vec<usize>,
+) -> TensorInfo {
+    let (name, source) = match names.get(&graph) {
+        Some(new) => (new.clone(), Some(graph)),
+        None => (graph, None),
+    };
+    TensorInfo {
+        name,
+        datatype: datatype.into(),
+        shape,
+        source,
     }
 }
 
@@ -235,11 +269,7 @@ impl OnnxModel {
             model
                 .set_input_fact(i, InferenceFact::dt_shape(dt, fact_dims))
                 .map_err(unsupported)?;
-            inputs.push(TensorInfo {
-                name: name.clone(),
-                datatype: datatype.into(),
-                shape: dims,
-            });
+            inputs.push(served(&overrides.names, name.clone(), datatype, dims));
         }
         let output_outlets = model.output_outlets().map_err(parse)?.to_vec();
         let output_names: Vec<String> = output_outlets
@@ -291,11 +321,30 @@ impl OnnxModel {
                     fact.shape
                 ))
             })?;
-            outputs.push(TensorInfo {
-                name,
-                datatype: datatype.into(),
-                shape: dims,
-            });
+            outputs.push(served(&overrides.names, name, datatype, dims));
+        }
+        // Renames must name graph tensors and leave every served name distinct.
+        let graph_names: Vec<&str> = inputs.iter().chain(&outputs).map(graph_name).collect();
+        if let Some(unknown) = overrides
+            .names
+            .keys()
+            .find(|k| !graph_names.contains(&k.as_str()))
+        {
+            return Err(shape(format!(
+                "--rename names {unknown:?}, which is no input or output of the graph; it has {}",
+                graph_names.join(", ")
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = inputs
+            .iter()
+            .chain(&outputs)
+            .find(|t| !seen.insert(t.name.as_str()))
+        {
+            return Err(shape(format!(
+                "two tensors would be served as {:?}; give each its own name",
+                twice.name
+            )));
         }
         let plan = |model: TypedModel| -> Result<TypedSimpleState, OnnxError> {
             model

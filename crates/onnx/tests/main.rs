@@ -133,6 +133,46 @@ fn a_graph_with_two_typed_inputs_and_outputs_runs_at_any_batch() {
 }
 
 #[test]
+fn tensors_can_be_served_under_other_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_in_two_out(dir.path(), &["N", "2"]);
+    let rename = |pairs: &[(&str, &str)]| Overrides {
+        names: pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut model = OnnxModel::load(&path, &rename(&[("a", "features"), ("z", "count")])).unwrap();
+    let sig = model.signature().clone();
+    assert_eq!(sig.inputs[0].name, "features");
+    assert_eq!(sig.inputs[0].source.as_deref(), Some("a"));
+    assert_eq!(sig.outputs[1].name, "count");
+    assert_eq!(sig.inputs[1].source, None);
+    // The recorded signature loads the same graph again, as the server does.
+    let again = OnnxModel::load(&path, &sig.overrides()).unwrap();
+    assert_eq!(again.signature(), &sig);
+    let out = model
+        .run(vec![Values::F32(vec![1.0, 2.0]), Values::I64(vec![4])], 1)
+        .unwrap();
+    assert_eq!(out[1], Values::I64(vec![5]));
+    let err = OnnxModel::load(&path, &rename(&[("c", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--rename names \"c\", which is no input or output"),
+        "{err}"
+    );
+    let err = OnnxModel::load(&path, &rename(&[("a", "b")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("two tensors would be served as \"b\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_fixed_first_axis_is_not_a_batch_axis() {
     let dir = tempfile::tempdir().unwrap();
     let path = two_in_two_out(dir.path(), &["1", "2"]);

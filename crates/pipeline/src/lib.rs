@@ -150,11 +150,13 @@ pub fn manifest(spec: &Spec, candidate: &Candidate) -> Manifest {
             name: input.name.clone(),
             datatype: input.dtype.protocol_name().into(),
             shape: input.shape.clone(),
+            source: None,
         }],
         outputs: vec![TensorInfo {
             name: output.name.clone(),
             datatype: "FP32".into(),
             shape: spec.output_shape(),
+            source: None,
         }],
         batchable: true,
         task: output.task.name().into(),

@@ -555,11 +555,13 @@ mod tests {
                 name: "x".into(),
                 datatype: "FP32".into(),
                 shape: vec![4],
+                source: None,
             }],
             outputs: vec![TensorInfo {
                 name: "y".into(),
                 datatype: "FP32".into(),
                 shape: vec![3],
+                source: None,
             }],
             batchable: true,
             task: "classification".into(),

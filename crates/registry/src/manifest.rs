@@ -99,6 +99,9 @@ pub struct TensorInfo {
     pub datatype: String,
     /// Shape: per sample, without the batch axis, when the model is batchable.
     pub shape: Vec<usize>,
+    /// The tensor's name inside the model file, when it is served under another name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Provenance of a version.

@@ -401,6 +401,7 @@ pub(crate) mod tests {
             name: n.into(),
             datatype: "FP32".into(),
             shape: vec![2],
+            source: None,
         };
         ModelInfo {
             name: "m".into(),

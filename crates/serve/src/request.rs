@@ -272,6 +272,7 @@ mod tests {
             name: name.into(),
             datatype: datatype.into(),
             shape: vec![len],
+            source: None,
         };
         info.manifest.inputs = vec![t("a", "FP32", 2), t("b", "INT64", 1)];
         info.manifest.outputs = vec![t("y", "FP32", 2), t("z", "INT64", 1)];

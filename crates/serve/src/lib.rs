@@ -129,6 +129,8 @@ pub struct CoreConfig {
     pub max_queue_delay: Duration,
     /// Requests a version's queue holds before refusing more.
     pub max_queue_len: usize,
+    /// How long an idle compute thread polls for the next request before it parks.
+    pub compute_spin: Duration,
     /// Which versions of each model are served, unless `policies` names the model.
     pub policy: VersionPolicy,
     /// Per-model version policies.
@@ -148,6 +150,7 @@ impl Default for CoreConfig {
             max_batch_size: 64,
             max_queue_delay: Duration::ZERO,
             max_queue_len: 1024,
+            compute_spin: Duration::from_micros(200),
             policy: VersionPolicy::default(),
             policies: BTreeMap::new(),
         }
@@ -316,6 +319,7 @@ impl Core {
             max_batch_size: self.config.max_batch_size,
             max_queue_delay: self.config.max_queue_delay,
             max_queue_len: self.config.max_queue_len,
+            spin: self.config.compute_spin,
         };
         match Queue::start(info, runnable, config) {
             Ok(q) => VersionState::Ready(Arc::new(q)),

@@ -1,7 +1,7 @@
 //! One version's batching queue and its dedicated compute thread.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,10 @@ pub struct QueueConfig {
     pub max_queue_delay: Duration,
     /// Requests the queue holds before refusing more.
     pub max_queue_len: usize,
+    /// How long the compute thread, while lightly loaded, polls for the next request
+    /// before it parks: waking a parked thread costs tens of µs (more on a VM whose idle
+    /// core halts), a large share of a request at low concurrency. Zero never polls.
+    pub spin: Duration,
 }
 
 /// Cumulative-bucket histogram (Prometheus semantics: `counts[i]` counts values ≤ `bounds[i]`).
@@ -155,6 +159,11 @@ fn check_outputs(info: &ModelInfo, outputs: &[Values], batch: usize) -> Result<(
     Ok(())
 }
 
+/// The compute thread polls for the next request (see [`QueueConfig::spin`]) only while it
+/// computes less than this share of the time and its last batch held one request: under
+/// load the polling would take the cores the protocol threads need.
+const SPIN_WHILE_BUSY_BELOW: f64 = 0.3;
+
 /// The compute thread: gathers jobs into batches, runs them and answers each.
 struct Worker {
     info: ModelInfo,
@@ -163,17 +172,43 @@ struct Worker {
     stats: Arc<Mutex<Statistics>>,
     max_batch_size: usize,
     max_queue_delay: Duration,
+    /// Moving average of the share of time spent computing.
+    busy: f64,
+    /// When the last compute call ended.
+    idle_since: Instant,
+    /// Requests in the last compute call.
+    last_batch_jobs: usize,
+    /// How long to poll before parking.
+    spin: Duration,
 }
 
 impl Worker {
+    /// The next job, polled for up to `spin` while the thread is mostly idle, then waited
+    /// for parked; None once every sender is gone.
+    fn next_job(&self) -> Option<Job> {
+        let spin = match self.busy < SPIN_WHILE_BUSY_BELOW && self.last_batch_jobs == 1 {
+            true => self.spin,
+            false => Duration::ZERO,
+        };
+        let until = Instant::now() + spin;
+        loop {
+            match self.rx.try_recv() {
+                Ok(j) => return Some(j),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) if Instant::now() < until => std::hint::spin_loop(),
+                Err(TryRecvError::Empty) => return self.rx.recv().ok(),
+            }
+        }
+    }
+
     fn run(mut self) {
         let mut carry: Option<Job> = None;
         loop {
             let first = match carry.take() {
                 Some(j) => j,
-                None => match self.rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
+                None => match self.next_job() {
+                    Some(j) => j,
+                    None => return,
                 },
             };
             let deadline = Instant::now() + self.max_queue_delay;
@@ -193,7 +228,13 @@ impl Worker {
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
+            let started = Instant::now();
+            self.last_batch_jobs = jobs.len();
             self.compute(jobs);
+            let busy = started.elapsed().as_secs_f64();
+            let idle = started.duration_since(self.idle_since).as_secs_f64();
+            self.busy = 0.9 * self.busy + 0.1 * busy / (busy + idle).max(f64::EPSILON);
+            self.idle_since = Instant::now();
         }
     }
 
@@ -307,6 +348,10 @@ impl Queue {
                 false => 1,
             },
             max_queue_delay: config.max_queue_delay,
+            busy: 0.0,
+            idle_since: Instant::now(),
+            last_batch_jobs: 1,
+            spin: config.spin,
         };
         std::thread::Builder::new()
             .name(format!("compute-{}-{}", info.name, info.version))
@@ -434,6 +479,7 @@ pub(crate) mod tests {
             max_batch_size: 8,
             max_queue_delay: Duration::from_millis(200),
             max_queue_len: 16,
+            spin: Duration::ZERO,
         };
         let q = Arc::new(Queue::start(info(), Box::new(Double(calls.clone())), config).unwrap());
         let mut handles = Vec::new();
@@ -489,6 +535,7 @@ pub(crate) mod tests {
             max_batch_size: 1,
             max_queue_delay: Duration::from_micros(10),
             max_queue_len: 16,
+            spin: Duration::ZERO,
         };
         let q = Queue::start(info(), Box::new(Slow(calls.clone())), config).unwrap();
         // The first request occupies the compute thread for 300 ms; the second may wait 50.
@@ -506,6 +553,37 @@ pub(crate) mod tests {
         );
         let s = q.statistics();
         assert_eq!((s.success, s.failure), (1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_polling_compute_thread_answers_and_ends_with_its_queue() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let config = QueueConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::ZERO,
+            max_queue_len: 16,
+            spin: Duration::from_millis(5),
+        };
+        let q = Queue::start(info(), Box::new(Double(calls.clone())), config).unwrap();
+        for i in 0..20 {
+            let v = i as f32;
+            let answer = q
+                .submit(vec![Values::F32(vec![v, 1.0])], 1, None)
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(answer, vec![Values::F32(vec![2.0 * v, 2.0])]);
+        }
+        // Dropping the queue ends the thread, polling or parked, and frees the model.
+        drop(q);
+        for _ in 0..1000 {
+            if Arc::strong_count(&calls) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the compute thread outlived its queue");
     }
 
     #[test]

@@ -781,7 +781,7 @@ pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> R
         }
         (_, crate::native::FORMAT) => {
             let spec = crate::native::stored_spec(&stored.dir)?;
-            let weights_path = stored.dir.join("weights.safetensors");
+            let weights_path = stored.dir.join(modelforge_train::run::WEIGHTS);
             let weights = std::fs::read(&weights_path)
                 .with_context(|| format!("cannot read {}", weights_path.display()))?;
             match format {

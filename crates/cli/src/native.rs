@@ -43,7 +43,7 @@ impl Native {
         }
         let spec = stored_spec(dir)?;
         let network = Network::new(&spec, device).load_safetensors(
-            &dir.join("weights.safetensors"),
+            &dir.join(modelforge_train::run::WEIGHTS),
             device,
             false,
         )?;
@@ -67,25 +67,15 @@ impl Native {
     }
 }
 
-impl Native {
-    /// Outputs, row-major `[batch, output_len]`, for `batch` samples of raw input.
-    pub fn predict(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, String> {
-        let x = self
-            .network
-            .input(input, batch, &self.device)
-            .map_err(|e| e.to_string())?;
-        let out = self.network.forward(x);
-        out.into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))
-    }
-}
-
 impl Runnable for Native {
     fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String> {
+        let converted;
         let input = match inputs.as_slice() {
-            [Values::F32(v)] => self.predict(v, batch),
-            [other] => self.predict(&other.to_f32(), batch),
+            [Values::F32(v)] => v,
+            [other] => {
+                converted = other.to_f32();
+                &converted
+            }
             _ => {
                 return Err(format!(
                     "a native model takes one input, not {}",
@@ -93,7 +83,12 @@ impl Runnable for Native {
                 ));
             }
         };
-        Ok(vec![Values::F32(input?)])
+        let x = self
+            .network
+            .input(input, batch, &self.device)
+            .map_err(|e| e.to_string())?;
+        let out = self.network.forward(x).into_data().try_to_vec::<f32>();
+        Ok(vec![Values::F32(out.map_err(|e| format!("{e:?}"))?)])
     }
 }
 

@@ -97,11 +97,17 @@ impl Builder<'_> {
     }
 
     /// Adds a node; its one output is named after it.
-    fn node(&mut self, name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+    fn node<S: AsRef<str>>(
+        &mut self,
+        name: &str,
+        op: &str,
+        inputs: &[S],
+        attrs: Vec<(&str, Attr)>,
+    ) -> String {
         self.nodes.push(NodeProto {
             name: name.into(),
             op_type: op.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
+            input: inputs.iter().map(|s| s.as_ref().to_string()).collect(),
             output: vec![name.into()],
             attribute: attrs.into_iter().map(|(n, v)| attribute(n, v)).collect(),
             ..Default::default()
@@ -166,7 +172,8 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
         let i = info.index;
         let p = |part: &str| format!("layers.{i}.{part}");
         let at = format!("layers.{i}");
-        x = match spec.model.layers[i].get_ref() {
+        let layer = spec.model.layers[i].get_ref();
+        x = match layer {
             LayerSpec::Dense { bias, .. } => {
                 let (dims, w) = b.weight(&p("weight"))?;
                 let (out, inp) = (dims[0], dims[1]);
@@ -194,17 +201,15 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
                 bias,
                 ..
             } => {
-                let w = b.stored(&p("weight"))?;
-                let mut inputs = vec![x.clone(), w];
+                let mut inputs = vec![x.clone(), b.stored(&p("weight"))?];
                 if *bias {
                     inputs.push(b.stored(&p("bias"))?);
                 }
                 let pad = padding.pixels(*kernel) as i64;
-                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 b.node(
                     &at,
                     "Conv",
-                    &refs,
+                    &inputs,
                     vec![
                         ("kernel_shape", Attr::Ints(vec![*kernel as i64; 2])),
                         ("strides", Attr::Ints(vec![*stride as i64; 2])),
@@ -213,7 +218,7 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
                 )
             }
             LayerSpec::MaxPool2d { size, stride } | LayerSpec::AvgPool2d { size, stride } => {
-                let op = match spec.model.layers[i].get_ref() {
+                let op = match layer {
                     LayerSpec::MaxPool2d { .. } => "MaxPool",
                     _ => "AveragePool",
                 };
@@ -237,14 +242,14 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
             }
             LayerSpec::Dropout { .. } => x,
             LayerSpec::BatchNorm { epsilon, .. } => {
-                let names = ["weight", "bias", "running_mean", "running_var"]
-                    .map(|part| b.stored(&p(part)));
-                let [w, bias, mean, var] = names;
-                let (w, bias, mean, var) = (w?, bias?, mean?, var?);
+                let mut inputs = vec![x.clone()];
+                for part in ["weight", "bias", "running_mean", "running_var"] {
+                    inputs.push(b.stored(&p(part))?);
+                }
                 b.node(
                     &at,
                     "BatchNormalization",
-                    &[&x, &w, &bias, &mean, &var],
+                    &inputs,
                     vec![("epsilon", Attr::Float(*epsilon as f32))],
                 )
             }

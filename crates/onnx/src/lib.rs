@@ -151,6 +151,14 @@ fn protocol_name(dt: DatumType) -> Option<&'static str> {
     })
 }
 
+/// The bytes of a graph file.
+fn read(path: &Path) -> Result<Vec<u8>, OnnxError> {
+    std::fs::read(path).map_err(|e| OnnxError::Parse {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// A loaded, optimised ONNX graph.
 pub struct OnnxModel {
     signature: Signature,
@@ -171,6 +179,15 @@ impl std::fmt::Debug for OnnxModel {
 impl OnnxModel {
     /// Loads, checks and optimises the graph in `path`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<OnnxModel, OnnxError> {
+        OnnxModel::from_bytes(&read(path)?, path, overrides)
+    }
+
+    /// Loads, checks and optimises a graph held in memory (`path` names it in errors).
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        overrides: &Overrides,
+    ) -> Result<OnnxModel, OnnxError> {
         let shown = path.display().to_string();
         let parse = |e: TractError| OnnxError::Parse {
             path: shown.clone(),
@@ -184,7 +201,9 @@ impl OnnxModel {
             path: shown.clone(),
             reason,
         };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(parse)?;
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(parse)?;
         let batch = model.symbols.sym("batch");
         let input_names: Vec<String> = model
             .input_outlets()
@@ -472,19 +491,18 @@ pub struct Import<'a> {
 /// with a manifest computed from the graph; nothing is written when any step fails.
 pub fn import(registry: &Registry, import: &Import) -> Result<Version, OnnxError> {
     modelforge_registry::check_name(import.name)?;
-    let mut model = OnnxModel::load(import.file, &import.overrides)?;
+    // The bytes checked are the bytes published.
+    let bytes = read(import.file)?;
+    let mut model = OnnxModel::from_bytes(&bytes, import.file, &import.overrides)?;
     let signature = model.signature.clone();
     // One run on zeros, as the server warms a version: a graph that loads but cannot run
     // (a shape error deep inside) is refused now rather than when it serves.
-    let zeros = signature
-        .inputs
-        .iter()
-        .map(|t| Values::zeros(&t.datatype, t.len()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|reason| OnnxError::Unsupported {
+    let zeros = modelforge_serve::tensor::zeros_for(&signature.inputs).map_err(|reason| {
+        OnnxError::Unsupported {
             path: import.file.display().to_string(),
             reason,
-        })?;
+        }
+    })?;
     model
         .run(zeros, 1)
         .map_err(|reason| OnnxError::Unsupported {
@@ -517,10 +535,6 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, OnnxError
             labels
         }
     };
-    let bytes = std::fs::read(import.file).map_err(|e| OnnxError::Parse {
-        path: import.file.display().to_string(),
-        reason: e.to_string(),
-    })?;
     let digest = modelforge_registry::sha256_hex(&bytes);
     let manifest = Manifest {
         name: import.name.to_string(),

@@ -282,7 +282,7 @@ pub fn publish(
         None => {
             let artifacts = vec![
                 Artifact {
-                    name: "weights.safetensors".into(),
+                    name: modelforge_train::run::WEIGHTS.into(),
                     bytes: candidate.weights.clone(),
                 },
                 Artifact {

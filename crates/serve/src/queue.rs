@@ -325,12 +325,7 @@ impl Queue {
         mut runnable: Box<dyn Runnable>,
         config: QueueConfig,
     ) -> Result<Queue, String> {
-        let warm = info
-            .manifest
-            .inputs
-            .iter()
-            .map(|t| Values::zeros(&t.datatype, t.len()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let warm = crate::tensor::zeros_for(&info.manifest.inputs)?;
         let out = runnable
             .run(warm, 1)
             .map_err(|e| format!("warm-up failed: {e}"))?;
@@ -388,11 +383,7 @@ impl Queue {
         let values =
             answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
         let outputs = info.output_tensors(batch, values, &wanted);
-        Ok(Inference {
-            info,
-            batch,
-            outputs,
-        })
+        Ok(Inference { info, outputs })
     }
 
     /// Enqueues a request's checked inputs (skipped if still queued at `deadline`); the

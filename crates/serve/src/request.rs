@@ -36,7 +36,7 @@ pub struct InferRequest {
 pub struct OutputTensor {
     /// Its name.
     pub name: String,
-    /// Its shape, batch first when the model is batchable.
+    /// Its shape, batch first (the request's batch size) when the model is batchable.
     pub shape: Vec<i64>,
     /// Its values, row-major.
     pub data: Values,
@@ -47,8 +47,6 @@ pub struct OutputTensor {
 pub struct Inference {
     /// The version that answered.
     pub info: ModelInfo,
-    /// Samples in the request (1 for a model that is not batchable).
-    pub batch: usize,
     /// The outputs asked for (all when none were named), in the model's order.
     pub outputs: Vec<OutputTensor>,
 }
@@ -68,7 +66,8 @@ impl ModelInfo {
         format!("{}@{}", self.name, self.version)
     }
 
-    /// What the model takes, for error messages.
+    /// What the model takes, for error messages (built only when a check fails: this is
+    /// every request's path).
     fn takes(&self) -> String {
         let m = &self.manifest;
         let list: Vec<String> = m.inputs.iter().map(|t| describe(t, m.batchable)).collect();
@@ -87,20 +86,20 @@ impl ModelInfo {
     ) -> Result<(usize, Vec<Values>), ServeError> {
         let m = &self.manifest;
         let bad = |message: String| Err(ServeError::BadRequest(message));
-        let takes = self.takes();
         if inputs.is_empty() {
-            return bad(format!("the request has no input tensor; {takes}"));
+            return bad(format!("the request has no input tensor; {}", self.takes()));
         }
         for (i, input) in inputs.iter().enumerate() {
             if let Some(twice) = inputs[..i].iter().find(|j| j.name == input.name) {
                 let name = twice.name.as_deref().unwrap_or("");
-                return bad(format!("input \"{name}\" is given twice; {takes}"));
+                return bad(format!("input \"{name}\" is given twice; {}", self.takes()));
             }
         }
         if inputs.len() > m.inputs.len() {
             return bad(format!(
-                "the request has {} input tensors; {takes}",
-                inputs.len()
+                "the request has {} input tensors; {}",
+                inputs.len(),
+                self.takes()
             ));
         }
         let mut slots: Vec<Option<InputTensor>> = vec![None; m.inputs.len()];
@@ -108,12 +107,19 @@ impl ModelInfo {
             let at = match input.name.as_deref() {
                 None if m.inputs.len() == 1 => 0,
                 None => {
-                    return bad(format!("an input has no name; {takes} — name each input"));
+                    return bad(format!(
+                        "an input has no name; {} — name each input",
+                        self.takes()
+                    ));
                 }
                 Some(name) => match m.inputs.iter().position(|t| t.name == name) {
                     Some(at) => at,
                     None => {
-                        return bad(format!("{} has no input \"{name}\"; {takes}", self.label()));
+                        return bad(format!(
+                            "{} has no input \"{name}\"; {}",
+                            self.label(),
+                            self.takes()
+                        ));
                     }
                 },
             };
@@ -123,9 +129,13 @@ impl ModelInfo {
         let mut values = Vec::with_capacity(slots.len());
         for (want, slot) in m.inputs.iter().zip(slots) {
             let Some(input) = slot else {
-                return bad(format!("input \"{}\" is missing; {takes}", want.name));
+                return bad(format!(
+                    "input \"{}\" is missing; {}",
+                    want.name,
+                    self.takes()
+                ));
             };
-            let (n, data) = self.check_input(want, input, &takes)?;
+            let (n, data) = self.check_input(want, input)?;
             match batch {
                 Some((b, first)) if b != n => {
                     return bad(format!(
@@ -146,7 +156,6 @@ impl ModelInfo {
         &self,
         want: &TensorInfo,
         input: InputTensor,
-        takes: &str,
     ) -> Result<(usize, Values), ServeError> {
         let bad = |message: String| Err(ServeError::BadRequest(message));
         let name = &want.name;
@@ -155,11 +164,14 @@ impl ModelInfo {
                 "" => "no datatype".to_string(),
                 d => format!("datatype {d}"),
             };
-            return bad(format!("input \"{name}\" has {given}; {takes}"));
+            return bad(format!("input \"{name}\" has {given}; {}", self.takes()));
         }
         let shape = &input.shape;
         if shape.is_empty() {
-            return bad(format!("input \"{name}\" has an empty shape; {takes}"));
+            return bad(format!(
+                "input \"{name}\" has an empty shape; {}",
+                self.takes()
+            ));
         }
         if shape.iter().any(|&d| d < 0) {
             return bad(format!(
@@ -175,7 +187,10 @@ impl ModelInfo {
             .map(|&d| d as usize)
             .eq(want.shape.iter().copied())
         {
-            return bad(format!("input \"{name}\" has shape {shape:?}; {takes}"));
+            return bad(format!(
+                "input \"{name}\" has shape {shape:?}; {}",
+                self.takes()
+            ));
         }
         if batch == 0 {
             return bad(format!("input \"{name}\" has a batch of 0 samples"));

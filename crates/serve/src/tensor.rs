@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use modelforge_registry::TensorInfo;
+
 /// A tensor's values, row-major, in one of the datatypes the core computes with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
@@ -182,8 +184,16 @@ impl Values {
     }
 }
 
+/// One sample of zeros for each of `tensors` (a warm-up or trial run).
+pub fn zeros_for(tensors: &[TensorInfo]) -> Result<Vec<Values>, String> {
+    tensors
+        .iter()
+        .map(|t| Values::zeros(&t.datatype, t.len()))
+        .collect()
+}
+
 /// The message for a datatype the core does not compute with.
-fn unsupported(datatype: &str) -> String {
+pub fn unsupported(datatype: &str) -> String {
     format!(
         "datatype {datatype:?} is not supported; use one of {}",
         DATATYPES.join(", ")

@@ -95,7 +95,7 @@ fn typed(datatype: &str, c: &InferTensorContents) -> Result<Values, String> {
         "INT64" => Values::I64(c.int64_contents.clone()),
         "FP32" => Values::F32(c.fp32_contents.clone()),
         "FP64" => Values::F64(c.fp64_contents.clone()),
-        other => Values::zeros(other, 0)?,
+        other => return Err(modelforge_serve::tensor::unsupported(other)),
     })
 }
 

@@ -52,7 +52,7 @@ pub fn from_json(datatype: &str, value: &Value) -> Result<Values, String> {
         "INT64" => Values::I64(collect(value, datatype, &int)?),
         "FP32" => Values::F32(collect(value, datatype, &|v| Some(v.as_f64()? as f32))?),
         "FP64" => Values::F64(collect(value, datatype, &Value::as_f64)?),
-        other => return Values::zeros(other, 0),
+        other => return Err(modelforge_serve::tensor::unsupported(other)),
     })
 }
 

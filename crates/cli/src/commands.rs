@@ -488,8 +488,8 @@ pub fn eval(
 }
 
 /// The loaders of every model format this build serves: native (on the compute device)
-/// and ONNX.
-fn loaders(compute: &Compute) -> Result<modelforge_serve::Formats> {
+/// and ONNX (with plans for batch 1 and `max_batch_size`).
+fn loaders(compute: &Compute, max_batch_size: usize) -> Result<modelforge_serve::Formats> {
     let native = crate::native::NativeLoader {
         device: device(compute)?,
     };
@@ -497,7 +497,7 @@ fn loaders(compute: &Compute) -> Result<modelforge_serve::Formats> {
         .with(crate::native::FORMAT, std::sync::Arc::new(native))
         .with(
             modelforge_onnx::FORMAT,
-            std::sync::Arc::new(modelforge_onnx::OnnxLoader),
+            std::sync::Arc::new(modelforge_onnx::OnnxLoader { max_batch_size }),
         ))
 }
 
@@ -524,7 +524,7 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
         manifest: stored.manifest.clone(),
     };
     let (batch, values) = info.check_inputs(inputs)?;
-    let mut runnable = loaders(compute)?
+    let mut runnable = loaders(compute, batch)?
         .load(&stored.manifest, &stored.dir)
         .map_err(anyhow::Error::msg)?;
     let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;
@@ -600,7 +600,7 @@ fn serve_with(
 ) -> Result<ExitCode> {
     let core = std::sync::Arc::new(modelforge_serve::Core::new(
         ctx.registry.clone(),
-        std::sync::Arc::new(loaders(compute)?),
+        std::sync::Arc::new(loaders(compute, options.config.max_batch_size)?),
         options.config.clone(),
     ));
     core.refresh()?;

@@ -365,6 +365,7 @@ fn core_config(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    modelforge_serve::heap::retain_freed_memory();
     let ctx = commands::Context {
         registry: modelforge_registry::Registry::new(cli.registry),
         runs: cli.runs,

@@ -1,5 +1,7 @@
 //! Inference throughput of an ONNX graph through modelforge's ONNX path (tract, one thread),
-//! the way the serving core calls it.
+//! the way the serving core calls it: the heap kept warm as `modelforge serve` keeps it, and
+//! a plan for each batch size measured, as `serve --max-batch-size 256` makes them for 1
+//! and 256.
 //!
 //!     cargo bench -p modelforge-onnx --bench throughput -- MODEL.onnx [SECONDS] [BATCH…]
 //!
@@ -29,10 +31,13 @@ fn main() {
             .collect(),
         _ => vec![1, 256],
     };
-    let mut model = OnnxModel::load(&file, &Overrides::default()).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    });
+    // As `modelforge serve` and `predict` do.
+    modelforge_serve::heap::retain_freed_memory();
+    let mut model =
+        OnnxModel::load_for(&file, &Overrides::default(), &batches).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        });
     let signature = model.signature().clone();
     for batch in batches {
         // Deterministic inputs in [0, 1).

@@ -155,17 +155,25 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
     let output = spec.model.output.get_ref();
     let ids = input.dtype == Dtype::I64;
     let mut x = input.name.clone();
-    // The input normalisation `(x - shift) * scale`, per feature, as trained.
+    // The input normalisation `(x - shift) * scale`, per feature, as trained. A step that
+    // changes nothing is left out, and one with the same value for every feature takes a
+    // scalar, which runtimes apply with their by-scalar kernels: the same arithmetic, less
+    // work (tract has no fast kernel for 784 features against a batch).
     if !ids {
-        let (_, shift) = b.weight("input_norm.shift")?;
-        let (_, scale) = b.weight("input_norm.scale")?;
-        if shift.iter().any(|&s| s != 0.0) || scale.iter().any(|&s| s != 1.0) {
-            let mut dims = vec![1];
-            dims.extend(&input.shape);
-            let shift = b.constant("input_norm.shift", &dims, &shift);
-            let scale = b.constant("input_norm.scale", &dims, &scale);
-            let shifted = b.node("input_norm.sub", "Sub", &[&x, &shift], vec![]);
-            x = b.node("input_norm.mul", "Mul", &[&shifted, &scale], vec![]);
+        let mut dims = vec![1];
+        dims.extend(&input.shape);
+        for (part, op, identity) in [("shift", "Sub", 0.0), ("scale", "Mul", 1.0)] {
+            let name = format!("input_norm.{part}");
+            let (_, values) = b.weight(&name)?;
+            if values.iter().all(|&v| v == identity) {
+                continue;
+            }
+            let constant = match values.windows(2).all(|w| w[0] == w[1]) {
+                true => b.constant(&name, &[], &values[..1]),
+                false => b.constant(&name, &dims, &values),
+            };
+            let step = format!("input_norm.{}", op.to_lowercase());
+            x = b.node(&step, op, &[&x, &constant], vec![]);
         }
     }
     for info in spec.layer_infos() {
@@ -484,4 +492,69 @@ pub fn torch_module(spec: &Spec) -> String {
 
 fn py_bool(b: bool) -> &'static str {
     if b { "True" } else { "False" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A one-layer model on three features, exported with the given normalisation.
+    fn exported(shift: [f32; 3], scale: [f32; 3]) -> GraphProto {
+        let text = "[model]\nname = \"t\"\ninput = { name = \"x\", shape = [3] }\n\
+                    output = { task = \"classification\", classes = 2 }\n\
+                    layers = [{ dense = { units = 2 } }]\n\
+                    [data]\nformat = \"csv\"\ntrain = { path = \"Cargo.toml\" }\n\
+                    [train]\nepochs = 1\nbatch_size = 2\noptimizer = { kind = \"sgd\", lr = 0.1 }\n";
+        let spec = Spec::parse(
+            text,
+            Path::new("t.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+        )
+        .unwrap();
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let tensors = [
+            ("input_norm.shift", vec![3], bytes(&shift)),
+            ("input_norm.scale", vec![3], bytes(&scale)),
+            ("layers.0.weight", vec![2, 3], bytes(&[1.0; 6])),
+            ("layers.0.bias", vec![2], bytes(&[0.0; 2])),
+        ];
+        let views = tensors.iter().map(|(name, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), data);
+            (*name, view.unwrap())
+        });
+        let weights = safetensors::serialize(views, None).unwrap();
+        let onnx = to_onnx(&spec, &weights).unwrap();
+        ModelProto::decode(&onnx[..]).unwrap().graph.unwrap()
+    }
+
+    /// The normalisation steps of a graph: op and the dims of its constant.
+    fn steps(graph: &GraphProto) -> Vec<(String, Vec<i64>)> {
+        graph
+            .node
+            .iter()
+            .filter(|n| n.name.starts_with("input_norm."))
+            .map(|n| {
+                let constant = graph.initializer.iter().find(|t| t.name == n.input[1]);
+                (n.op_type.clone(), constant.unwrap().dims.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn normalisation_steps_that_change_nothing_are_left_out() {
+        assert!(steps(&exported([0.0; 3], [1.0; 3])).is_empty());
+        let scaled = exported([0.0; 3], [0.5; 3]);
+        assert_eq!(steps(&scaled), [("Mul".to_string(), vec![])]);
+        assert_eq!(scaled.node[0].input[0], "x");
+    }
+
+    #[test]
+    fn per_feature_normalisation_keeps_its_shape() {
+        let graph = exported([0.1, 0.2, 0.3], [2.0, 2.0, 2.0]);
+        assert_eq!(
+            steps(&graph),
+            [("Sub".to_string(), vec![1, 3]), ("Mul".to_string(), vec![])]
+        );
+    }
 }

@@ -164,8 +164,10 @@ pub struct OnnxModel {
     signature: Signature,
     /// The plan for any batch size (the batch axis symbolic).
     general: TypedSimpleState,
-    /// A plan specialised for batch 1, the common case at low load.
-    single: Option<TypedSimpleState>,
+    /// Plans specialised for single batch sizes: 1, the common case at low load, and the
+    /// batcher's largest batch, the common case under load. With every size known the
+    /// optimiser can pick the matrix kernel that suits the shape.
+    fixed: Vec<(usize, TypedSimpleState)>,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -177,16 +179,28 @@ impl std::fmt::Debug for OnnxModel {
 }
 
 impl OnnxModel {
-    /// Loads, checks and optimises the graph in `path`.
+    /// Loads, checks and optimises the graph in `path`, with a plan for batch 1.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<OnnxModel, OnnxError> {
-        OnnxModel::from_bytes(&read(path)?, path, overrides)
+        OnnxModel::load_for(path, overrides, &[1])
     }
 
-    /// Loads, checks and optimises a graph held in memory (`path` names it in errors).
+    /// Loads the graph in `path` with plans specialised for the given batch sizes (ignored
+    /// when the graph is not batchable); other sizes run the general plan.
+    pub fn load_for(
+        path: &Path,
+        overrides: &Overrides,
+        batches: &[usize],
+    ) -> Result<OnnxModel, OnnxError> {
+        OnnxModel::from_bytes(&read(path)?, path, overrides, batches)
+    }
+
+    /// Loads, checks and optimises a graph held in memory (`path` names it in errors),
+    /// as [`OnnxModel::load_for`] does.
     pub fn from_bytes(
         bytes: &[u8],
         path: &Path,
         overrides: &Overrides,
+        batches: &[usize],
     ) -> Result<OnnxModel, OnnxError> {
         let shown = path.display().to_string();
         let parse = |e: TractError| OnnxError::Parse {
@@ -205,6 +219,13 @@ impl OnnxModel {
             .model_for_read(&mut &bytes[..])
             .map_err(parse)?;
         let batch = model.symbols.sym("batch");
+        // A batch holds at least one sample. Knowing so lets the optimiser prove sizes
+        // such as 784·batch ≥ 32 and pick its vectorised element-wise kernels, which
+        // it otherwise leaves out for a symbolic batch.
+        model
+            .symbols
+            .add_assertion("batch >= 1")
+            .map_err(unsupported)?;
         let input_names: Vec<String> = model
             .input_outlets()
             .map_err(parse)?
@@ -372,13 +393,19 @@ impl OnnxModel {
                 .and_then(|p| p.spawn())
                 .map_err(unsupported)
         };
-        let single = match batchable {
-            true => {
-                let one = HashMap::from([(batch.clone(), 1.to_dim())]);
-                Some(plan(typed.set_symbols(&one).map_err(unsupported)?)?)
+        let mut fixed = Vec::new();
+        if batchable {
+            let mut sizes = batches.to_vec();
+            sizes.sort_unstable();
+            sizes.dedup();
+            for size in sizes.into_iter().filter(|&n| n > 0) {
+                let concrete = HashMap::from([(batch.clone(), size.to_dim())]);
+                fixed.push((
+                    size,
+                    plan(typed.set_symbols(&concrete).map_err(unsupported)?)?,
+                ));
             }
-            false => None,
-        };
+        }
         Ok(OnnxModel {
             signature: Signature {
                 inputs,
@@ -386,7 +413,7 @@ impl OnnxModel {
                 batchable,
             },
             general: plan(typed)?,
-            single,
+            fixed,
         })
     }
 
@@ -442,9 +469,9 @@ impl Runnable for OnnxModel {
                     tensor(v, &shape)
                 })
                 .collect::<TractResult<TVec<_>>>()?;
-            let state = match (&mut self.single, batch) {
-                (Some(single), 1) => single,
-                _ => &mut self.general,
+            let state = match self.fixed.iter_mut().find(|(n, _)| *n == batch) {
+                Some((_, fixed)) => fixed,
+                None => &mut self.general,
             };
             state.run(tensors)?.iter().map(|t| values(t)).collect()
         };
@@ -453,7 +480,12 @@ impl Runnable for OnnxModel {
 }
 
 /// Loads ONNX versions for the inference core, with the shapes their manifests record.
-pub struct OnnxLoader;
+#[derive(Debug, Clone, Copy)]
+pub struct OnnxLoader {
+    /// The largest batch the batcher forms: each batchable graph gets a plan for it
+    /// beside the batch-1 plan.
+    pub max_batch_size: usize,
+}
 
 impl Loader for OnnxLoader {
     fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Box<dyn Runnable>, String> {
@@ -462,8 +494,12 @@ impl Loader for OnnxLoader {
             outputs: manifest.outputs.clone(),
             batchable: manifest.batchable,
         };
-        let model =
-            OnnxModel::load(&dir.join(FILE), &signature.overrides()).map_err(|e| e.to_string())?;
+        let model = OnnxModel::load_for(
+            &dir.join(FILE),
+            &signature.overrides(),
+            &[1, self.max_batch_size],
+        )
+        .map_err(|e| e.to_string())?;
         if model.signature != signature {
             return Err(format!(
                 "the graph's signature {:?} differs from its manifest's {:?}",
@@ -493,7 +529,7 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, OnnxError
     modelforge_registry::check_name(import.name)?;
     // The bytes checked are the bytes published.
     let bytes = read(import.file)?;
-    let mut model = OnnxModel::from_bytes(&bytes, import.file, &import.overrides)?;
+    let mut model = OnnxModel::from_bytes(&bytes, import.file, &import.overrides, &[1])?;
     let signature = model.signature.clone();
     // One run on zeros, as the server warms a version: a graph that loads but cannot run
     // (a shape error deep inside) is refused now rather than when it serves.

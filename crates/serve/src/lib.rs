@@ -5,6 +5,7 @@
 //! the queue delay to be batched together, are concatenated along the batch
 //! axis, run once, and split back. The engine comes in through a [`Loader`].
 
+pub mod heap;
 pub mod policy;
 pub mod queue;
 pub mod request;

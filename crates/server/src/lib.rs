@@ -99,18 +99,17 @@ pub async fn serve(
     )
     .max_decoding_message_size(limits.max_body_bytes)
     .max_encoding_message_size(limits.max_body_bytes);
+    // The builder's own tcp_nodelay applies only to addresses it binds itself.
+    let grpc_incoming =
+        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .layer(access::AccessLog {
             protocol: "grpc",
             all: limits.log_requests,
         })
         .add_service(health)
         .add_service(inference)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-            wait(stopped.clone()),
-        );
+        .serve_with_incoming_shutdown(grpc_incoming, wait(stopped.clone()));
     use axum::serve::ListenerExt;
     let http = listeners.http.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

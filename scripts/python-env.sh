@@ -28,6 +28,7 @@ for pkg in "$@"; do
   done
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${missing[@]}" >&2
+  # No wheel cache: PyTorch alone would leave another 3 GB of wheels behind.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "${missing[@]}" >&2
 fi
 echo "$PWD/$venv/bin/python"

@@ -297,7 +297,7 @@ fn exported_onnx_runs_in_onnxruntime_like_modelforge() {
 }
 
 #[test]
-#[ignore = "needs PyTorch, about 4 GB from PyPI: MODELFORGE_TORCH=1 scripts/test.sh runs it"]
+#[ignore = "installs PyTorch, about 4 GB from PyPI: scripts/test.sh runs it unless MODELFORGE_TORCH=0"]
 fn safetensors_export_loads_into_the_generated_pytorch_module() {
     let python = python(&["torch", "safetensors", "numpy"]);
     let (sb, module, predicted) = exported("safetensors", "digits.safetensors");

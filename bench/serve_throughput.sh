@@ -3,8 +3,8 @@
 # (V2 REST with JSON tensors, with the binary tensor extension, and V2 gRPC with raw
 # tensors) beside MLServer serving an sklearn MLPClassifier of the same shape (V2 REST JSON
 # and V2 gRPC) and TorchServe serving a PyTorch module of the same shape (REST JSON, two
-# workers of one thread each), at concurrency 1, 8 and 64: REST with wrk (requests/s, p50,
-# p99), gRPC with h2load (requests/s, mean latency; h2load gives no percentiles). Prints
+# workers of one thread each), at concurrency 1, 8 and 64: REST with wrk, gRPC with h2load
+# (requests/s, p50, p99; h2load's percentiles come from its per-request log). Prints
 # modelforge's ratio to MLServer for each protocol, and to TorchServe for REST.
 #   bench/serve_throughput.sh [SECONDS_PER_POINT]     (default 10)
 # MLServer is installed from PyPI into .venv-mlserver/, TorchServe (with PyTorch) into
@@ -112,10 +112,12 @@ PY
 }
 check_grpc mf "$mf_grpc"
 
-# One h2load run against a gRPC method: prints "requests/s mean_ms".
+# One h2load run against a gRPC method: prints "requests/s p50_ms p99_ms", the percentiles
+# from h2load's per-request log (its third column: µs from request to end of response).
 grpc_load() { # port body concurrency
   local out
   out=$(h2load -D "$seconds" -c "$3" -m 1 -t $(( $3 < 2 ? 1 : 2 )) -d "$2" \
+    --log-file="$work/h2load.log" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://127.0.0.1:$1/inference.GRPCInferenceService/ModelInfer")
   if ! grep -q " 0 failed, 0 errored" <<<"$out"; then
@@ -123,11 +125,12 @@ grpc_load() { # port body concurrency
     echo "$out" >&2
     exit 1
   fi
-  awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    /^finished in/ { rps = $4 }
-    /^time for request:/ { mean = ms($6) }
-    END { printf "%.0f %.3f\n", rps, mean }' <<<"$out"
+  local rps
+  rps=$(awk '/^finished in/ { printf "%.0f", $4 }' <<<"$out")
+  cut -f3 "$work/h2load.log" | sort -n | awk -v rps="$rps" '
+    { us[NR] = $1 }
+    END { printf "%s %.3f %.3f\n", rps, us[int(NR * 0.5) + 1] / 1000, us[int(NR * 0.99) + 1] / 1000 }'
+  rm -f "$work/h2load.log"
 }
 
 mf_url="http://127.0.0.1:$mf_port/v2/models/mnist-mlp/infer"
@@ -180,8 +183,8 @@ for c in 1 8 64; do
     read -r rps p50 p99 <<<"${r[mf_${variant}_$c]}"
     row "$c" "$name" "$rps" "$p50" "$p99" "$(ratio "$rps" "$ml_rps")" "$(ratio "$rps" "$ts_rps")"
   done
-  read -r ml_rps ml_mean <<<"${r[ml_grpc_$c]}"
-  row "$c" "MLServer (gRPC)" "$ml_rps" "mean $ml_mean" "-" "1.00×" "-"
-  read -r rps mean <<<"${r[mf_grpc_$c]}"
-  row "$c" "modelforge (gRPC, raw)" "$rps" "mean $mean" "-" "$(ratio "$rps" "$ml_rps")" "-"
+  read -r ml_rps ml_p50 ml_p99 <<<"${r[ml_grpc_$c]}"
+  row "$c" "MLServer (gRPC)" "$ml_rps" "$ml_p50" "$ml_p99" "1.00×" "-"
+  read -r rps p50 p99 <<<"${r[mf_grpc_$c]}"
+  row "$c" "modelforge (gRPC, raw)" "$rps" "$p50" "$p99" "$(ratio "$rps" "$ml_rps")" "-"
 done

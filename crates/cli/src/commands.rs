@@ -282,7 +282,7 @@ pub fn run(
     let training = Training::new(ctx, &spec, compute, parallel)?;
     let token = std::env::var("MODELFORGE_TOKEN").ok();
     let plan = Plan {
-        spec_file: file,
+        spec: &spec,
         registry: &ctx.registry,
         runs_dir: &ctx.runs,
         device: &compute.device,
@@ -939,6 +939,7 @@ pub fn tune(
     let outcome = modelforge_tune::tune(
         &modelforge_tune::TuneOptions {
             spec_file: file,
+            spec: &spec,
             runs_dir: &ctx.runs,
             parallel,
             threads,

@@ -291,6 +291,16 @@ pub fn files(spec: &Spec) -> Vec<PathBuf> {
 
 /// Reads, checks and splits the data a spec names.
 pub fn prepare(spec: &Spec) -> Result<Prepared, DataError> {
+    prepare_with(spec, None)
+}
+
+/// As [`prepare`], for a caller that already computed the [`fingerprint`] of [`files`]
+/// (the pipeline keys its cache on it): the files are not hashed again.
+pub fn prepare_fingerprinted(spec: &Spec, fingerprint: String) -> Result<Prepared, DataError> {
+    prepare_with(spec, Some(fingerprint))
+}
+
+fn prepare_with(spec: &Spec, known: Option<String>) -> Result<Prepared, DataError> {
     let d: &DataSpec = &spec.data;
     let files = files(spec);
     let mut train = read_split(spec, d.train.get_ref())?;
@@ -329,7 +339,10 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, DataError> {
         return Err(DataError::Empty { path: first });
     }
     let normalizer = Normalizer::fit(d.normalize, *d.format.get_ref(), &train);
-    let fingerprint = fingerprint(&files)?;
+    let fingerprint = match known {
+        Some(known) => known,
+        None => fingerprint(&files)?,
+    };
     Ok(Prepared {
         train,
         validation,

@@ -141,8 +141,8 @@ pub type Trainer<'a> = dyn FnMut(&Spec, &Prepared) -> Result<Option<Trained>, Tr
 
 /// What `run` works on and how.
 pub struct Plan<'a> {
-    /// The spec file.
-    pub spec_file: &'a Path,
+    /// The spec, parsed and validated from its file.
+    pub spec: &'a Spec,
     /// The registry versions are published to.
     pub registry: &'a Registry,
     /// Where run folders and the stage ledger go.
@@ -184,9 +184,9 @@ pub fn run(
     trainer: &mut Trainer,
     observer: &mut dyn Observer,
 ) -> Result<Option<Outcome>, PipelineError> {
-    // The whole file is parsed and validated every time (that is how every stage's inputs
-    // are read); the check stage records what the model section makes.
-    let spec = Spec::load(plan.spec_file)?;
+    // The caller parsed and validated the whole file (that is how every stage's inputs are
+    // read); the check stage records what the model section makes.
+    let spec = plan.spec;
     let ledger_path = Ledger::path(plan.runs_dir, spec.name());
     let ledger = match plan.cache {
         true => Ledger::read(&ledger_path)?,
@@ -225,13 +225,13 @@ pub fn run(
         return Ok(Some(r.finish(outcome, prepared)));
     }
 
-    let files_digest = modelforge_data::fingerprint(&modelforge_data::files(&spec))?;
+    let files_digest = modelforge_data::fingerprint(&modelforge_data::files(spec))?;
     let inputs = BTreeMap::from([
         ("data".into(), json!(spec.data)),
         ("data files".into(), json!(files_digest)),
     ]);
     let data_out = r.step(Stage::Data, inputs, no_artefact, || {
-        let data = modelforge_data::prepare(&spec)?;
+        let data = modelforge_data::prepare_fingerprinted(spec, files_digest.clone())?;
         let output = json!({
             "fingerprint": data.fingerprint,
             "section": Spec::hash_of(&spec.data),
@@ -259,8 +259,8 @@ pub fn run(
         inputs,
         |out| weights_changed(runs_dir, out),
         || {
-            let data = ensure_data(&mut prepared, &spec)?;
-            let Some(t) = trainer(&spec, data)? else {
+            let data = ensure_data(&mut prepared, spec)?;
+            let Some(t) = trainer(spec, data)? else {
                 return Ok(Value::Null);
             };
             let weights =
@@ -300,17 +300,17 @@ pub fn run(
                 .then(|| format!("{} is gone", run_dir.join(EVALUATION).display()))
         },
         || {
-            let data = ensure_data(&mut prepared, &spec)?;
+            let data = ensure_data(&mut prepared, spec)?;
             let device = modelforge_model::device(plan.device)?;
             let network = match trained.take() {
                 Some(t) => t.network,
-                None => Network::new(&spec, &device).load_safetensors(
+                None => Network::new(spec, &device).load_safetensors(
                     &run_dir.join(WEIGHTS),
                     &device,
                     false,
                 )?,
             };
-            let test = crate::evaluate_run(&spec, &network, data, &run_dir, &device)?;
+            let test = crate::evaluate_run(spec, &network, data, &run_dir, &device)?;
             Ok(json!({ "metrics": test.metrics }))
         },
     )?;
@@ -320,14 +320,14 @@ pub fn run(
 
     let metrics: BTreeMap<String, f64> =
         serde_json::from_value(eval_out["metrics"].clone()).unwrap_or_default();
-    let baseline = crate::baseline(&spec, plan.registry, run_id)?;
+    let baseline = crate::baseline(spec, plan.registry, run_id)?;
     let inputs = BTreeMap::from([
         ("gate".into(), json!(spec.deploy.gate)),
         ("metrics".into(), eval_out["metrics"].clone()),
         ("baseline".into(), json!(baseline)),
     ]);
     let gate_out = r.step(Stage::Gate, inputs, no_artefact, || {
-        Ok(json!(crate::judge(&spec, &metrics, baseline.as_ref())))
+        Ok(json!(crate::judge(spec, &metrics, baseline.as_ref())))
     })?;
     let Some(gate_out) = gate_out else {
         return Ok(Some(r.finish(outcome, prepared)));
@@ -354,7 +354,7 @@ pub fn run(
         },
         || {
             let candidate = Candidate::read(&run_dir)?;
-            let published = crate::publish(&spec, &candidate, registry, gate.as_ref())?;
+            let published = crate::publish(spec, &candidate, registry, gate.as_ref())?;
             Ok(json!({
                 "name": published.name,
                 "version": published.version,

@@ -103,8 +103,10 @@ pub struct Study {
 
 /// How a search runs.
 pub struct TuneOptions<'a> {
-    /// The spec file with a `[tune]` section.
+    /// The spec file with a `[tune]` section (named in errors).
     pub spec_file: &'a Path,
+    /// That file, parsed and validated.
+    pub spec: &'a Spec,
     /// Where trial runs and the study go.
     pub runs_dir: &'a Path,
     /// Trials trained at once.
@@ -204,7 +206,7 @@ impl Progress for Pruner {
 
 /// Runs (or resumes) the search of a spec file's `[tune]` section.
 pub fn tune(options: &TuneOptions, observer: &mut dyn Observer) -> Result<Outcome, TuneError> {
-    let spec = Spec::load(options.spec_file)?;
+    let spec = options.spec;
     let Some(tune) = spec.tune.as_ref().map(|t| t.get_ref().clone()) else {
         return Err(TuneError::NoTune(options.spec_file.to_path_buf()));
     };

@@ -24,8 +24,8 @@ wait_ready() { # base url [health path]
   exit 1
 }
 
-# One wrk run of $seconds seconds: prints "requests/s p50_ms p99_ms"; any non-2xx answer
-# stops the benchmark.
+# One wrk run of $seconds seconds (a POST of the body file, a GET without one): prints
+# "requests/s p50_ms p99_ms"; any non-2xx answer stops the benchmark.
 load() { # url body headers concurrency
   local threads=$(( $4 < 2 ? 1 : 2 ))
   local out
@@ -51,4 +51,21 @@ quick_mnist() { # work folder, modelforge binary
       -e 's/^normalize = "scale"$/normalize = "scale"\nlimit_train = 5000/' \
       -e '/^\[deploy\]/,$d' examples/mnist/modelforge.toml >"$1/spec.toml"
   "$2" run --no-serve "$1/spec.toml" --registry "$1/models" --runs "$1/runs" >&2
+}
+
+# The first MNIST test image as a V2 request with the binary tensor extension, in
+# $1/mf.bin, and the length of its JSON header (Inference-Header-Content-Length) in
+# $1/mf.bin.len.
+binary_body() { # work folder
+  python3 - "$1" <<'PY'
+import gzip, json, struct, sys
+work = sys.argv[1]
+with gzip.open("data/mnist/t10k-images-idx3-ubyte.gz", "rb") as f:
+    pixels = [b / 255.0 for b in f.read()[16:16 + 784]]
+header = json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                                  "parameters": {"binary_data_size": 784 * 4}}],
+                     "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]})
+open(f"{work}/mf.bin", "wb").write(header.encode() + struct.pack("<784f", *pixels))
+open(f"{work}/mf.bin.len", "w").write(str(len(header)))
+PY
 }

@@ -44,24 +44,14 @@ port=$(free_port)
   >"$work/serve.log" 2>&1 &
 pids+=($!)
 wait_ready "http://127.0.0.1:$port"
-"$python" - "$work" <<'PY'
-import gzip, json, struct, sys
-work = sys.argv[1]
-with gzip.open("data/mnist/t10k-images-idx3-ubyte.gz", "rb") as f:
-    pixels = [b / 255.0 for b in f.read()[16:16 + 784]]
-header = json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
-                                  "parameters": {"binary_data_size": 784 * 4}}],
-                     "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]})
-open(f"{work}/body.bin", "wb").write(header.encode() + struct.pack("<784f", *pixels))
-open(f"{work}/body.len", "w").write(str(len(header)))
-PY
-headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/body.len")"
+binary_body "$work"
+headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
 echo
 echo "2. served (V2 REST, binary tensors): requests/s, p50 ms, p99 ms"
 printf '%-12s %-26s %-26s %8s\n' concurrency native ONNX ratio
 for c in 1 8; do
-  native=$(load "http://127.0.0.1:$port/v2/models/mnist-mlp/infer" "$work/body.bin" "$headers" "$c")
-  onnx=$(load "http://127.0.0.1:$port/v2/models/mnist-onnx/infer" "$work/body.bin" "$headers" "$c")
+  native=$(load "http://127.0.0.1:$port/v2/models/mnist-mlp/infer" "$work/mf.bin" "$headers" "$c")
+  onnx=$(load "http://127.0.0.1:$port/v2/models/mnist-onnx/infer" "$work/mf.bin" "$headers" "$c")
   printf '%-12s %-26s %-26s %7s×\n' "$c" "$native" "$onnx" \
     "$(awk -v a="${onnx%% *}" -v b="${native%% *}" 'BEGIN { printf "%.2f", a / b }')"
 done

@@ -71,6 +71,7 @@ printf '%s\n' "inference_address=http://127.0.0.1:$ts_port" \
 wait_ready "http://127.0.0.1:$mf_port"
 
 # Request bodies: the first test image, as V2 JSON (and binary for modelforge).
+binary_body "$work"
 "$python" - "$work" <<'PY'
 import gzip, json, struct, sys
 work = sys.argv[1]
@@ -83,11 +84,6 @@ open(f"{work}/ts.json", "w").write(json.dumps({"data": pixels}))
 ml = json.loads(v2("predict", [1, 784]))
 ml["outputs"] = [{"name": "predict_proba"}]  # the 10 class scores, as modelforge answers
 open(f"{work}/ml.json", "w").write(json.dumps(ml))
-header = json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
-                                  "parameters": {"binary_data_size": 784 * 4}}],
-                     "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]})
-open(f"{work}/mf.bin", "wb").write(header.encode() + struct.pack("<784f", *pixels))
-open(f"{work}/mf.bin.len", "w").write(str(len(header)))
 # gRPC: a length-prefixed ModelInferRequest with the image as raw FP32 bytes.
 from mlserver.grpc import dataplane_pb2 as pb
 for name, model_input, shape in [("mf", "image", [1, 1, 28, 28]), ("ml", "predict", [1, 784])]:

@@ -96,6 +96,7 @@ fn rest_cases() -> Vec<Rest> {
         post(INFER, json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64] }] }).to_string(), 400, "input \"pixels\": the input has no \"data\" and no binary_data_size parameter"),
         post(INFER, pixels(json!([1, 64]), json!(vec!["a"; 64])), 400, "input \"pixels\": \"a\" is not FP32 data"),
         post(INFER, pixels(json!([1, 64]), json!([{ "x": 1 }])), 400, "{\"x\":1} is not FP32 data"),
+        post(INFER, pixels(json!([1, 64]), json!(vec!["é".repeat(30); 64])), 400, "ééé… is not FP32 data"),
         post(
             INFER,
             json!({ "inputs": [{ "name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": vec![0.5; 64] }], "outputs": [{ "name": "probs" }] }).to_string(),

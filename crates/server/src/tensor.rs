@@ -22,7 +22,9 @@ fn leaves<T>(
             None => {
                 let mut shown = leaf.to_string();
                 if shown.len() > 40 {
-                    shown.truncate(40);
+                    // Cut at a character boundary: a byte count may fall inside one.
+                    let end = (0..=40).rev().find(|&i| shown.is_char_boundary(i));
+                    shown.truncate(end.unwrap_or(0));
                     shown.push('…');
                 }
                 Err(format!("{shown} is not {datatype} data"))
@@ -96,6 +98,11 @@ mod tests {
             Err("256 is not UINT8 data".into())
         );
         assert!(from_json("FP32", &json!(["a"])).is_err());
+        // A long non-ASCII leaf is shown cut at a character boundary, not a panic.
+        assert_eq!(
+            from_json("FP32", &json!(["é".repeat(30)])),
+            Err(format!("\"{}… is not FP32 data", "é".repeat(19)))
+        );
         assert!(
             from_json("BYTES", &json!(["a"]))
                 .unwrap_err()

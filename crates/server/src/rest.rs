@@ -18,7 +18,7 @@ use modelforge_serve::{
 use serde_json::{Value, json};
 
 use crate::status::ApiError;
-use crate::tensor::{from_json, to_json};
+use crate::tensor::{JsonData, to_json};
 use crate::tfserving;
 
 type Shared = State<Arc<Core>>;
@@ -282,6 +282,48 @@ async fn version_infer(
 /// The binary tensor data extension's header naming the JSON part's length.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// What the inputs of a V2 request must be, said when they are not.
+const NEEDS_INPUTS: &str =
+    "the request needs \"inputs\": a list of input tensors {name, shape, datatype, data}";
+
+/// A V2 inference request, read in one pass: tensor data goes straight into flat leaves
+/// (no JSON tree for the numbers); the other fields are checked where they are used.
+#[derive(serde::Deserialize)]
+struct V2Request {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    parameters: Value,
+    #[serde(default)]
+    inputs: Option<Vec<V2Input>>,
+    #[serde(default)]
+    outputs: Value,
+}
+
+/// One input tensor of a [`V2Request`].
+#[derive(serde::Deserialize)]
+struct V2Input {
+    #[serde(default)]
+    name: Value,
+    #[serde(default)]
+    shape: Value,
+    #[serde(default)]
+    datatype: Value,
+    #[serde(default)]
+    parameters: Value,
+    #[serde(default)]
+    data: Option<JsonData>,
+}
+
+/// Reads a V2 request: text that is not JSON and JSON that is no request get their own
+/// messages.
+fn parse_request(body: &[u8]) -> Result<V2Request, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad(format!("{NEEDS_INPUTS} ({e})")),
+        _ => ApiError::bad(format!("the request body is not valid JSON: {e}")),
+    })
+}
+
 async fn infer(
     core: Arc<Core>,
     model: String,
@@ -311,22 +353,23 @@ async fn infer(
         }
         None => body.len(),
     };
-    let request = parse_json(&body[..json_len])?;
+    let request = parse_request(&body[..json_len])?;
     let mut binary = &body[json_len..];
     let mut inputs = Vec::new();
-    for input in request["inputs"].as_array().ok_or_else(|| {
-        ApiError::bad(
-            "the request needs \"inputs\": a list of input tensors {name, shape, datatype, data}",
-        )
-    })? {
-        let shape: Vec<i64> = input["shape"]
+    for input in request
+        .inputs
+        .as_ref()
+        .ok_or_else(|| ApiError::bad(NEEDS_INPUTS))?
+    {
+        let shape: Vec<i64> = input
+            .shape
             .as_array()
             .and_then(|s| s.iter().map(Value::as_i64).collect())
             .ok_or_else(|| {
                 ApiError::bad("input \"shape\" must be a list of integers, batch first")
             })?;
-        let datatype = input["datatype"].as_str().unwrap_or_default();
-        let data = match input["parameters"]["binary_data_size"].as_u64() {
+        let datatype = input.datatype.as_str().unwrap_or_default();
+        let data = match input.parameters["binary_data_size"].as_u64() {
             Some(size) => {
                 let size = size as usize;
                 if size > binary.len() {
@@ -339,13 +382,13 @@ async fn infer(
                 binary = rest;
                 Values::from_le_bytes(datatype, mine)
             }
-            None => match input.get("data") {
-                Some(data) => from_json(datatype, data),
+            None => match &input.data {
+                Some(data) => data.values(datatype),
                 None => Err("the input has no \"data\" and no binary_data_size parameter".into()),
             },
         };
         inputs.push(InputTensor {
-            name: Some(input["name"].as_str().unwrap_or_default().to_string()),
+            name: Some(input.name.as_str().unwrap_or_default().to_string()),
             datatype: datatype.to_string(),
             shape,
             data,
@@ -357,7 +400,8 @@ async fn infer(
             binary.len()
         )));
     }
-    let asked: Vec<String> = request["outputs"]
+    let asked: Vec<String> = request
+        .outputs
         .as_array()
         .map(|o| {
             o.iter()
@@ -366,7 +410,7 @@ async fn infer(
         })
         .unwrap_or_default();
     // Triton's request parameter: microseconds the caller waits.
-    let timeout = match &request["parameters"]["timeout"] {
+    let timeout = match &request.parameters["timeout"] {
         Value::Null => None,
         t => Some(Duration::from_micros(t.as_u64().ok_or_else(|| {
             ApiError::bad("parameters.timeout must be a whole number of microseconds")
@@ -380,11 +424,12 @@ async fn infer(
         })
         .await?;
     // Binary outputs: those asked for with `binary_data`, or all with `binary_data_output`.
-    let all_binary = request["parameters"]["binary_data_output"]
+    let all_binary = request.parameters["binary_data_output"]
         .as_bool()
         .unwrap_or(false);
     let binary_for = |name: &str| {
-        request["outputs"]
+        request
+            .outputs
             .as_array()
             .and_then(|o| o.iter().find(|o| o["name"] == name))
             .and_then(|o| o["parameters"]["binary_data"].as_bool())
@@ -411,8 +456,8 @@ async fn infer(
         "model_version": info.version.to_string(),
         "outputs": outputs,
     });
-    if let Some(id) = request.get("id") {
-        response["id"] = id.clone();
+    if let Some(id) = request.id {
+        response["id"] = id;
     }
     if !any_binary {
         return Ok(Json(response).into_response());

@@ -48,10 +48,9 @@ pids+=($!)
 wait_ready "http://127.0.0.1:$port"
 wait_ready "http://127.0.0.1:$ngx_port" /live
 
-headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
 floor=$(load "http://127.0.0.1:$ngx_port/live" "" "" 1)
 health=$(load "http://127.0.0.1:$port/v2/health/live" "" "" 1)
-infer=$(load "http://127.0.0.1:$port/v2/models/mnist-mlp/infer" "$work/mf.bin" "$headers" 1)
+infer=$(load "http://127.0.0.1:$port/v2/models/mnist-mlp/infer" "$work/mf.bin" "$binary_headers" 1)
 printf '%-36s %10s %9s %9s %8s\n' "one connection" req/s p50_ms p99_ms ×nginx
 for row in "nginx, a 14-byte file|$floor" "modelforge GET /v2/health/live|$health" \
   "modelforge MNIST inference (binary)|$infer"; do

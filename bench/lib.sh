@@ -54,8 +54,8 @@ quick_mnist() { # work folder, modelforge binary
 }
 
 # The first MNIST test image as a V2 request with the binary tensor extension, in
-# $1/mf.bin, and the length of its JSON header (Inference-Header-Content-Length) in
-# $1/mf.bin.len.
+# $1/mf.bin, and the headers that go with it ("name: value;…", as `load` takes them) in
+# $binary_headers.
 binary_body() { # work folder
   python3 - "$1" <<'PY'
 import gzip, json, struct, sys
@@ -68,4 +68,5 @@ header = json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "data
 open(f"{work}/mf.bin", "wb").write(header.encode() + struct.pack("<784f", *pixels))
 open(f"{work}/mf.bin.len", "w").write(str(len(header)))
 PY
+  binary_headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$1/mf.bin.len")"
 }

@@ -45,13 +45,12 @@ port=$(free_port)
 pids+=($!)
 wait_ready "http://127.0.0.1:$port"
 binary_body "$work"
-headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
 echo
 echo "2. served (V2 REST, binary tensors): requests/s, p50 ms, p99 ms"
 printf '%-12s %-26s %-26s %8s\n' concurrency native ONNX ratio
 for c in 1 8; do
-  native=$(load "http://127.0.0.1:$port/v2/models/mnist-mlp/infer" "$work/mf.bin" "$headers" "$c")
-  onnx=$(load "http://127.0.0.1:$port/v2/models/mnist-onnx/infer" "$work/mf.bin" "$headers" "$c")
+  native=$(load "http://127.0.0.1:$port/v2/models/mnist-mlp/infer" "$work/mf.bin" "$binary_headers" "$c")
+  onnx=$(load "http://127.0.0.1:$port/v2/models/mnist-onnx/infer" "$work/mf.bin" "$binary_headers" "$c")
   printf '%-12s %-26s %-26s %7s×\n' "$c" "$native" "$onnx" \
     "$(awk -v a="${onnx%% *}" -v b="${native%% *}" 'BEGIN { printf "%.2f", a / b }')"
 done

@@ -135,7 +135,6 @@ ts_url="http://127.0.0.1:$ts_port/predictions/mlp"
 row() { printf '%-5s %-26s %10s %9s %9s %10s %12s\n' "$@"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
 declare -A r
-binary_headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$work/mf.bin.len")"
 for c in 1 8 64; do
   r[mf_json_$c]=$(load "$mf_url" "$work/mf.json" "" "$c")
   r[mf_bin_$c]=$(load "$mf_url" "$work/mf.bin" "$binary_headers" "$c")

@@ -524,7 +524,8 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
         manifest: stored.manifest.clone(),
     };
     let (batch, values) = info.check_inputs(inputs)?;
-    let mut runnable = loaders(compute, batch)?
+    // One call: the general plan and the batch-1 plan are all it may use.
+    let mut runnable = loaders(compute, 1)?
         .load(&stored.manifest, &stored.dir)
         .map_err(anyhow::Error::msg)?;
     let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;

@@ -157,20 +157,18 @@ fn tensors_can_be_served_under_other_names() {
         .run(vec![Values::F32(vec![1.0, 2.0]), Values::I64(vec![4])], 1)
         .unwrap();
     assert_eq!(out[1], Values::I64(vec![5]));
-    let err = OnnxModel::load(&path, &rename(&[("c", "x")]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("--rename names \"c\", which is no input or output"),
-        "{err}"
-    );
-    let err = OnnxModel::load(&path, &rename(&[("a", "b")]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("two tensors would be served as \"b\""),
-        "{err}"
-    );
+    for (pair, expected) in [
+        (
+            ("c", "x"),
+            "--rename names \"c\", which is no input or output",
+        ),
+        (("a", "b"), "two tensors would be served as \"b\""),
+    ] {
+        let err = OnnxModel::load(&path, &rename(&[pair]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]

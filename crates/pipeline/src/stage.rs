@@ -259,7 +259,7 @@ pub fn run(
         inputs,
         |out| weights_changed(runs_dir, out),
         || {
-            let data = ensure_data(&mut prepared, spec)?;
+            let data = ensure_data(&mut prepared, spec, &files_digest)?;
             let Some(t) = trainer(spec, data)? else {
                 return Ok(Value::Null);
             };
@@ -300,7 +300,7 @@ pub fn run(
                 .then(|| format!("{} is gone", run_dir.join(EVALUATION).display()))
         },
         || {
-            let data = ensure_data(&mut prepared, spec)?;
+            let data = ensure_data(&mut prepared, spec, &files_digest)?;
             let device = modelforge_model::device(plan.device)?;
             let network = match trained.take() {
                 Some(t) => t.network,
@@ -513,12 +513,18 @@ fn weights_changed(runs_dir: &Path, output: &Value) -> Option<String> {
 }
 
 /// The prepared data, read now if no stage of this run has read it yet.
+/// The prepared data, read now when the data stage was cached; `files_digest` is the
+/// fingerprint the stage was keyed on, so the files are not hashed again.
 fn ensure_data<'d>(
     prepared: &'d mut Option<Prepared>,
     spec: &Spec,
+    files_digest: &str,
 ) -> Result<&'d Prepared, PipelineError> {
     if prepared.is_none() {
-        *prepared = Some(modelforge_data::prepare(spec)?);
+        *prepared = Some(modelforge_data::prepare_fingerprinted(
+            spec,
+            files_digest.to_string(),
+        )?);
     }
     Ok(prepared.as_ref().expect("just prepared"))
 }

@@ -53,8 +53,8 @@ pub fn check(file: &Path, graph: Option<&Path>) -> Result<ExitCode> {
     print!("{}", spec.summary());
     if let Some(out) = graph {
         let text = match out.extension().and_then(|e| e.to_str()) {
-            Some("dot" | "gv") => modelforge_spec::graph::to_dot(&spec),
-            Some("svg") => modelforge_spec::graph::to_svg(&spec),
+            Some("dot" | "gv") => modelforge_spec::drawing::to_dot(&spec),
+            Some("svg") => modelforge_spec::drawing::to_svg(&spec),
             _ => bail!(
                 "--graph {}: give a file ending in .svg or .dot",
                 out.display()
@@ -788,7 +788,7 @@ pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> R
             match format {
                 ExportFormat::Onnx => modelforge_onnx::export::to_onnx(&spec, &weights)?,
                 ExportFormat::Safetensors => {
-                    print!("{}", modelforge_onnx::export::torch_module(&spec));
+                    print!("{}", modelforge_onnx::export::torch_module(&spec)?);
                     modelforge_onnx::export::to_state_dict(&spec, &weights)?
                 }
             }

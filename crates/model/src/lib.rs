@@ -2,11 +2,13 @@
 //! engine: forward pass, parameter count, and weights saved to and loaded from
 //! safetensors with PyTorch names and layouts.
 
+mod layers;
 mod network;
 mod weights;
 
 pub use burn;
-pub use network::{Activation, InputNorm, Network};
+pub use layers::{Activation, Block, KeyValues, PositionalEmbedding, SelfAttention, Swiglu};
+pub use network::{InputNorm, KvCache, Network};
 pub use weights::{NamedTensor, WEIGHTS_FORMAT};
 
 use burn::tensor::Device;

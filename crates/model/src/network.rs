@@ -1,52 +1,43 @@
-//! The network: the spec's layers as burn modules, with a rank-polymorphic forward.
+//! The network: the spec's checked graph as burn modules, run node by node.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm,
-    LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
-};
-use burn::tensor::activation;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use modelforge_spec::{Dtype, LayerSpec, Spec};
+use modelforge_spec::{Dtype, Graph, InputSpec, Source, Spec};
 
 use crate::ModelError;
+use crate::layers::{self, Activation, Block, Context, KeyValues, Op};
 
-/// A layer with parameters or state, as a burn module.
-#[derive(Module, Debug)]
-pub enum Block {
-    /// Fully connected.
-    Dense(Linear),
-    /// 2-D convolution.
-    Conv2d(Conv2d),
-    /// Max pooling.
-    MaxPool2d(MaxPool2d),
-    /// Average pooling.
-    AvgPool2d(AvgPool2d),
-    /// Dropout.
-    Dropout(Dropout),
-    /// Batch normalisation.
-    BatchNorm(BatchNorm),
-    /// Layer normalisation.
-    LayerNorm(LayerNorm),
-    /// Embedding table.
-    Embedding(Embedding),
+/// The keys and values a generating model has seen, per attention layer, for a batch of
+/// sequences that stand at one position: each pass appends its tokens.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    slots: Vec<Option<KeyValues>>,
+    len: usize,
 }
 
-/// One step of the forward pass.
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One node of the graph as the network runs it.
 #[derive(Debug, Clone, PartialEq)]
-enum Op {
-    /// Run `blocks[i]`.
-    Block(usize),
-    /// Reshape each sample to this shape.
-    Reshape(Vec<usize>),
-    Relu,
-    LeakyRelu(f64),
-    Gelu,
-    Tanh,
-    Sigmoid,
-    Softmax,
+pub(crate) struct Step {
+    /// The node's name (the prefix of its weights).
+    pub name: String,
+    /// What it runs.
+    pub op: Op,
+    /// Where its inputs come from.
+    pub inputs: Vec<Source>,
+    /// How many later steps (or the output) still read its value.
+    readers: usize,
 }
 
 /// Per-feature input normalisation `(x - shift) * scale`, applied before the first layer.
@@ -73,73 +64,19 @@ impl InputNorm {
     }
 }
 
-/// A batch flowing through the network, tagged by rank (batch axis included).
-#[derive(Debug, Clone)]
-pub enum Activation {
-    /// Integer ids `[batch, len]`.
-    Ids(Tensor<2, Int>),
-    /// `[batch, features]`.
-    R2(Tensor<2>),
-    /// `[batch, a, b]`.
-    R3(Tensor<3>),
-    /// `[batch, channels, height, width]`.
-    R4(Tensor<4>),
-}
-
-macro_rules! each_rank {
-    ($act:expr, $t:ident => $body:expr) => {
-        match $act {
-            Activation::R2($t) => Activation::R2($body),
-            Activation::R3($t) => Activation::R3($body),
-            Activation::R4($t) => Activation::R4($body),
-            Activation::Ids(_) => unreachable!("validated specs apply float ops to float tensors"),
-        }
-    };
-}
-
-impl Activation {
-    fn dims(&self) -> Vec<usize> {
-        match self {
-            Activation::Ids(t) => t.dims().to_vec(),
-            Activation::R2(t) => t.dims().to_vec(),
-            Activation::R3(t) => t.dims().to_vec(),
-            Activation::R4(t) => t.dims().to_vec(),
-        }
-    }
-
-    fn reshape(self, sample: &[usize]) -> Activation {
-        let batch = self.dims()[0];
-        let float = match self {
-            Activation::R2(t) => t,
-            Activation::R3(t) => t.reshape([batch as i64, -1]),
-            Activation::R4(t) => t.reshape([batch as i64, -1]),
-            Activation::Ids(_) => unreachable!("validated specs never reshape ids"),
-        };
-        match *sample {
-            [a] => Activation::R2(float.reshape([batch, a])),
-            [a, b] => Activation::R3(float.reshape([batch, a, b])),
-            [a, b, c] => Activation::R4(float.reshape([batch, a, b, c])),
-            _ => unreachable!("validated specs keep per-sample rank at most 3"),
-        }
-    }
-}
-
-/// The model: its blocks (the burn module tree) and the plan that runs them.
+/// The model: its blocks (the burn module tree) and the graph steps that run them.
 #[derive(Module, Debug)]
 pub struct Network {
-    /// Layers with parameters or state, in order.
+    /// Layers with parameters or state, in graph order.
     pub blocks: Vec<Block>,
     #[module(skip)]
-    ops: Vec<Op>,
+    steps: Vec<Step>,
     #[module(skip)]
     input_shape: Vec<usize>,
     #[module(skip)]
     input_dtype: Dtype,
     #[module(skip)]
     norm: InputNorm,
-    /// Per spec layer, the index into `blocks` (for weight names).
-    #[module(skip)]
-    layer_blocks: Vec<Option<usize>>,
 }
 
 impl Network {
@@ -147,94 +84,47 @@ impl Network {
     ///
     /// Initialisation draws from the device's generator: seed it first for reproducible weights.
     pub fn new(spec: &Spec, device: &Device) -> Network {
+        Network::from_graph(&spec.graph(), spec.model.input.get_ref(), device)
+    }
+
+    /// Builds freshly initialised weights for a checked graph and its input.
+    pub fn from_graph(graph: &Graph, input: &InputSpec, device: &Device) -> Network {
         let mut blocks = Vec::new();
-        let mut ops = Vec::new();
-        let mut layer_blocks = Vec::new();
-        for info in spec.layer_infos() {
-            let layer = spec.model.layers[info.index].get_ref();
-            let input = &info.input_shape;
-            let block = match layer {
-                LayerSpec::Dense { units, bias } => Some(Block::Dense(
-                    LinearConfig::new(*input.last().expect("rank ≥ 1"), *units)
-                        .with_bias(*bias)
-                        .init(device),
-                )),
-                LayerSpec::Conv2d {
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    bias,
-                } => {
-                    let pad = padding.pixels(*kernel);
-                    Some(Block::Conv2d(
-                        Conv2dConfig::new([input[0], *filters], [*kernel, *kernel])
-                            .with_stride([*stride, *stride])
-                            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                            .with_bias(*bias)
-                            .init(device),
-                    ))
-                }
-                LayerSpec::MaxPool2d { size, stride } => Some(Block::MaxPool2d(
-                    MaxPool2dConfig::new([*size, *size])
-                        .with_strides([stride.unwrap_or(*size); 2])
-                        .init(),
-                )),
-                LayerSpec::AvgPool2d { size, stride } => Some(Block::AvgPool2d(
-                    AvgPool2dConfig::new([*size, *size])
-                        .with_strides([stride.unwrap_or(*size); 2])
-                        .init(),
-                )),
-                LayerSpec::Dropout { rate } => {
-                    Some(Block::Dropout(DropoutConfig::new(*rate).init()))
-                }
-                LayerSpec::BatchNorm { epsilon, momentum } => Some(Block::BatchNorm(
-                    BatchNormConfig::new(input[0])
-                        .with_epsilon(*epsilon)
-                        .with_momentum(*momentum)
-                        .init(device),
-                )),
-                LayerSpec::LayerNorm { epsilon } => Some(Block::LayerNorm(
-                    LayerNormConfig::new(*input.last().expect("rank ≥ 1"))
-                        .with_epsilon(*epsilon)
-                        .init(device),
-                )),
-                LayerSpec::Embedding { vocab, dim } => Some(Block::Embedding(
-                    EmbeddingConfig::new(*vocab, *dim).init(device),
-                )),
-                _ => None,
+        let mut steps: Vec<Step> = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            let op = match node.shares.map(|j| &steps[j].op) {
+                Some(Op::Block(b)) => Op::Tied(*b),
+                Some(_) => unreachable!("a tied head shares an embedding block"),
+                None => match Block::init(node, device) {
+                    Ok(block) => {
+                        blocks.push(block);
+                        Op::Block(blocks.len() - 1)
+                    }
+                    Err(stateless) => Op::Stateless(stateless),
+                },
             };
-            let op = match (block, layer) {
-                (Some(b), _) => {
-                    blocks.push(b);
-                    Op::Block(blocks.len() - 1)
+            for source in &node.inputs {
+                if let Source::Node(i) = source {
+                    steps[*i].readers += 1;
                 }
-                (None, LayerSpec::Flatten {} | LayerSpec::Reshape { .. }) => {
-                    Op::Reshape(info.output_shape.clone())
-                }
-                (None, LayerSpec::Relu {}) => Op::Relu,
-                (None, LayerSpec::LeakyRelu { slope }) => Op::LeakyRelu(*slope),
-                (None, LayerSpec::Gelu {}) => Op::Gelu,
-                (None, LayerSpec::Tanh {}) => Op::Tanh,
-                (None, LayerSpec::Sigmoid {}) => Op::Sigmoid,
-                (None, LayerSpec::Softmax {}) => Op::Softmax,
-                (None, other) => unreachable!("{} always has a block", other.kind()),
-            };
-            layer_blocks.push(match op {
-                Op::Block(i) => Some(i),
-                _ => None,
+            }
+            steps.push(Step {
+                name: node.name.clone(),
+                op,
+                inputs: node.inputs.clone(),
+                readers: 0,
             });
-            ops.push(op);
         }
-        let input = spec.model.input.get_ref();
+        if let Some(last) = steps.last_mut() {
+            last.readers += 1;
+        }
         let features = input.shape.iter().product();
         Network {
             blocks,
-            ops,
+            steps,
             input_shape: input.shape.clone(),
             input_dtype: input.dtype,
             norm: InputNorm::identity(features),
-            layer_blocks,
         }
     }
 
@@ -249,9 +139,15 @@ impl Network {
         &self.norm
     }
 
-    /// Per spec layer, the block it runs (None for parameter-free layers).
-    pub(crate) fn layer_blocks(&self) -> &[Option<usize>] {
-        &self.layer_blocks
+    /// Per block, the name of the node that runs it (the prefix of its weights).
+    pub(crate) fn block_names(&self) -> Vec<&str> {
+        let mut names = vec![""; self.blocks.len()];
+        for step in &self.steps {
+            if let Op::Block(i) = step.op {
+                names[i] = &step.name;
+            }
+        }
+        names
     }
 
     /// Per-sample input shape.
@@ -301,65 +197,119 @@ impl Network {
                 .collect()
         };
         let flat = Tensor::<2>::from_data(TensorData::new(data, [batch, per_sample]), device);
-        Ok(Activation::R2(flat).reshape(&self.input_shape))
+        Ok(layers::reshape(Activation::R2(flat), &self.input_shape))
     }
 
     /// Output `[batch, outputs]` for an input, through every layer.
     pub fn forward(&self, input: Activation) -> Tensor<2> {
-        self.run(input, self.ops.len())
+        rank2(self.run(input, false, &mut Self::one_shot()))
     }
 
     /// Output before a trailing softmax or sigmoid: the logits the losses take.
     pub fn forward_logits(&self, input: Activation) -> Tensor<2> {
-        let end = match self.ops.last() {
-            Some(Op::Softmax | Op::Sigmoid) => self.ops.len() - 1,
-            _ => self.ops.len(),
-        };
-        self.run(input, end)
+        rank2(self.run(input, true, &mut Self::one_shot()))
     }
 
-    fn run(&self, mut x: Activation, end: usize) -> Tensor<2> {
-        for op in &self.ops[..end] {
-            x = match op {
-                Op::Block(i) => self.run_block(&self.blocks[*i], x),
-                Op::Reshape(shape) => x.reshape(shape),
-                Op::Relu => each_rank!(x, t => activation::relu(t)),
-                Op::LeakyRelu(s) => each_rank!(x, t => activation::leaky_relu(t, *s)),
-                Op::Gelu => each_rank!(x, t => activation::gelu(t)),
-                Op::Tanh => each_rank!(x, t => activation::tanh(t)),
-                Op::Sigmoid => each_rank!(x, t => activation::sigmoid(t)),
-                Op::Softmax => match x {
-                    Activation::R2(t) => Activation::R2(activation::softmax(t, 1)),
-                    Activation::R3(t) => Activation::R3(activation::softmax(t, 2)),
-                    Activation::R4(t) => Activation::R4(activation::softmax(t, 3)),
-                    Activation::Ids(_) => unreachable!("validated"),
-                },
-            };
+    /// Whether any step drops activations in training (dropout draws from the generator).
+    pub fn has_dropout(&self) -> bool {
+        self.blocks.iter().any(|b| match b {
+            Block::Dropout(d) => d.prob > 0.0,
+            Block::SelfAttention(a) => a.dropout.prob > 0.0,
+            _ => false,
+        })
+    }
+
+    /// An empty key/value cache for this network.
+    pub fn cache(&self) -> KvCache {
+        KvCache {
+            slots: vec![None; self.blocks.len()],
+            len: 0,
         }
-        match x {
-            Activation::R2(t) => t,
+    }
+
+    /// Logits `[batch, len, outputs]` of a sequence model for token ids `[batch, len]`. With a
+    /// cache the ids continue the sequences it holds (positions from `cache.len()` on), attend
+    /// to every earlier position and are appended to it; without one they start at position 0.
+    pub fn forward_tokens(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let len = ids.dims()[1];
+        let out = match cache {
+            Some(cache) => {
+                let mut ctx = Context {
+                    offset: cache.len,
+                    cache: Some(&mut cache.slots),
+                };
+                let out = self.run(Activation::Ids(ids), true, &mut ctx);
+                cache.len += len;
+                out
+            }
+            None => self.run(Activation::Ids(ids), true, &mut Self::one_shot()),
+        };
+        match out {
+            Activation::R3(t) => t,
             other => unreachable!(
-                "validated specs end in rank 1 per sample, got {:?}",
+                "a sequence model gives [batch, len, outputs], got {:?}",
                 other.dims()
             ),
         }
     }
 
-    fn run_block(&self, block: &Block, x: Activation) -> Activation {
-        match (block, x) {
-            (Block::Dense(l), x) => each_rank!(x, t => l.forward(t)),
-            (Block::Conv2d(c), Activation::R4(t)) => Activation::R4(c.forward(t)),
-            (Block::MaxPool2d(p), Activation::R4(t)) => Activation::R4(p.forward(t)),
-            (Block::AvgPool2d(p), Activation::R4(t)) => Activation::R4(p.forward(t)),
-            (Block::Dropout(d), x) => each_rank!(x, t => d.forward(t)),
-            (Block::BatchNorm(b), x) => each_rank!(x, t => b.forward(t)),
-            (Block::LayerNorm(n), x) => each_rank!(x, t => n.forward(t)),
-            (Block::Embedding(e), Activation::Ids(ids)) => Activation::R3(e.forward(ids)),
-            (b, x) => unreachable!(
-                "validated specs route shapes correctly: {b:?} on {:?}",
-                x.dims()
-            ),
+    fn one_shot() -> Context<'static> {
+        Context {
+            offset: 0,
+            cache: None,
         }
+    }
+
+    fn run(&self, input: Activation, logits: bool, ctx: &mut Context) -> Activation {
+        let last = self.steps.len() - 1;
+        let mut values: Vec<Option<Activation>> = vec![None; self.steps.len()];
+        let mut readers: Vec<usize> = self.steps.iter().map(|s| s.readers).collect();
+        for (i, step) in self.steps.iter().enumerate() {
+            let inputs: Vec<Activation> = step
+                .inputs
+                .iter()
+                .map(|source| match source {
+                    Source::Input => input.clone(),
+                    Source::Node(j) => {
+                        readers[*j] -= 1;
+                        // The last reader takes the value; earlier ones share it.
+                        if readers[*j] == 0 {
+                            values[*j].take().expect("computed before its readers")
+                        } else {
+                            values[*j].clone().expect("computed before its readers")
+                        }
+                    }
+                })
+                .collect();
+            values[i] = Some(match &step.op {
+                Op::Stateless(s) if logits && i == last && s.is_output_squash() => {
+                    inputs.into_iter().next().expect("one input")
+                }
+                Op::Block(b) => {
+                    let x = inputs.into_iter().next().expect("one input");
+                    self.blocks[*b].forward(x, ctx, *b)
+                }
+                Op::Tied(b) => {
+                    let Block::Embedding(e) = &self.blocks[*b] else {
+                        unreachable!("a tied head shares an embedding")
+                    };
+                    layers::tied_head(e, inputs.into_iter().next().expect("one input"))
+                }
+                Op::Stateless(s) => s.forward(inputs),
+            });
+        }
+        values[last].take().expect("the last step ran")
+    }
+}
+
+/// The `[batch, outputs]` tensor of a model with rank-1 outputs.
+fn rank2(out: Activation) -> Tensor<2> {
+    match out {
+        Activation::R2(t) => t,
+        other => unreachable!(
+            "validated specs end in rank 1 per sample, got {:?}",
+            other.dims()
+        ),
     }
 }
 
@@ -420,5 +370,196 @@ pub(crate) mod tests {
             net.input(&[1.0; 5], 2, &device),
             Err(ModelError::BadInput { .. })
         ));
+    }
+
+    /// A network for a `[model]` section alone (no data or training sections), its graph
+    /// checked; weights drawn from a seeded generator.
+    pub(crate) fn sequence_model(model: &str) -> Network {
+        let spec: modelforge_spec::ModelSpec = toml::from_str(model).unwrap();
+        let graph = modelforge_spec::graph::build(&spec).unwrap();
+        Device::flex().seed(7);
+        Network::from_graph(&graph, spec.input.get_ref(), &Device::flex())
+    }
+
+    fn ids(values: &[i64], batch: usize) -> Tensor<2, Int> {
+        let len = values.len() / batch;
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), [batch, len]),
+            &Device::flex(),
+        )
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tolerance: f32) {
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tolerance * scale,
+                "value {i}: {x} against {y} (scale {scale})"
+            );
+        }
+    }
+
+    /// A GPT-2-shaped model: learned positions, pre-norm blocks, GELU MLP, tied head.
+    pub(crate) const GPT: &str = r#"
+name = "gpt"
+input = { shape = [8], dtype = "i64" }
+output = { task = "classification", classes = 2 }
+layers = [
+  { embedding = { vocab = 11, dim = 16 }, name = "tok" },
+  { positional_embedding = { context = 8 } },
+  { block = "decoder", repeat = 2, name = "h" },
+  { layer_norm = {} },
+  { tied_head = { embedding = "tok" } },
+]
+[blocks.decoder]
+layers = [
+  { layer_norm = {} },
+  { self_attention = { heads = 4 }, name = "attn" },
+  { add = {}, inputs = ["input", "attn"], name = "mid" },
+  { layer_norm = {} },
+  { dense = { units = 32 } },
+  { gelu = {} },
+  { dense = { units = 16 }, name = "ff" },
+  { add = {}, inputs = ["mid", "ff"] },
+]
+"#;
+
+    /// A LLaMA-shaped model: RMS norm, rotary positions, grouped-query attention, SwiGLU.
+    fn llama(layout: &str) -> String {
+        format!(
+            r#"
+name = "llama"
+input = {{ shape = [8], dtype = "i64" }}
+output = {{ task = "classification", classes = 2 }}
+layers = [
+  {{ embedding = {{ vocab = 13, dim = 16 }} }},
+  {{ block = "decoder", repeat = 2 }},
+  {{ rms_norm = {{}} }},
+  {{ dense = {{ units = 13, bias = false }} }},
+]
+[blocks.decoder]
+layers = [
+  {{ rms_norm = {{}}, name = "norm1" }},
+  {{ self_attention = {{ heads = 4, kv_heads = 2, bias = false, rope = {{ layout = "{layout}" }} }}, name = "attn" }},
+  {{ add = {{}}, inputs = ["input", "attn"], name = "mid" }},
+  {{ rms_norm = {{}} }},
+  {{ swiglu = {{ hidden = 24 }}, name = "mlp" }},
+  {{ add = {{}}, inputs = ["mid", "mlp"] }},
+]
+"#
+        )
+    }
+
+    /// Decoding one token at a time over the cache gives the logits of one full pass.
+    fn cached_decoding_matches_the_full_pass(net: &Network) {
+        let tokens = [1i64, 5, 3, 9, 0, 2, 7, 4, 8, 6, 1, 3, 2, 5, 9, 0];
+        let full = values(net.forward_tokens(ids(&tokens, 2), None));
+        let vocab = full.len() / 16;
+        let mut cache = net.cache();
+        // A prompt of three, then one token a step.
+        let prompt: Vec<i64> = [&tokens[0..3], &tokens[8..11]].concat();
+        let mut got = vec![Vec::new(), Vec::new()];
+        let first = values(net.forward_tokens(ids(&prompt, 2), Some(&mut cache)));
+        for (b, row) in first.chunks(3 * vocab).enumerate() {
+            got[b].extend_from_slice(row);
+        }
+        for p in 3..8 {
+            let step = [tokens[p], tokens[8 + p]];
+            let out = values(net.forward_tokens(ids(&step, 2), Some(&mut cache)));
+            for (b, row) in out.chunks(vocab).enumerate() {
+                got[b].extend_from_slice(row);
+            }
+        }
+        assert_eq!(cache.len(), 8);
+        assert_close(&got.concat(), &full, 1e-4);
+    }
+
+    #[test]
+    fn gpt_decoding_with_the_cache_equals_the_full_pass() {
+        let net = sequence_model(GPT);
+        cached_decoding_matches_the_full_pass(&net);
+        // The tied head adds no weights of its own; block copies are named by position.
+        let names: Vec<String> = net.named_tensors().into_iter().map(|t| t.name).collect();
+        assert!(
+            names.contains(&"h.0.attn.q_proj.weight".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"h.1.4.weight".to_string()), "{names:?}");
+        assert!(names.contains(&"h.1.ff.bias".to_string()), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with("layers.4")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn llama_decoding_with_the_cache_equals_the_full_pass_in_both_rope_layouts() {
+        for layout in ["halves", "adjacent_pairs"] {
+            cached_decoding_matches_the_full_pass(&sequence_model(&llama(layout)));
+        }
+    }
+
+    #[test]
+    fn causal_attention_does_not_look_ahead() {
+        let net = sequence_model(&llama("halves"));
+        let a = values(net.forward_tokens(ids(&[1, 2, 3, 4, 5, 6, 7, 8], 1), None));
+        let b = values(net.forward_tokens(ids(&[1, 2, 3, 4, 12, 0, 0, 0], 1), None));
+        // The first four positions see the same prefix; the fifth does not.
+        assert_close(&a[..4 * 13], &b[..4 * 13], 1e-6);
+        assert!(a[4 * 13..5 * 13] != b[4 * 13..5 * 13]);
+    }
+
+    #[test]
+    fn transformer_weights_round_trip_through_safetensors() {
+        let net = sequence_model(&llama("adjacent_pairs"));
+        let bytes = net.safetensors_bytes(Default::default());
+        let fresh = {
+            Device::flex().seed(99);
+            let spec: modelforge_spec::ModelSpec =
+                toml::from_str(&llama("adjacent_pairs")).unwrap();
+            let graph = modelforge_spec::graph::build(&spec).unwrap();
+            Network::from_graph(&graph, spec.input.get_ref(), &Device::flex())
+        };
+        let tokens = ids(&[3, 1, 4, 1, 5, 9, 2, 6], 1);
+        let before = values(fresh.forward_tokens(tokens.clone(), None));
+        let loaded = fresh
+            .load_safetensors_bytes(&bytes, Path::new("w"), &Device::flex(), false)
+            .unwrap();
+        let want = values(net.forward_tokens(tokens.clone(), None));
+        assert_ne!(before, want);
+        assert_eq!(values(loaded.forward_tokens(tokens, None)), want);
+    }
+
+    #[test]
+    fn a_residual_adds_the_input_back() {
+        let net = sequence_model(
+            r#"
+name = "res"
+input = { shape = [3] }
+output = { task = "regression" }
+layers = [
+  { dense = { units = 3 }, name = "fc" },
+  { add = {}, inputs = ["input", "fc"], name = "sum" },
+  { concat = {}, inputs = ["input", "sum"] },
+]
+"#,
+        );
+        let device = Device::flex();
+        let x = [0.5f32, -1.0, 2.0];
+        let out = values(net.forward(net.input(&x, 1, &device).unwrap()));
+        let t = net.named_tensors();
+        let w = &t.iter().find(|t| t.name == "fc.weight").unwrap().values;
+        let b = &t.iter().find(|t| t.name == "fc.bias").unwrap().values;
+        let mut want = x.to_vec();
+        for o in 0..3 {
+            let dense: f32 = (0..3).map(|i| w[o * 3 + i] * x[i]).sum::<f32>() + b[o];
+            want.push(x[o] + dense);
+        }
+        assert_close(&out, &want, 1e-6);
     }
 }

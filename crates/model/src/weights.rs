@@ -1,9 +1,11 @@
 //! Weights as named tensors in PyTorch names and layouts, on disk as safetensors.
 //!
-//! Layer `i` of the spec stores `layers.{i}.weight` and `layers.{i}.bias` as
-//! `torch.nn.Linear`, `Conv2d`, `BatchNorm*d` (plus `running_mean`, `running_var`),
-//! `LayerNorm` and `Embedding` do; dense weights are `[out, in]`. The input
-//! normalisation is stored as `input_norm.shift` and `input_norm.scale`.
+//! Each node of the graph stores its tensors under its name (`layers.{i}` for the i-th
+//! unnamed layer), e.g. `layers.0.weight` and `layers.0.bias`, as `torch.nn.Linear`,
+//! `Conv2d`, `BatchNorm*d` (plus `running_mean`, `running_var`), `LayerNorm` and
+//! `Embedding` do; dense weights are `[out, in]`. Each layer file lists its tensors once
+//! ([`TensorVisitor`]); saving and loading both walk that list. The input normalisation is
+//! stored as `input_norm.shift` and `input_norm.scale`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,7 +14,7 @@ use burn::module::{Param, ParamId, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype as StDtype, SafeTensors, tensor::TensorView};
 
-use crate::network::Block;
+use crate::layers::TensorVisitor;
 use crate::{InputNorm, ModelError, Network};
 
 /// The value of the `format` metadata key in modelforge weight files.
@@ -62,13 +64,13 @@ fn replace<const D: usize>(
 }
 
 /// Tensors looked up by name while loading.
-struct Source<'a> {
+struct Stored<'a> {
     tensors: HashMap<&'a str, &'a NamedTensor>,
     device: &'a Device,
     keep_ids: bool,
 }
 
-impl Source<'_> {
+impl Stored<'_> {
     /// The named tensor as a burn tensor of `shape`; with `transposed` the file holds the
     /// matrix as `[shape[1], shape[0]]` (PyTorch's dense layout) and it is transposed on the host,
     /// so the result is contiguous and computes exactly like the original.
@@ -103,25 +105,65 @@ impl Source<'_> {
         let tensor = Tensor::from_data(TensorData::new(values, shape), self.device);
         Ok((tensor, (self.keep_ids && t.id != 0).then_some(t.id)))
     }
+}
 
+/// Loading: each tensor of a block replaced by the stored one of its name.
+struct Loader<'a, 'b> {
+    stored: &'b Stored<'a>,
+    prefix: &'b str,
+}
+
+impl TensorVisitor for Loader<'_, '_> {
     fn param<const D: usize>(
-        &self,
-        name: &str,
+        &mut self,
+        suffix: &str,
         p: Param<Tensor<D>>,
         transposed: bool,
     ) -> Result<Param<Tensor<D>>, String> {
-        let (t, id) = self.take(name, p.val().dims(), transposed)?;
+        let name = format!("{}.{suffix}", self.prefix);
+        let (t, id) = self.stored.take(&name, p.val().dims(), transposed)?;
         Ok(replace(p, t, id))
     }
 
     fn running(
-        &self,
-        name: &str,
+        &mut self,
+        suffix: &str,
         r: RunningState<Tensor<1>>,
     ) -> Result<RunningState<Tensor<1>>, String> {
-        let shape = r.value().dims();
-        let (t, _) = self.take(name, shape, false)?;
+        let name = format!("{}.{suffix}", self.prefix);
+        let (t, _) = self.stored.take(&name, r.value().dims(), false)?;
         Ok(RunningState::new(t))
+    }
+}
+
+/// Saving: each tensor of a block read out under its name.
+struct Saver<'a> {
+    prefix: &'a str,
+    out: &'a mut Vec<NamedTensor>,
+}
+
+impl TensorVisitor for Saver<'_> {
+    fn param<const D: usize>(
+        &mut self,
+        suffix: &str,
+        p: Param<Tensor<D>>,
+        transposed: bool,
+    ) -> Result<Param<Tensor<D>>, String> {
+        let name = format!("{}.{suffix}", self.prefix);
+        let value = p.val();
+        let value = if transposed { value.transpose() } else { value };
+        self.out.push(named(name, value, p.id.val()));
+        Ok(p)
+    }
+
+    fn running(
+        &mut self,
+        suffix: &str,
+        r: RunningState<Tensor<1>>,
+    ) -> Result<RunningState<Tensor<1>>, String> {
+        let name = format!("{}.{suffix}", self.prefix);
+        self.out.push(named(name, r.value(), 0));
+        Ok(r)
     }
 }
 
@@ -129,43 +171,15 @@ impl Network {
     /// Every weight and buffer with its PyTorch name, plus the input normalisation.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut out = Vec::new();
-        for (layer, block) in self.layer_blocks().iter().enumerate() {
-            let Some(b) = block else { continue };
-            let p = |suffix: &str| format!("layers.{layer}.{suffix}");
-            match &self.blocks[*b] {
-                Block::Dense(l) => {
-                    out.push(named(
-                        p("weight"),
-                        l.weight.val().transpose(),
-                        l.weight.id.val(),
-                    ));
-                    if let Some(bias) = &l.bias {
-                        out.push(named(p("bias"), bias.val(), bias.id.val()));
-                    }
-                }
-                Block::Conv2d(c) => {
-                    out.push(named(p("weight"), c.weight.val(), c.weight.id.val()));
-                    if let Some(bias) = &c.bias {
-                        out.push(named(p("bias"), bias.val(), bias.id.val()));
-                    }
-                }
-                Block::BatchNorm(n) => {
-                    out.push(named(p("weight"), n.gamma.val(), n.gamma.id.val()));
-                    out.push(named(p("bias"), n.beta.val(), n.beta.id.val()));
-                    out.push(named(p("running_mean"), n.running_mean.value(), 0));
-                    out.push(named(p("running_var"), n.running_var.value(), 0));
-                }
-                Block::LayerNorm(n) => {
-                    out.push(named(p("weight"), n.gamma.val(), n.gamma.id.val()));
-                    if let Some(beta) = &n.beta {
-                        out.push(named(p("bias"), beta.val(), beta.id.val()));
-                    }
-                }
-                Block::Embedding(e) => {
-                    out.push(named(p("weight"), e.weight.val(), e.weight.id.val()))
-                }
-                Block::MaxPool2d(_) | Block::AvgPool2d(_) | Block::Dropout(_) => {}
-            }
+        for (block, prefix) in self.blocks.iter().zip(self.block_names()) {
+            let mut saver = Saver {
+                prefix,
+                out: &mut out,
+            };
+            block
+                .clone()
+                .tensors(&mut saver)
+                .expect("saving reads every tensor");
         }
         let n = self.norm();
         for (name, v) in [
@@ -190,66 +204,26 @@ impl Network {
         device: &Device,
         keep_ids: bool,
     ) -> Result<Network, String> {
-        let src = Source {
+        let stored = Stored {
             tensors: tensors.iter().map(|t| (t.name.as_str(), t)).collect(),
             device,
             keep_ids,
         };
         let mut net = self;
-        let layer_of: HashMap<usize, usize> = net
-            .layer_blocks()
-            .iter()
-            .enumerate()
-            .filter_map(|(layer, b)| b.map(|b| (b, layer)))
-            .collect();
+        let names: Vec<String> = net.block_names().into_iter().map(String::from).collect();
         let blocks = std::mem::take(&mut net.blocks);
         let mut loaded = Vec::with_capacity(blocks.len());
-        for (i, block) in blocks.into_iter().enumerate() {
-            let layer = layer_of[&i];
-            let p = |suffix: &str| format!("layers.{layer}.{suffix}");
-            loaded.push(match block {
-                Block::Dense(mut l) => {
-                    l.weight = src.param(&p("weight"), l.weight, true)?;
-                    l.bias = l
-                        .bias
-                        .map(|b| src.param(&p("bias"), b, false))
-                        .transpose()?;
-                    Block::Dense(l)
-                }
-                Block::Conv2d(mut c) => {
-                    c.weight = src.param(&p("weight"), c.weight, false)?;
-                    c.bias = c
-                        .bias
-                        .map(|b| src.param(&p("bias"), b, false))
-                        .transpose()?;
-                    Block::Conv2d(c)
-                }
-                Block::BatchNorm(mut n) => {
-                    n.gamma = src.param(&p("weight"), n.gamma, false)?;
-                    n.beta = src.param(&p("bias"), n.beta, false)?;
-                    n.running_mean = src.running(&p("running_mean"), n.running_mean)?;
-                    n.running_var = src.running(&p("running_var"), n.running_var)?;
-                    Block::BatchNorm(n)
-                }
-                Block::LayerNorm(mut n) => {
-                    n.gamma = src.param(&p("weight"), n.gamma, false)?;
-                    n.beta = n
-                        .beta
-                        .map(|b| src.param(&p("bias"), b, false))
-                        .transpose()?;
-                    Block::LayerNorm(n)
-                }
-                Block::Embedding(mut e) => {
-                    e.weight = src.param(&p("weight"), e.weight, false)?;
-                    Block::Embedding(e)
-                }
-                other => other,
-            });
+        for (block, prefix) in blocks.into_iter().zip(&names) {
+            let mut loader = Loader {
+                stored: &stored,
+                prefix,
+            };
+            loaded.push(block.tensors(&mut loader)?);
         }
         net.blocks = loaded;
         let features = net.input_len();
-        let (shift, _) = src.take::<1>("input_norm.shift", [features], false)?;
-        let (scale, _) = src.take::<1>("input_norm.scale", [features], false)?;
+        let (shift, _) = stored.take::<1>("input_norm.shift", [features], false)?;
+        let (scale, _) = stored.take::<1>("input_norm.scale", [features], false)?;
         let to_vec = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("f32");
         Ok(net.with_norm(InputNorm {
             shift: to_vec(shift),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use modelforge_serve::Values;
-use modelforge_spec::{Dtype, LayerSpec, Spec};
+use modelforge_spec::{Dtype, LayerSpec, Source, Spec};
 use prost::Message as _;
 use safetensors::{Dtype as StDtype, SafeTensors};
 use tract_onnx::pb::{
@@ -176,12 +176,23 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
             x = b.node(&step, op, &[&x, &constant], vec![]);
         }
     }
-    for info in spec.layer_infos() {
-        let i = info.index;
-        let p = |part: &str| format!("layers.{i}.{part}");
-        let at = format!("layers.{i}");
-        let layer = spec.model.layers[i].get_ref();
-        x = match layer {
+    let graph = spec.graph();
+    let input_value = x;
+    let mut values: Vec<String> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let at = node.name.clone();
+        let p = |part: &str| format!("{at}.{part}");
+        let layer = &node.layer;
+        let sources: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|s| match s {
+                Source::Input => input_value.clone(),
+                Source::Node(j) => values[*j].clone(),
+            })
+            .collect();
+        let x = sources[0].clone();
+        let value = match layer {
             LayerSpec::Dense { bias, .. } => {
                 let (dims, w) = b.weight(&p("weight"))?;
                 let (out, inp) = (dims[0], dims[1]);
@@ -244,7 +255,7 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
             LayerSpec::Flatten {} | LayerSpec::Reshape { .. } => {
                 // 0 keeps the batch size.
                 let mut shape = vec![0];
-                shape.extend(info.output_shape.iter().map(|&d| d as i64));
+                shape.extend(node.output_shape.iter().map(|&d| d as i64));
                 let shape = b.constant_i64(&format!("{at}.shape"), &shape);
                 b.node(&at, "Reshape", &[&x, &shape], vec![])
             }
@@ -299,9 +310,29 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
             LayerSpec::Tanh {} => b.node(&at, "Tanh", &[&x], vec![]),
             LayerSpec::Sigmoid {} => b.node(&at, "Sigmoid", &[&x], vec![]),
             LayerSpec::Softmax {} => b.node(&at, "Softmax", &[&x], vec![("axis", Attr::Int(-1))]),
+            LayerSpec::Add {} => {
+                let mut sum = sources[0].clone();
+                for (k, other) in sources.iter().enumerate().skip(1) {
+                    let name = match k + 1 == sources.len() {
+                        true => at.clone(),
+                        false => format!("{at}.sum{k}"),
+                    };
+                    sum = b.node(&name, "Add", &[&sum, other], vec![]);
+                }
+                sum
+            }
+            LayerSpec::Concat { axis } => {
+                // The batch axis comes first in the graph.
+                let rank = node.input_shapes[0].len() as i64;
+                let axis = if *axis < 0 { rank + axis } else { *axis } + 1;
+                b.node(&at, "Concat", &sources, vec![("axis", Attr::Int(axis))])
+            }
+            _ => return Err(no_export(node, "ONNX")),
         };
+        values.push(value);
     }
-    b.node(&output.name, "Identity", &[&x], vec![]);
+    let last = values.last().cloned().unwrap_or(input_value);
+    b.node(&output.name, "Identity", &[&last], vec![]);
     let elem = if ids {
         DataType::Int64
     } else {
@@ -347,13 +378,10 @@ pub fn to_state_dict(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> 
             )
         })
         .collect();
-    for info in spec.layer_infos() {
-        if matches!(
-            spec.model.layers[info.index].get_ref(),
-            LayerSpec::BatchNorm { .. }
-        ) {
+    for node in spec.graph().nodes {
+        if matches!(node.layer, LayerSpec::BatchNorm { .. }) {
             tensors.insert(
-                format!("layers.{}.num_batches_tracked", info.index),
+                format!("{}.num_batches_tracked", node.name),
                 (StDtype::I64, vec![], 0i64.to_le_bytes().to_vec()),
             );
         }
@@ -372,14 +400,23 @@ pub fn to_state_dict(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> 
 }
 
 /// A PyTorch module definition whose `load_state_dict` takes [`to_state_dict`]'s file and
-/// computes what the served model does.
-pub fn torch_module(spec: &Spec) -> String {
+/// computes what the served model does; a stack of layers (`torch.nn.ModuleList`) only.
+pub fn torch_module(spec: &Spec) -> Result<String, OnnxError> {
     let input = spec.model.input.get_ref();
     let features: usize = input.shape.iter().product();
+    let graph = spec.graph();
+    if let Some(node) = graph.first_branch() {
+        return Err(export_error(format!(
+            "layer {} ({}) does not take the layer before it, and the PyTorch module is written \
+             for stacks of layers only — export this graph with --format onnx",
+            node.name,
+            node.layer.kind()
+        )));
+    }
     let mut layers = Vec::new();
-    for info in spec.layer_infos() {
-        let (i, o) = (&info.input_shape, &info.output_shape);
-        layers.push(match spec.model.layers[info.index].get_ref() {
+    for node in &graph.nodes {
+        let (i, o) = (&node.input_shapes[0], &node.output_shape);
+        layers.push(match &node.layer {
             LayerSpec::Dense { units, bias } => format!(
                 "nn.Linear({}, {units}, bias={})",
                 i.last().copied().unwrap_or(1),
@@ -429,6 +466,8 @@ pub fn torch_module(spec: &Spec) -> String {
             LayerSpec::Tanh {} => "nn.Tanh()".into(),
             LayerSpec::Sigmoid {} => "nn.Sigmoid()".into(),
             LayerSpec::Softmax {} => "nn.Softmax(dim=-1)".into(),
+            // The joins are refused above; the transformer layers have no module here yet.
+            _ => return Err(no_export(node, "the PyTorch module")),
         });
     }
     let shape = input
@@ -444,7 +483,7 @@ pub fn torch_module(spec: &Spec) -> String {
             "        x = ((x.reshape(x.shape[0], -1) - self.input_norm.shift) * self.input_norm.scale).reshape(x.shape)\n"
         }
     };
-    format!(
+    Ok(format!(
         "# The PyTorch module of modelforge model {name:?}, generated by `modelforge export`.\n\
          # model = Model(); model.load_state_dict(safetensors.torch.load_file(PATH)); model.eval()\n\
          import torch\n\
@@ -487,7 +526,17 @@ pub fn torch_module(spec: &Spec) -> String {
             .iter()
             .map(|l| format!("            {l},\n"))
             .collect::<String>(),
-    )
+    ))
+}
+
+/// A layer with no exporter to `target` yet (the transformer layers): which one, and why.
+fn no_export(node: &modelforge_spec::Node, target: &str) -> OnnxError {
+    export_error(format!(
+        "layer {} ({}) has no export to {target} yet — transformer layers are to be exported \
+         with the language-model formats (Hugging Face, GGUF)",
+        node.name,
+        node.layer.kind()
+    ))
 }
 
 fn py_bool(b: bool) -> &'static str {
@@ -555,6 +604,82 @@ mod tests {
         assert_eq!(
             steps(&graph),
             [("Sub".to_string(), vec![1, 3]), ("Mul".to_string(), vec![])]
+        );
+    }
+
+    fn spec_with(layers: &str, classes: usize) -> Spec {
+        let text = format!(
+            "[model]\nname = \"t\"\ninput = {{ name = \"x\", shape = [3] }}\n\
+             output = {{ task = \"classification\", classes = {classes} }}\nlayers = [{layers}]\n\
+             [data]\nformat = \"csv\"\ntrain = {{ path = \"Cargo.toml\" }}\n\
+             [train]\nepochs = 1\nbatch_size = 2\noptimizer = {{ kind = \"sgd\", lr = 0.1 }}\n"
+        );
+        Spec::parse(
+            &text,
+            Path::new("t.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+        )
+        .unwrap()
+    }
+
+    fn ones(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, shape)| {
+                [1.0f32]
+                    .repeat(shape.iter().product())
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let views = tensors.iter().zip(&data).map(|((name, shape), d)| {
+            (
+                *name,
+                safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), d).unwrap(),
+            )
+        });
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    #[test]
+    fn residual_joins_export_as_add_and_concat() {
+        let spec = spec_with(
+            "{ dense = { units = 3 }, name = \"fc\" }, { add = {}, inputs = [\"input\", \"fc\"], name = \"sum\" }, { concat = {}, inputs = [\"sum\", \"input\"] }",
+            6,
+        );
+        let weights = ones(&[
+            ("input_norm.shift", vec![3]),
+            ("input_norm.scale", vec![3]),
+            ("fc.weight", vec![3, 3]),
+            ("fc.bias", vec![3]),
+        ]);
+        let model = ModelProto::decode(to_onnx(&spec, &weights).unwrap().as_slice()).unwrap();
+        let graph = model.graph.unwrap();
+        let node = |name: &str| graph.node.iter().find(|n| n.name == name).unwrap();
+        // Both joins take the normalised input (a shift of one; the unit scale is left out).
+        assert_eq!(node("fc.matmul").input[0], "input_norm.sub");
+        assert_eq!(node("sum").op_type, "Add");
+        assert_eq!(node("sum").input, ["input_norm.sub", "fc"]);
+        assert_eq!(node("layers.2").op_type, "Concat");
+        assert_eq!(node("layers.2").input, ["sum", "input_norm.sub"]);
+        assert_eq!(node("layers.2").attribute[0].i, 1);
+        // The PyTorch module is written for stacks only, and says what to use instead.
+        let e = torch_module(&spec).unwrap_err().to_string();
+        assert!(
+            e.contains("layer sum (add)") && e.contains("--format onnx"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn transformer_layers_name_themselves_when_refused() {
+        let spec = spec_with("{ rms_norm = {} }, { dense = { units = 2 } }", 2);
+        let weights = ones(&[("input_norm.shift", vec![3]), ("input_norm.scale", vec![3])]);
+        let e = to_onnx(&spec, &weights).unwrap_err().to_string();
+        assert!(
+            e.contains("layer layers.0 (rms_norm) has no export to ONNX"),
+            "{e}"
         );
     }
 }

@@ -172,7 +172,7 @@ pub fn write(run_dir: &Path, out: &Path) -> Result<Report, ReportError> {
     if let Some(e) = evaluation.as_ref().filter(|e| !e.confusion.is_empty()) {
         charts.push(("confusion.svg", chart::confusion(&e.confusion, &labels)?));
     }
-    charts.push(("graph.svg", modelforge_spec::graph::to_svg(&spec)));
+    charts.push(("graph.svg", modelforge_spec::drawing::to_svg(&spec)));
 
     let html = page(&info, &spec, evaluation.as_ref(), &labels, &charts);
     // Written into a fresh folder beside the target, then swapped in.

@@ -94,6 +94,95 @@ pub enum LayerSpec {
     Sigmoid {},
     /// Softmax over the last axis.
     Softmax {},
+    /// Learned position vectors added to a `[len, dim]` sequence (GPT-2's `wpe`).
+    PositionalEmbedding {
+        /// Longest sequence it has positions for.
+        context: usize,
+    },
+    /// Multi-head self-attention over a `[len, dim]` sequence, with grouped-query
+    /// key/value heads, optional rotary positions, and a key/value cache when generating.
+    SelfAttention {
+        /// Query heads; `dim` must be a multiple.
+        heads: usize,
+        /// Key/value heads (grouped-query attention); `heads` must be a multiple. Defaults to `heads`.
+        kv_heads: Option<usize>,
+        /// Each position attends only to itself and earlier ones.
+        #[serde(default = "yes")]
+        causal: bool,
+        /// Rotary position encoding of queries and keys.
+        rope: Option<Rope>,
+        /// Drop probability on the attention weights while training.
+        #[serde(default)]
+        dropout: f64,
+        /// Whether the four projections add a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// Root-mean-square normalisation over the last axis (LLaMA).
+    RmsNorm {
+        /// Added to the mean square.
+        #[serde(default = "rms_epsilon")]
+        epsilon: f64,
+    },
+    /// x · sigmoid(x).
+    Silu {},
+    /// The gated feed-forward of LLaMA: down(silu(gate(x)) · up(x)).
+    Swiglu {
+        /// Width of the gated hidden layer.
+        hidden: usize,
+        /// Whether the three projections add a bias.
+        #[serde(default)]
+        bias: bool,
+    },
+    /// Logits over a vocabulary from the transposed table of an earlier embedding layer
+    /// (a head tied to the token embedding, as GPT-2's is).
+    TiedHead {
+        /// The `name` of the embedding layer whose table it shares.
+        embedding: String,
+    },
+    /// Element-wise sum of two or more inputs of one shape (a residual connection).
+    Add {},
+    /// Joins two or more inputs along one per-sample axis.
+    Concat {
+        /// The per-sample axis; negative counts from the last (-1, the default, is the last).
+        #[serde(default = "last_axis")]
+        axis: i64,
+    },
+}
+
+fn last_axis() -> i64 {
+    -1
+}
+
+fn rms_epsilon() -> f64 {
+    1e-6
+}
+
+fn rope_base() -> f64 {
+    10000.0
+}
+
+/// Rotary position encoding: how query and key features are paired and rotated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rope {
+    /// The base of the rotation frequencies.
+    #[serde(default = "rope_base")]
+    pub base: f64,
+    /// Which features form a rotated pair.
+    #[serde(default)]
+    pub layout: RopeLayout,
+}
+
+/// Which features of a head rotate together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeLayout {
+    /// Feature i with feature i + head_dim/2 (GPT-NeoX, Hugging Face LLaMA).
+    #[default]
+    Halves,
+    /// Features 2i and 2i+1 (the original RoPE, llama.cpp, GGUF).
+    AdjacentPairs,
 }
 
 fn yes() -> bool {
@@ -224,6 +313,14 @@ impl LayerSpec {
             LayerSpec::Tanh {} => "tanh",
             LayerSpec::Sigmoid {} => "sigmoid",
             LayerSpec::Softmax {} => "softmax",
+            LayerSpec::PositionalEmbedding { .. } => "positional_embedding",
+            LayerSpec::SelfAttention { .. } => "self_attention",
+            LayerSpec::RmsNorm { .. } => "rms_norm",
+            LayerSpec::Silu {} => "silu",
+            LayerSpec::Swiglu { .. } => "swiglu",
+            LayerSpec::TiedHead { .. } => "tied_head",
+            LayerSpec::Add {} => "add",
+            LayerSpec::Concat { .. } => "concat",
         }
     }
 
@@ -296,7 +393,41 @@ impl LayerSpec {
                 }
                 Ok(())
             }
-            LayerSpec::LayerNorm { epsilon } => positive_f("epsilon", *epsilon),
+            LayerSpec::LayerNorm { epsilon } | LayerSpec::RmsNorm { epsilon } => {
+                positive_f("epsilon", *epsilon)
+            }
+            LayerSpec::PositionalEmbedding { context } => positive("context", *context),
+            LayerSpec::Swiglu { hidden, .. } => positive("hidden", *hidden),
+            LayerSpec::SelfAttention {
+                heads,
+                kv_heads,
+                rope,
+                dropout,
+                ..
+            } => {
+                positive("heads", *heads)?;
+                let kv = kv_heads.unwrap_or(*heads);
+                positive("kv_heads", kv)?;
+                if heads % kv != 0 {
+                    return Err(problem(
+                        format!("{heads} heads do not split into groups of {kv} key/value heads"),
+                        format!("give kv_heads a divisor of {heads}, e.g. 1 or {heads}"),
+                    ));
+                }
+                if !(0.0..1.0).contains(dropout) {
+                    return Err(problem(
+                        format!("`dropout` is {dropout}"),
+                        "give a drop rate in [0, 1), e.g. 0.1",
+                    ));
+                }
+                match rope {
+                    Some(r) if !(r.base > 1.0 && r.base.is_finite()) => Err(problem(
+                        format!("rope `base` is {}", r.base),
+                        "give a base above 1, e.g. 10000",
+                    )),
+                    _ => Ok(()),
+                }
+            }
             LayerSpec::Embedding { vocab, dim } => {
                 positive("vocab", *vocab)?;
                 positive("dim", *dim)
@@ -326,7 +457,51 @@ impl LayerSpec {
     /// Output per-sample shape for an input per-sample shape, or why it does not fit.
     pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeProblem> {
         let shown = show_shape(input);
+        let sequence = |kind: &str| match input {
+            [len, dim] => Ok((*len, *dim)),
+            _ => Err(problem(
+                format!("its input is {shown} but {kind} needs a sequence [len, dim]"),
+                "place it after an embedding layer (input dtype = \"i64\", shape = [len])",
+            )),
+        };
         match self {
+            LayerSpec::PositionalEmbedding { context } => {
+                let (len, _) = sequence(self.kind())?;
+                if len > *context {
+                    return Err(problem(
+                        format!("the sequence has {len} positions but the table holds {context}"),
+                        format!("set context = {len} or more, or shorten the model input"),
+                    ));
+                }
+                Ok(input.to_vec())
+            }
+            LayerSpec::SelfAttention { heads, rope, .. } => {
+                let (_, dim) = sequence(self.kind())?;
+                if dim % heads != 0 {
+                    return Err(problem(
+                        format!("width {dim} does not split into {heads} heads"),
+                        format!("give heads a divisor of {dim}, or change the width"),
+                    ));
+                }
+                let head_dim = dim / heads;
+                if rope.is_some() && head_dim % 2 != 0 {
+                    return Err(problem(
+                        format!(
+                            "rotary positions need an even head width, and {dim} / {heads} = {head_dim}"
+                        ),
+                        "choose heads so that dim / heads is even",
+                    ));
+                }
+                Ok(input.to_vec())
+            }
+            LayerSpec::Swiglu { .. } => {
+                sequence(self.kind())?;
+                Ok(input.to_vec())
+            }
+            LayerSpec::TiedHead { .. } => Err(problem(
+                "a tied head needs its embedding's vocabulary",
+                "the graph resolves tied heads; this is a bug if you see it",
+            )),
             LayerSpec::Dense { units, .. } => match input.len() {
                 1 | 2 => {
                     let mut out = input.to_vec();
@@ -414,12 +589,82 @@ impl LayerSpec {
             },
             LayerSpec::Dropout { .. }
             | LayerSpec::LayerNorm { .. }
+            | LayerSpec::RmsNorm { .. }
+            | LayerSpec::Silu {}
             | LayerSpec::Relu {}
             | LayerSpec::LeakyRelu { .. }
             | LayerSpec::Gelu {}
             | LayerSpec::Tanh {}
             | LayerSpec::Sigmoid {}
             | LayerSpec::Softmax {} => Ok(input.to_vec()),
+            LayerSpec::Add {} | LayerSpec::Concat { .. } => self.merged_shape(&[input.to_vec()]),
+        }
+    }
+
+    /// Whether the layer joins several inputs (`add`, `concat`) rather than taking one.
+    pub fn merges(&self) -> bool {
+        matches!(self, LayerSpec::Add {} | LayerSpec::Concat { .. })
+    }
+
+    /// Output per-sample shape of a merge layer for its inputs' shapes, or why they do not meet.
+    pub fn merged_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>, ShapeProblem> {
+        let kind = self.kind();
+        let [first, rest @ ..] = inputs else {
+            return Err(problem(
+                format!("{kind} has no inputs"),
+                "list two or more in `inputs`",
+            ));
+        };
+        if rest.is_empty() {
+            return Err(problem(
+                format!("{kind} has one input but joins two or more"),
+                "list the layers it joins, e.g. inputs = [\"input\", \"attn\"]",
+            ));
+        }
+        match self {
+            LayerSpec::Concat { axis } => {
+                let rank = first.len() as i64;
+                let at = if *axis < 0 { rank + axis } else { *axis };
+                if !(0..rank).contains(&at) {
+                    return Err(problem(
+                        format!("axis {axis} is outside the inputs' rank {rank}"),
+                        format!("give an axis from {} to {}", -rank, rank - 1),
+                    ));
+                }
+                let at = at as usize;
+                let mut out = first.clone();
+                for shape in rest {
+                    let fits = shape.len() == first.len()
+                        && shape
+                            .iter()
+                            .zip(first)
+                            .enumerate()
+                            .all(|(i, (a, b))| i == at || a == b);
+                    if !fits {
+                        return Err(problem(
+                            format!(
+                                "shapes {} and {} do not meet at concat along axis {axis}",
+                                show_shape(first),
+                                show_shape(shape)
+                            ),
+                            "the inputs must agree on every axis but the joined one",
+                        ));
+                    }
+                    out[at] += shape[at];
+                }
+                Ok(out)
+            }
+            _ => match rest.iter().find(|s| *s != first) {
+                Some(other) => Err(problem(
+                    format!(
+                        "shapes {} and {} do not meet at {kind}",
+                        show_shape(first),
+                        show_shape(other)
+                    ),
+                    "give the joined layers the same output shape (e.g. the same dense units)",
+                )),
+                None => Ok(first.clone()),
+            },
         }
     }
 
@@ -442,6 +687,23 @@ impl LayerSpec {
             LayerSpec::BatchNorm { .. } => 2 * input.first().copied().unwrap_or(0),
             LayerSpec::LayerNorm { .. } => 2 * input.last().copied().unwrap_or(0),
             LayerSpec::Embedding { vocab, dim } => vocab * dim,
+            LayerSpec::PositionalEmbedding { context } => context * input.last().unwrap_or(&0),
+            LayerSpec::RmsNorm { .. } => *input.last().unwrap_or(&0),
+            LayerSpec::SelfAttention {
+                heads,
+                kv_heads,
+                bias,
+                ..
+            } => {
+                let dim = *input.last().unwrap_or(&0);
+                let kv_dim = dim / heads * kv_heads.unwrap_or(*heads);
+                let weights = 2 * dim * dim + 2 * dim * kv_dim;
+                weights + if *bias { 2 * dim + 2 * kv_dim } else { 0 }
+            }
+            LayerSpec::Swiglu { hidden, bias } => {
+                let dim = *input.last().unwrap_or(&0);
+                3 * dim * hidden + if *bias { 2 * hidden + dim } else { 0 }
+            }
             _ => 0,
         }
     }

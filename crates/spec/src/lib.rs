@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod deploy;
+pub mod drawing;
 mod error;
 pub mod graph;
 pub mod layer;
@@ -20,8 +21,9 @@ use toml::Spanned;
 pub use data::{DataFiles, DataFormat, DataSpec, Missing, Normalize};
 pub use deploy::{DeploySpec, Gate};
 pub use error::{SpecError, line_column};
-pub use layer::{Flow, LayerSpec, Padding, show_shape};
-pub use model::{Dtype, InputSpec, ModelSpec, OutputSpec, Task};
+pub use graph::{Graph, GraphProblem, Node, Source};
+pub use layer::{Flow, LayerSpec, Padding, Rope, RopeLayout, show_shape};
+pub use model::{BlockSpec, Dtype, EntryBody, InputSpec, LayerEntry, ModelSpec, OutputSpec, Task};
 pub use train::{
     CheckpointSpec, DistributedSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec,
     TrainSpec,
@@ -43,21 +45,6 @@ pub struct Spec {
     /// A hyperparameter search over this spec (`modelforge tune`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tune: Option<Spanned<tune::TuneSpec>>,
-}
-
-/// One row of the model summary.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerInfo {
-    /// 0-based position in `layers`.
-    pub index: usize,
-    /// Kind as written in the file.
-    pub kind: &'static str,
-    /// Per-sample input shape.
-    pub input_shape: Vec<usize>,
-    /// Per-sample output shape.
-    pub output_shape: Vec<usize>,
-    /// Trainable parameters.
-    pub parameters: usize,
 }
 
 impl Spec {
@@ -146,37 +133,19 @@ impl Spec {
         }
     }
 
-    /// Shapes and parameter counts of every layer.
-    pub fn layer_infos(&self) -> Vec<LayerInfo> {
-        let mut shape = self.model.input.get_ref().shape.clone();
-        let mut infos = Vec::new();
-        for (index, layer) in self.model.layers.iter().enumerate() {
-            let layer = layer.get_ref();
-            let out = layer
-                .output_shape(&shape)
-                .expect("validated spec has consistent shapes");
-            infos.push(LayerInfo {
-                index,
-                kind: layer.kind(),
-                parameters: layer.parameters(&shape),
-                input_shape: std::mem::replace(&mut shape, out.clone()),
-                output_shape: out,
-            });
-        }
-        infos
+    /// The model as a checked graph: every node with its inputs, shapes and parameters.
+    pub fn graph(&self) -> Graph {
+        graph::build(&self.model).expect("a validated spec forms a graph")
     }
 
     /// Total trainable parameters.
     pub fn parameter_count(&self) -> usize {
-        self.layer_infos().iter().map(|l| l.parameters).sum()
+        self.graph().parameters()
     }
 
     /// The per-sample output shape.
     pub fn output_shape(&self) -> Vec<usize> {
-        self.layer_infos().last().map_or_else(
-            || self.model.input.get_ref().shape.clone(),
-            |l| l.output_shape.clone(),
-        )
+        self.graph().output_shape().to_vec()
     }
 
     /// The loss in force: the one given, or the task's natural one.
@@ -231,16 +200,31 @@ impl Spec {
             show_shape(&input.shape),
             "0".to_string(),
         )];
-        for info in self.layer_infos() {
+        let graph = self.graph();
+        let chain = graph.is_chain();
+        for node in &graph.nodes {
+            let mut title = format!("{} ({})", node.name, node.layer.kind());
+            if !chain {
+                let from: Vec<&str> = node
+                    .inputs
+                    .iter()
+                    .map(|s| match s {
+                        Source::Input => graph::INPUT,
+                        Source::Node(i) => graph.nodes[*i].name.as_str(),
+                    })
+                    .collect();
+                title += &format!(" ← {}", from.join(", "));
+            }
             rows.push((
-                format!("{} ({})", info.index, info.kind),
-                show_shape(&info.output_shape),
-                group_thousands(info.parameters),
+                title,
+                show_shape(&node.output_shape),
+                group_thousands(node.parameters),
             ));
         }
-        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
-        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(12);
-        let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(7);
+        let width = |s: &String| s.chars().count();
+        let w0 = rows.iter().map(|r| width(&r.0)).max().unwrap_or(0).max(5);
+        let w1 = rows.iter().map(|r| width(&r.1)).max().unwrap_or(0).max(12);
+        let w2 = rows.iter().map(|r| width(&r.2)).max().unwrap_or(0).max(7);
         let rule = "─".repeat(w0 + w1 + w2 + 6);
         let mut out = format!("Model: {}\n{rule}\n", self.name());
         out += &format!(
@@ -253,7 +237,7 @@ impl Spec {
         let output = self.model.output.get_ref();
         out += &format!(
             "{rule}\nTotal params: {}\nOutput: {} ({}), loss {}\n",
-            group_thousands(self.parameter_count()),
+            group_thousands(graph.parameters()),
             output.name,
             output.task.name(),
             self.loss().name()
@@ -397,40 +381,8 @@ impl Spec {
                 "add `layers = [ { flatten = {} }, { dense = { units = 10 } } ]` to [model]",
             ));
         }
-        let mut shape = input.shape.clone();
-        let mut flow = match input.dtype {
-            Dtype::F32 => Flow::Float,
-            Dtype::I64 => Flow::Ids,
-        };
-        for (i, layer) in m.layers.iter().enumerate() {
-            let spec = layer.get_ref();
-            let here = |p: layer::ShapeProblem| {
-                at.invalid(
-                    layer.span(),
-                    format!("layer {} ({}): {}", i + 1, spec.kind(), p.message),
-                    &p.fix,
-                )
-            };
-            spec.check_options().map_err(here)?;
-            if spec.input_flow() != flow {
-                let (message, fix) = match flow {
-                    Flow::Ids => (
-                        "the input holds integer ids but this layer needs floats".to_string(),
-                        "make the first layer `{ embedding = { vocab = N, dim = D } }`, or set dtype = \"f32\"",
-                    ),
-                    Flow::Float => (
-                        "embedding needs integer ids but its input is floats".to_string(),
-                        "make embedding the first layer and set the input dtype = \"i64\"",
-                    ),
-                };
-                return Err(here(layer::ShapeProblem {
-                    message,
-                    fix: fix.into(),
-                }));
-            }
-            shape = spec.output_shape(&shape).map_err(here)?;
-            flow = Flow::Float;
-        }
+        let graph = graph::build(m).map_err(|p| at.invalid(p.span, p.message, &p.fix))?;
+        let shape = graph.output_shape().to_vec();
         self.validate_output(at, &shape)
     }
 

@@ -427,11 +427,7 @@ pub fn train_rank(
     let total_steps = batches * epochs;
     let base_lr = t.optimizer.get_ref().lr();
     let ckpt = t.checkpoint.get_ref().clone();
-    let has_dropout = spec
-        .model
-        .layers
-        .iter()
-        .any(|l| matches!(l.get_ref(), modelforge_spec::LayerSpec::Dropout { .. }));
+    let has_dropout = network.has_dropout();
     let progress = options.progress;
     if leader {
         progress.start(epochs, batches, state.step);

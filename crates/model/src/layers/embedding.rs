@@ -1,0 +1,36 @@
+//! `embedding`: a lookup table from integer ids to vectors (`torch.nn.Embedding`); and
+//! `tied_head`, which reads the same table backwards: logits = x · tableᵀ.
+
+use burn::nn::{Embedding, EmbeddingConfig};
+use burn::tensor::Device;
+
+use super::{Activation, TensorVisitor};
+
+/// `vocab` vectors of `dim` values.
+pub(crate) fn init(vocab: usize, dim: usize, device: &Device) -> Embedding {
+    EmbeddingConfig::new(vocab, dim).init(device)
+}
+
+/// `[batch, len]` ids to `[batch, len, dim]` vectors.
+pub(crate) fn forward(e: &Embedding, x: Activation) -> Activation {
+    match x {
+        Activation::Ids(ids) => Activation::R3(e.forward(ids)),
+        other => unreachable!("embedding takes ids, got {:?}", other.dims()),
+    }
+}
+
+/// `weight` `[vocab, dim]`.
+pub(crate) fn tensors(mut e: Embedding, v: &mut impl TensorVisitor) -> Result<Embedding, String> {
+    e.weight = v.param("weight", e.weight, false)?;
+    Ok(e)
+}
+
+/// Logits over the vocabulary from `[batch, len, dim]` vectors with the table transposed.
+pub(crate) fn tied(e: &Embedding, x: Activation) -> Activation {
+    let table = e.weight.val();
+    match x {
+        Activation::R2(t) => Activation::R2(t.matmul(table.transpose())),
+        Activation::R3(t) => Activation::R3(t.matmul(table.transpose().unsqueeze::<3>())),
+        other => unreachable!("a tied head takes vectors, got {:?}", other.dims()),
+    }
+}

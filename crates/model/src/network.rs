@@ -463,7 +463,7 @@ layers = [
         let mut cache = net.cache();
         // A prompt of three, then one token a step.
         let prompt: Vec<i64> = [&tokens[0..3], &tokens[8..11]].concat();
-        let mut got = vec![Vec::new(), Vec::new()];
+        let mut got = [Vec::new(), Vec::new()];
         let first = values(net.forward_tokens(ids(&prompt, 2), Some(&mut cache)));
         for (b, row) in first.chunks(3 * vocab).enumerate() {
             got[b].extend_from_slice(row);

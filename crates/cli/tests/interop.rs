@@ -16,6 +16,69 @@ fn output(answer: &Value) -> Vec<f64> {
 }
 
 #[test]
+fn a_residual_graph_trains_and_exports_to_onnx_with_the_same_outputs() {
+    let sb = Sandbox::new();
+    let residual = r#"layers = [
+  { dense = { units = 64 }, name = "fc" },
+  { relu = {}, name = "act" },
+  { add = {}, inputs = ["input", "act"] },
+  { dense = { units = 10 } },
+]"#;
+    let spec = digits_spec(&sb, 0.9)
+        .replace("epochs = 20", "epochs = 8")
+        .replace(
+            "layers = [{ dense = { units = 64 } }, { relu = {} }, { dense = { units = 10 } }]",
+            residual,
+        );
+    assert!(
+        spec.contains("name = \"act\""),
+        "the spec's layers changed: {spec}"
+    );
+    sb.write("spec.toml", spec);
+    let check = sb.ok(&["check", "spec.toml", "--graph", "g.svg"]);
+    assert!(check.contains("layers.2 (add) ← input, act"), "{check}");
+    let svg = std::fs::read_to_string(sb.path().join("g.svg")).unwrap();
+    assert!(
+        svg.contains("<path d=\"M"),
+        "the residual edge is drawn as an arc"
+    );
+    // Two data-parallel workers train the graph; the gate asks for 0.9 test accuracy.
+    let out = sb.ok(&["run", "--no-serve", "spec.toml", "--workers", "2"]);
+    assert!(out.contains("passed: test_accuracy"), "{out}");
+    sb.ok(&["export", "digits@1", "--format", "onnx", "-o", "g.onnx"]);
+    let refused = sb.run(&[
+        "export",
+        "digits@1",
+        "--format",
+        "safetensors",
+        "-o",
+        "g.st",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--format onnx"));
+    sb.ok(&["registry", "import", "g.onnx", "--name", "graph-onnx"]);
+    let (row, _) = first_row();
+    sb.write("rows.json", serde_json::to_string(&[&row]).unwrap());
+    let predict = |model: &str| -> Value {
+        serde_json::from_str(&sb.ok(&["predict", model, "--input", "rows.json"])).unwrap()
+    };
+    let native: Vec<Vec<f64>> = predict("digits@1")["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_predictions_match(&predict("graph-onnx"), &native, "native");
+}
+
+#[test]
 fn a_trained_model_exported_to_onnx_serves_the_same_outputs() {
     let sb = Sandbox::new();
     sb.write(

@@ -64,14 +64,7 @@ impl Graph {
 
     /// Whether every node takes exactly the one before it (a plain stack of layers).
     pub fn is_chain(&self) -> bool {
-        self.nodes.iter().enumerate().all(|(i, n)| {
-            let before = if i == 0 {
-                Source::Input
-            } else {
-                Source::Node(i - 1)
-            };
-            n.inputs == [before]
-        })
+        self.first_branch().is_none()
     }
 
     /// The first node, in graph order, that is not part of a plain stack, if any.

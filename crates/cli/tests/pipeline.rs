@@ -298,3 +298,30 @@ optimizer = {{ kind = "adam", lr = 3e-3 }}
     let large = pred["predictions"][1]["outputs"][0].as_f64().unwrap();
     assert!(small < 0.8 && large > 1.3, "{pred}");
 }
+
+/// `examples/digits/attention.toml`: a transformer encoder over the 8 rows of each digit
+/// (grouped-query attention with rotary positions, SwiGLU, RMS norm, two blocks) trains
+/// through every new layer's gradients, with two data-parallel workers.
+#[test]
+fn an_attention_encoder_learns_the_digits() {
+    let sb = Sandbox::new();
+    digits_spec(&sb, 0.5);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/digits/attention.toml"),
+    )
+    .unwrap()
+    .replace("../../data/tabular/digits.csv.gz", "data/digits.csv.gz");
+    sb.write("spec.toml", text);
+    let check = sb.ok(&["check", "spec.toml"]);
+    assert!(
+        check.contains("h.1.attn (self_attention) ← h.1.0"),
+        "{check}"
+    );
+    let out = sb.ok(&["run", "--no-serve", "spec.toml", "--workers", "2"]);
+    assert!(out.contains("passed: test_accuracy"), "{out}");
+    assert!(
+        out.contains("published digits-attention version 1"),
+        "{out}"
+    );
+}

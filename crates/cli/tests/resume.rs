@@ -44,10 +44,43 @@ fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn killed_and_resumed_runs_end_bit_identical() {
     let sb = Sandbox::new();
-    sb.write("spec.toml", spec());
+    killed_and_resumed_ends_bit_identical(&sb, &spec());
+}
+
+/// The same for the attention encoder of `examples/digits/attention.toml`, with dropout on
+/// its attention weights, AdamW, a cosine schedule and checkpoints every 10 steps.
+#[test]
+fn a_killed_and_resumed_transformer_ends_bit_identical() {
+    let sb = Sandbox::new();
+    crate::common::digits_spec(&sb, 0.5);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/digits/attention.toml"),
+    )
+    .unwrap()
+    .replace("../../data/tabular/digits.csv.gz", "data/digits.csv.gz")
+    .replace("causal = false,", "causal = false, dropout = 0.1,")
+    .replace("epochs = 10", "epochs = 3")
+    .replace(
+        "optimizer = { kind = \"adam\", lr = 3e-3 }",
+        "optimizer = { kind = \"adamw\", lr = 1e-3 }\n\
+         schedule = { kind = \"cosine\", warmup_steps = 20 }\nclip_grad_norm = 1.0\n\
+         checkpoint = { every_steps = 10, every_epochs = 1, keep = 2 }\nlog_every_steps = 5",
+    );
+    assert!(
+        text.contains("dropout = 0.1") && text.contains("every_steps = 10"),
+        "{text}"
+    );
+    killed_and_resumed_ends_bit_identical(&sb, &text);
+}
+
+/// Trains `spec` twice (same metrics and weights), then kills a third run at a random
+/// moment after its first checkpoint and resumes it: its weights and log must equal the first.
+fn killed_and_resumed_ends_bit_identical(sb: &Sandbox, spec: &str) {
+    sb.write("spec.toml", spec);
     sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "a"]);
     sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "b"]);
-    let (a, b) = (only_run(&sb, "a"), only_run(&sb, "b"));
+    let (a, b) = (only_run(sb, "a"), only_run(sb, "b"));
     assert_eq!(
         std::fs::read(a.join("metrics.jsonl")).unwrap(),
         std::fs::read(b.join("metrics.jsonl")).unwrap(),
@@ -85,7 +118,7 @@ fn killed_and_resumed_runs_end_bit_identical() {
     std::thread::sleep(delay);
     child.kill().unwrap();
     let status = child.wait().unwrap();
-    let c = only_run(&sb, "c");
+    let c = only_run(sb, "c");
     let run_id = c.file_name().unwrap().to_string_lossy().into_owned();
     if status.success() {
         eprintln!("the run finished before the kill; resuming a finished run must still agree");
@@ -121,7 +154,7 @@ fn killed_and_resumed_runs_end_bit_identical() {
     assert_eq!(resumed.lines().count(), straight.lines().count());
 
     // Resuming with a changed spec is refused.
-    sb.write("spec.toml", spec().replace("lr = 1e-3", "lr = 2e-3"));
+    sb.write("spec.toml", spec.replace("lr = 1e-3", "lr = 2e-3"));
     let out = sb.run(&resume);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("trained from a different spec"));

@@ -57,12 +57,18 @@ fn a_residual_graph_trains_and_exports_to_onnx_with_the_same_outputs() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--format onnx"));
     sb.ok(&["registry", "import", "g.onnx", "--name", "graph-onnx"]);
+    predicts_like_the_native_model(&sb, "graph-onnx");
+}
+
+/// `modelforge predict` of the first digits test row: `onnx` (an imported version) answers
+/// what the native `digits@1` does.
+fn predicts_like_the_native_model(sb: &Sandbox, onnx: &str) -> Vec<f64> {
     let (row, _) = first_row();
     sb.write("rows.json", serde_json::to_string(&[&row]).unwrap());
     let predict = |model: &str| -> Value {
         serde_json::from_str(&sb.ok(&["predict", model, "--input", "rows.json"])).unwrap()
     };
-    let native: Vec<Vec<f64>> = predict("digits@1")["predictions"]
+    let native_rows: Vec<Vec<f64>> = predict("digits@1")["predictions"]
         .as_array()
         .unwrap()
         .iter()
@@ -75,7 +81,8 @@ fn a_residual_graph_trains_and_exports_to_onnx_with_the_same_outputs() {
                 .collect()
         })
         .collect();
-    assert_predictions_match(&predict("graph-onnx"), &native, "native");
+    assert_predictions_match(&predict(onnx), &native_rows, "native");
+    row
 }
 
 #[test]
@@ -118,25 +125,7 @@ fn a_trained_model_exported_to_onnx_serves_the_same_outputs() {
     );
     assert!(imported.contains("pixels"), "{imported}");
     // `predict` runs the ONNX version offline like the native one.
-    let (row, _) = first_row();
-    sb.write("rows.json", serde_json::to_string(&[&row]).unwrap());
-    let predict = |model: &str| -> Value {
-        serde_json::from_str(&sb.ok(&["predict", model, "--input", "rows.json"])).unwrap()
-    };
-    let native_rows: Vec<Vec<f64>> = predict("digits@1")["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    assert_predictions_match(&predict("digits-onnx"), &native_rows, "native");
+    let row = predicts_like_the_native_model(&sb, "digits-onnx");
     // Importing again makes version 2 of the same graph, here with its output renamed.
     sb.ok(&[
         "registry",

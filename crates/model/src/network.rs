@@ -5,7 +5,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use modelforge_spec::{Dtype, Graph, InputSpec, Source, Spec};
 
 use crate::ModelError;
-use crate::layers::{self, Activation, Block, Context, KeyValues, Op};
+use crate::layers::{self, Activation, Block, Built, Context, KeyValues, Op};
 
 /// The keys and values a generating model has seen, per attention layer, for a batch of
 /// sequences that stand at one position: each pass appends its tokens.
@@ -96,11 +96,11 @@ impl Network {
                 Some(Op::Block(b)) => Op::Tied(*b),
                 Some(_) => unreachable!("a tied head shares an embedding block"),
                 None => match Block::init(node, device) {
-                    Ok(block) => {
+                    Built::Module(block) => {
                         blocks.push(block);
                         Op::Block(blocks.len() - 1)
                     }
-                    Err(stateless) => Op::Stateless(stateless),
+                    Built::Step(stateless) => Op::Stateless(stateless),
                 },
             };
             for source in &node.inputs {

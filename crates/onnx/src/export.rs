@@ -550,31 +550,53 @@ mod tests {
 
     /// A one-layer model on three features, exported with the given normalisation.
     fn exported(shift: [f32; 3], scale: [f32; 3]) -> GraphProto {
-        let text = "[model]\nname = \"t\"\ninput = { name = \"x\", shape = [3] }\n\
-                    output = { task = \"classification\", classes = 2 }\n\
-                    layers = [{ dense = { units = 2 } }]\n\
-                    [data]\nformat = \"csv\"\ntrain = { path = \"Cargo.toml\" }\n\
-                    [train]\nepochs = 1\nbatch_size = 2\noptimizer = { kind = \"sgd\", lr = 0.1 }\n";
-        let spec = Spec::parse(
-            text,
+        let spec = spec_with("{ dense = { units = 2 } }", 2);
+        let weights = safetensors_of(&[
+            ("input_norm.shift", vec![3], shift.to_vec()),
+            ("input_norm.scale", vec![3], scale.to_vec()),
+            ("layers.0.weight", vec![2, 3], vec![1.0; 6]),
+            ("layers.0.bias", vec![2], vec![0.0; 2]),
+        ]);
+        let onnx = to_onnx(&spec, &weights).unwrap();
+        ModelProto::decode(&onnx[..]).unwrap().graph.unwrap()
+    }
+
+    /// A classifier on three features named `x` with these layers.
+    fn spec_with(layers: &str, classes: usize) -> Spec {
+        let text = format!(
+            "[model]\nname = \"t\"\ninput = {{ name = \"x\", shape = [3] }}\n\
+             output = {{ task = \"classification\", classes = {classes} }}\nlayers = [{layers}]\n\
+             [data]\nformat = \"csv\"\ntrain = {{ path = \"Cargo.toml\" }}\n\
+             [train]\nepochs = 1\nbatch_size = 2\noptimizer = {{ kind = \"sgd\", lr = 0.1 }}\n"
+        );
+        Spec::parse(
+            &text,
             Path::new("t.toml"),
             Path::new(env!("CARGO_MANIFEST_DIR")),
         )
-        .unwrap();
-        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-        let tensors = [
-            ("input_norm.shift", vec![3], bytes(&shift)),
-            ("input_norm.scale", vec![3], bytes(&scale)),
-            ("layers.0.weight", vec![2, 3], bytes(&[1.0; 6])),
-            ("layers.0.bias", vec![2], bytes(&[0.0; 2])),
-        ];
-        let views = tensors.iter().map(|(name, shape, data)| {
-            let view = safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), data);
+        .unwrap()
+    }
+
+    /// Safetensors bytes of f32 tensors: name, shape, values.
+    fn safetensors_of(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views = tensors.iter().zip(&data).map(|((name, shape, _), d)| {
+            let view = safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), d);
             (*name, view.unwrap())
         });
-        let weights = safetensors::serialize(views, None).unwrap();
-        let onnx = to_onnx(&spec, &weights).unwrap();
-        ModelProto::decode(&onnx[..]).unwrap().graph.unwrap()
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    /// Weights of these names and shapes, every value 1.
+    fn ones(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
+        let filled: Vec<(&str, Vec<usize>, Vec<f32>)> = tensors
+            .iter()
+            .map(|(name, shape)| (*name, shape.clone(), vec![1.0; shape.iter().product()]))
+            .collect();
+        safetensors_of(&filled)
     }
 
     /// The normalisation steps of a graph: op and the dims of its constant.
@@ -605,41 +627,6 @@ mod tests {
             steps(&graph),
             [("Sub".to_string(), vec![1, 3]), ("Mul".to_string(), vec![])]
         );
-    }
-
-    fn spec_with(layers: &str, classes: usize) -> Spec {
-        let text = format!(
-            "[model]\nname = \"t\"\ninput = {{ name = \"x\", shape = [3] }}\n\
-             output = {{ task = \"classification\", classes = {classes} }}\nlayers = [{layers}]\n\
-             [data]\nformat = \"csv\"\ntrain = {{ path = \"Cargo.toml\" }}\n\
-             [train]\nepochs = 1\nbatch_size = 2\noptimizer = {{ kind = \"sgd\", lr = 0.1 }}\n"
-        );
-        Spec::parse(
-            &text,
-            Path::new("t.toml"),
-            Path::new(env!("CARGO_MANIFEST_DIR")),
-        )
-        .unwrap()
-    }
-
-    fn ones(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
-        let data: Vec<Vec<u8>> = tensors
-            .iter()
-            .map(|(_, shape)| {
-                [1.0f32]
-                    .repeat(shape.iter().product())
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            })
-            .collect();
-        let views = tensors.iter().zip(&data).map(|((name, shape), d)| {
-            (
-                *name,
-                safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), d).unwrap(),
-            )
-        });
-        safetensors::serialize(views, None).unwrap()
     }
 
     #[test]

@@ -14,6 +14,9 @@ use super::{Activation, TensorVisitor, dense};
 /// Keys and values of the positions seen so far, `[batch, kv_heads, len, head_dim]` each.
 pub type KeyValues = (Tensor<4>, Tensor<4>);
 
+/// Cosines and sines of the rotary angles, `[1, 1, len, head_dim / 2]` each.
+type Rotations = (Tensor<4>, Tensor<4>);
+
 /// The attention layer: four projections and its head layout.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
@@ -78,14 +81,21 @@ impl SelfAttention {
         x.reshape([b, t, heads, d / heads]).swap_dims(1, 2)
     }
 
-    /// Rotates the head features of positions `offset..offset + len` (`[batch, heads, len, hd]`).
-    fn rotate(&self, x: Tensor<4>, offset: usize) -> Tensor<4> {
-        let Some(rope) = &self.rope else { return x };
-        let [b, h, t, hd] = x.dims();
+    /// The rotation angles' cosines and sines for positions `offset..offset + len` of heads
+    /// `hd` wide, each `[1, 1, len, hd / 2]`; `None` without rotary positions. Queries and keys
+    /// share them.
+    fn rotations(
+        &self,
+        offset: usize,
+        len: usize,
+        hd: usize,
+        device: &Device,
+    ) -> Option<Rotations> {
+        let rope = self.rope.as_ref()?;
         let half = hd / 2;
-        let mut cos = Vec::with_capacity(t * half);
-        let mut sin = Vec::with_capacity(t * half);
-        for p in offset..offset + t {
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for p in offset..offset + len {
             for i in 0..half {
                 let freq = rope.base.powf(-2.0 * i as f64 / hd as f64);
                 let angle = p as f64 * freq;
@@ -93,11 +103,20 @@ impl SelfAttention {
                 sin.push(angle.sin() as f32);
             }
         }
-        let device = x.device();
         let table = |v: Vec<f32>| {
-            Tensor::<2>::from_data(TensorData::new(v, [t, half]), &device).unsqueeze::<4>()
+            Tensor::<2>::from_data(TensorData::new(v, [len, half]), device).unsqueeze::<4>()
         };
-        let (cos, sin) = (table(cos), table(sin));
+        Some((table(cos), table(sin)))
+    }
+
+    /// Rotates the head features (`[batch, heads, len, hd]`) by the angles of their positions.
+    fn rotate(&self, x: Tensor<4>, rotations: &Option<Rotations>) -> Tensor<4> {
+        let (Some(rope), Some((cos, sin))) = (&self.rope, rotations) else {
+            return x;
+        };
+        let (cos, sin) = (cos.clone(), sin.clone());
+        let [b, h, t, hd] = x.dims();
+        let half = hd / 2;
         match rope.layout {
             RopeLayout::Halves => {
                 let x1 = x.clone().narrow(3, 0, half);
@@ -142,10 +161,14 @@ impl SelfAttention {
         cache: Option<&mut Option<KeyValues>>,
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let q = self.rotate(Self::split(self.q.forward(x.clone()), self.heads), offset);
+        let rotations = self.rotations(offset, t, d / self.heads, &x.device());
+        let q = self.rotate(
+            Self::split(self.q.forward(x.clone()), self.heads),
+            &rotations,
+        );
         let k = self.rotate(
             Self::split(self.k.forward(x.clone()), self.kv_heads),
-            offset,
+            &rotations,
         );
         let v = Self::split(self.v.forward(x), self.kv_heads);
         let (k, v) = match cache {
@@ -254,7 +277,8 @@ mod tests {
                 &device,
             );
             let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [1, 1, 1, 4]), &device);
-            let got: Vec<f32> = a.rotate(t, 3).into_data().try_to_vec().unwrap();
+            let rotations = a.rotations(3, 1, 4, &device);
+            let got: Vec<f32> = a.rotate(t, &rotations).into_data().try_to_vec().unwrap();
             let pairs = match layout {
                 RopeLayout::Halves => [(0, 2), (1, 3)],
                 RopeLayout::AdjacentPairs => [(0, 1), (2, 3)],

@@ -119,6 +119,16 @@ pub(crate) enum Stateless {
     Merge(merge::Merge),
 }
 
+/// What a node builds into: a module with parameters or state, or a parameter-free step.
+// Built once per node and moved straight into the network, as `Block` is.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Built {
+    /// A burn module.
+    Module(Block),
+    /// A step without parameters.
+    Step(Stateless),
+}
+
 /// What one node of the graph runs.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
@@ -151,9 +161,9 @@ pub(crate) trait TensorVisitor {
 
 impl Block {
     /// The module for a node, or its parameter-free step.
-    pub(crate) fn init(node: &Node, device: &Device) -> Result<Block, Stateless> {
+    pub(crate) fn init(node: &Node, device: &Device) -> Built {
         let input = &node.input_shapes[0];
-        Ok(match &node.layer {
+        Built::Module(match &node.layer {
             LayerSpec::Dense { units, bias } => {
                 Block::Dense(dense::init(input, *units, *bias, device))
             }
@@ -222,11 +232,11 @@ impl Block {
                 unreachable!("the network resolves tied heads to their embedding")
             }
             LayerSpec::Flatten {} | LayerSpec::Reshape { .. } => {
-                return Err(Stateless::Reshape(node.output_shape.clone()));
+                return Built::Step(Stateless::Reshape(node.output_shape.clone()));
             }
-            LayerSpec::Add {} => return Err(Stateless::Merge(merge::Merge::Add)),
+            LayerSpec::Add {} => return Built::Step(Stateless::Merge(merge::Merge::Add)),
             LayerSpec::Concat { .. } => {
-                return Err(Stateless::Merge(merge::Merge::concat(node)));
+                return Built::Step(Stateless::Merge(merge::Merge::concat(node)));
             }
             LayerSpec::Relu {}
             | LayerSpec::LeakyRelu { .. }
@@ -235,7 +245,7 @@ impl Block {
             | LayerSpec::Sigmoid {}
             | LayerSpec::Silu {}
             | LayerSpec::Softmax {} => {
-                return Err(Stateless::Activation(activation::Function::of(&node.layer)));
+                return Built::Step(Stateless::Activation(activation::Function::of(&node.layer)));
             }
         })
     }

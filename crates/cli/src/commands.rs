@@ -9,7 +9,7 @@ use modelforge_pipeline::{Plan, Stage, runs};
 use modelforge_registry::{Registry, split_reference};
 use modelforge_spec::Spec;
 use modelforge_train::parallel::Distributed;
-use modelforge_train::{TrainError, TrainOptions, Trained, class_count, evaluate};
+use modelforge_train::{TrainError, TrainOptions, Trained, evaluate_test};
 use serde_json::{Value, json};
 
 use crate::native::Native;
@@ -45,6 +45,42 @@ fn threads(compute: &Compute, spec: Option<&Spec>) -> Result<usize> {
 
 fn device(compute: &Compute) -> Result<Device> {
     Ok(modelforge_model::device(&compute.device)?)
+}
+
+/// `modelforge generate MODEL --prompt TEXT`: the prompt, then the continuation streamed to
+/// stdout as it is decoded; the figures go to stderr.
+pub fn generate(
+    ctx: &Context,
+    model: &str,
+    prompt: &str,
+    sampling: &modelforge_generate::Sampling,
+    compute: &Compute,
+) -> Result<ExitCode> {
+    use std::io::Write as _;
+    threads(compute, None)?;
+    let device = device(compute)?;
+    let (manifest, lm) = Native::open_language_model(&ctx.registry, model, &device)?;
+    let mut out = std::io::stdout().lock();
+    let mut session = lm.start(prompt, sampling)?;
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    while let Some(piece) = session.step()? {
+        write!(out, "{piece}")?;
+        out.flush()?;
+    }
+    writeln!(out)?;
+    let done = session.finished();
+    eprintln!(
+        "{}@{}: {} prompt + {} generated tokens ({}), first token after {:.1} ms, {:.1} tokens/s",
+        manifest.name,
+        manifest.version,
+        done.prompt_tokens,
+        done.tokens,
+        done.finish.name(),
+        done.time_to_first_token.as_secs_f64() * 1e3,
+        done.decode_tokens_per_second()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `modelforge check FILE [--graph out.svg|.dot]`.
@@ -217,11 +253,13 @@ pub fn train(
     let training = Training::new(ctx, &spec, compute, parallel)?;
     let data = modelforge_data::prepare(&spec)?;
     let report = || {
+        let sizes = data.sizes();
         eprintln!(
-            "data: {} train, {} validation, {} test examples (fingerprint {})",
-            data.train.len(),
-            data.validation.len(),
-            data.test.len(),
+            "data: {} train, {} validation, {} test {} (fingerprint {})",
+            sizes.train,
+            sizes.validation,
+            sizes.test,
+            sizes.unit,
             &data.fingerprint[..12]
         )
     };
@@ -313,6 +351,13 @@ pub fn run(
     if let Some(run_dir) = &outcome.run_dir {
         println!("run folder: {}", run_dir.display());
     }
+    let language_model = spec.model.output.get_ref().task == modelforge_spec::Task::LanguageModel;
+    if let Some(published) = outcome.published.as_ref().filter(|_| language_model) {
+        println!(
+            "sample it with: modelforge generate {}@{} --prompt TEXT",
+            published.name, published.version
+        );
+    }
     if outcome.gate.as_ref().is_some_and(|g| !g.passed) {
         eprintln!("error: the model did not pass its gate; it is published without aliases");
         return Ok(ExitCode::from(GATE_FAILED));
@@ -324,16 +369,20 @@ pub fn run(
     ) else {
         return Ok(ExitCode::SUCCESS);
     };
+    if language_model {
+        return Ok(ExitCode::SUCCESS);
+    }
     let data = match outcome.data {
         Some(data) => data,
         None => modelforge_data::prepare(&spec)?,
     };
+    let test = &data.examples().expect("a model of examples").test;
     let input = spec.model.input.get_ref();
     let mut shape = vec![1];
     shape.extend(&input.shape);
     let mut data_row = Vec::new();
-    data.test.gather_features(&[0], &mut data_row);
-    let expected = match &data.test.targets {
+    test.gather_features(&[0], &mut data_row);
+    let expected = match &test.targets {
         modelforge_data::Targets::Classes(c) => Some(c[0].to_string()),
         modelforge_data::Targets::Values { values, .. } => Some(format!("{}", values[0])),
     };
@@ -433,14 +482,7 @@ pub fn eval(
         None => native.spec.clone(),
     };
     let data = modelforge_data::prepare(&spec)?;
-    let eval = evaluate(
-        &native.network,
-        &data.test,
-        spec.loss(),
-        class_count(&spec),
-        "test_",
-        &device,
-    )?;
+    let eval = evaluate_test(&spec, &native.network, &data, &device)?;
     let run_dir = runs::record_eval(
         &ctx.runs,
         &runs::EvalRecord {

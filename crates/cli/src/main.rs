@@ -138,6 +138,34 @@ enum Command {
         #[command(flatten)]
         compute: Compute,
     },
+    /// Sample text from a language model, streamed as it comes, with tokens/s at the end.
+    Generate {
+        /// MODEL, MODEL@VERSION or MODEL@ALIAS.
+        model: String,
+        /// The text to continue.
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate at most.
+        #[arg(long, default_value_t = 100)]
+        max_tokens: usize,
+        /// Divides the logits; 0 picks the most likely token (greedy).
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        /// Sample among the k most likely tokens only (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Sample among the fewest most likely tokens holding this much probability.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Seed of the draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop before this string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        #[command(flatten)]
+        compute: Compute,
+    },
     /// Serve every registry model over REST (Open Inference Protocol V2 and TF-Serving v1).
     Serve {
         /// REST address; port 0 picks a free port (the bound address is printed).
@@ -419,6 +447,27 @@ fn main() -> ExitCode {
             input,
             compute,
         } => commands::predict(&ctx, &model, &input, &compute),
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            stop,
+            compute,
+        } => {
+            let sampling = modelforge_generate::Sampling {
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                stop,
+            };
+            commands::generate(&ctx, &model, &prompt, &sampling, &compute)
+        }
         Command::Serve {
             http,
             grpc,

@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
+use modelforge_generate::LanguageModel;
 use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
 use modelforge_serve::{Loader, Runnable, Values};
-use modelforge_spec::Spec;
+use modelforge_spec::{Spec, Task};
 
 /// The version format this engine runs.
 pub const FORMAT: &str = "modelforge-native";
@@ -65,6 +66,28 @@ impl Native {
         let native = Native::load(&stored.manifest, &stored.dir, device)?;
         Ok((stored.manifest, native))
     }
+
+    /// Resolves `name[@version|@alias]` of a language model and pairs its network with the
+    /// `tokenizer.json` published beside it.
+    pub fn open_language_model(
+        registry: &Registry,
+        reference: &str,
+        device: &Device,
+    ) -> Result<(Manifest, LanguageModel)> {
+        let (name, version) = registry.resolve(reference)?;
+        let stored = registry.open(&name, version)?;
+        if stored.manifest.task != Task::LanguageModel.name() {
+            bail!(
+                "{name}@{version} is a {} model, not a language model — use `modelforge predict` for it",
+                stored.manifest.task
+            );
+        }
+        let native = Native::load(&stored.manifest, &stored.dir, device)?;
+        let path = stored.dir.join(modelforge_data::TOKENIZER);
+        let tokenizer = modelforge_data::Tokenizer::from_file(&path)?;
+        let model = LanguageModel::new(native.network, tokenizer, device)?;
+        Ok((stored.manifest, model))
+    }
 }
 
 impl Runnable for Native {
@@ -100,6 +123,12 @@ pub struct NativeLoader {
 
 impl Loader for NativeLoader {
     fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Box<dyn Runnable>, String> {
+        if manifest.task == Task::LanguageModel.name() {
+            return Err(format!(
+                "{}@{} is a language model: sample it with `modelforge generate {}@{} --prompt TEXT` (the server does not stream generation yet)",
+                manifest.name, manifest.version, manifest.name, manifest.version
+            ));
+        }
         Native::load(manifest, dir, &self.device)
             .map(|n| Box::new(n) as Box<dyn Runnable>)
             .map_err(|e| format!("{e:#}"))

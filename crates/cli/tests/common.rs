@@ -201,3 +201,41 @@ gate = {{ metric = "test_accuracy", min = {gate_min} }}
         csv.display()
     )
 }
+
+/// The weights of a version folder, every tensor's f32 values in file order.
+pub fn weights(dir: &Path) -> Vec<f32> {
+    tensors(&dir.join("weights.safetensors"))
+        .into_iter()
+        .flat_map(|(_, bytes)| {
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Trains `spec.toml` again in one process (registry `single`) and asserts that the
+/// parallel job's published weights (`models/NAME/1`) match it to 1e-5 relative.
+pub fn assert_matches_one_process(sb: &Sandbox, name: &str) {
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--registry",
+        "single",
+        "--force",
+    ]);
+    let (parallel, one) = (
+        weights(&sb.path().join("models").join(name).join("1")),
+        weights(&sb.path().join("single").join(name).join("1")),
+    );
+    let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = one
+        .iter()
+        .zip(&parallel)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
+}

@@ -6,6 +6,7 @@ mod common;
 #[cfg(feature = "mpi")]
 mod distributed;
 mod interop;
+mod language_model;
 mod pipeline;
 mod resume;
 mod serving;

@@ -76,7 +76,7 @@ fn a_killed_and_resumed_transformer_ends_bit_identical() {
 
 /// Trains `spec` twice (same metrics and weights), then kills a third run at a random
 /// moment after its first checkpoint and resumes it: its weights and log must equal the first.
-fn killed_and_resumed_ends_bit_identical(sb: &Sandbox, spec: &str) {
+pub fn killed_and_resumed_ends_bit_identical(sb: &Sandbox, spec: &str) {
     sb.write("spec.toml", spec);
     sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "a"]);
     sb.ok(&["train", "spec.toml", "--threads", "1", "--runs", "b"]);

@@ -4,15 +4,20 @@
 pub mod idx;
 pub mod shuffle;
 pub mod table;
+pub mod text;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use modelforge_spec::{DataFormat, DataSpec, Dtype, Normalize, Spec, Task, show_shape};
+use modelforge_spec::{
+    DataFormat, DataSpec, Dtype, Normalize, Spec, Task, TokenizerSpec, show_shape,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use modelforge_text::{Tokenizer, Tokens};
 pub use shuffle::{Rng, permutation};
+pub use text::{Corpus, TOKENIZER};
 
 /// Everything that can be wrong with a data set.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,9 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
+    /// A tokenizer or token file failed.
+    #[error(transparent)]
+    Text(#[from] modelforge_text::TextError),
     /// The data does not fit the model or task in the spec.
     #[error("{}: {message} — {fix}", path.display())]
     Mismatch {
@@ -246,9 +254,31 @@ impl Normalizer {
     }
 }
 
-/// The prepared splits of a spec's data, with their provenance.
-#[derive(Debug, Clone)]
+/// A spec's data, prepared, with its provenance.
+#[derive(Debug)]
 pub struct Prepared {
+    /// The splits.
+    pub splits: Splits,
+    /// sha256 over the bytes of every input file, in order.
+    pub fingerprint: String,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// The prepared splits: examples (IDX, CSV) or a tokenized corpus (text).
+// One value per prepared data set: the size of the larger variant costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Splits {
+    /// Examples with targets.
+    Examples(Examples),
+    /// Token ids for a language model.
+    Text(Corpus),
+}
+
+/// The example splits of IDX or CSV data.
+#[derive(Debug, Clone)]
+pub struct Examples {
     /// Training examples.
     pub train: Dataset,
     /// Validation examples (empty when `validation = 0`).
@@ -257,10 +287,55 @@ pub struct Prepared {
     pub test: Dataset,
     /// Input normalisation fitted on `train`.
     pub normalizer: Normalizer,
-    /// sha256 over the bytes of every input file, in order.
-    pub fingerprint: String,
-    /// The files read.
-    pub files: Vec<PathBuf>,
+}
+
+/// How big each split is, in examples or tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Training examples or tokens.
+    pub train: usize,
+    /// Validation examples or tokens.
+    pub validation: usize,
+    /// Test examples or tokens.
+    pub test: usize,
+    /// `examples` or `tokens`.
+    pub unit: &'static str,
+}
+
+impl Prepared {
+    /// The example splits; `None` for text.
+    pub fn examples(&self) -> Option<&Examples> {
+        match &self.splits {
+            Splits::Examples(e) => Some(e),
+            Splits::Text(_) => None,
+        }
+    }
+
+    /// The tokenized corpus; `None` for examples.
+    pub fn corpus(&self) -> Option<&Corpus> {
+        match &self.splits {
+            Splits::Text(c) => Some(c),
+            Splits::Examples(_) => None,
+        }
+    }
+
+    /// The size of each split.
+    pub fn sizes(&self) -> Sizes {
+        match &self.splits {
+            Splits::Examples(e) => Sizes {
+                train: e.train.len(),
+                validation: e.validation.len(),
+                test: e.test.len(),
+                unit: "examples",
+            },
+            Splits::Text(c) => Sizes {
+                train: c.train.len(),
+                validation: c.validation.len(),
+                test: c.test.len(),
+                unit: "tokens",
+            },
+        }
+    }
 }
 
 /// sha256 over the bytes of the given files, in order.
@@ -279,30 +354,59 @@ pub fn fingerprint(files: &[PathBuf]) -> Result<String, DataError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// The files a spec's data is read from, in fingerprint order.
+/// The files a spec's data is read from, in fingerprint order (a tokenizer file last).
 pub fn files(spec: &Spec) -> Vec<PathBuf> {
     let d = &spec.data;
     let mut files = d.train.get_ref().files();
     if let Some(test) = &d.test {
         files.extend(test.get_ref().files());
     }
+    if let TokenizerSpec::File { path } = d.tokenizer() {
+        files.push(path);
+    }
     files
 }
 
-/// Reads, checks and splits the data a spec names.
+/// Reads, checks and splits the data a spec names (token files of text go to a scratch
+/// folder that lives as long as the result).
 pub fn prepare(spec: &Spec) -> Result<Prepared, DataError> {
-    prepare_with(spec, None)
+    prepare_with(spec, None, None)
 }
 
 /// As [`prepare`], for a caller that already computed the [`fingerprint`] of [`files`]
-/// (the pipeline keys its cache on it): the files are not hashed again.
-pub fn prepare_fingerprinted(spec: &Spec, fingerprint: String) -> Result<Prepared, DataError> {
-    prepare_with(spec, Some(fingerprint))
+/// (the pipeline keys its cache on it), so the files are not hashed again; token files of
+/// text are kept under `cache` and reused when the same text and tokenizer come again.
+pub fn prepare_fingerprinted(
+    spec: &Spec,
+    fingerprint: String,
+    cache: Option<&Path>,
+) -> Result<Prepared, DataError> {
+    prepare_with(spec, Some(fingerprint), cache)
 }
 
-fn prepare_with(spec: &Spec, known: Option<String>) -> Result<Prepared, DataError> {
-    let d: &DataSpec = &spec.data;
+fn prepare_with(
+    spec: &Spec,
+    known: Option<String>,
+    cache: Option<&Path>,
+) -> Result<Prepared, DataError> {
     let files = files(spec);
+    let fingerprint = match known {
+        Some(known) => known,
+        None => fingerprint(&files)?,
+    };
+    let splits = match *spec.data.format.get_ref() {
+        DataFormat::Text => Splits::Text(text::prepare(spec, &fingerprint, cache)?),
+        DataFormat::Idx | DataFormat::Csv => Splits::Examples(examples(spec, &files)?),
+    };
+    Ok(Prepared {
+        splits,
+        fingerprint,
+        files,
+    })
+}
+
+fn examples(spec: &Spec, files: &[PathBuf]) -> Result<Examples, DataError> {
+    let d: &DataSpec = &spec.data;
     let mut train = read_split(spec, d.train.get_ref())?;
     if let Some(n) = d.limit_train {
         train.truncate(n);
@@ -339,17 +443,11 @@ fn prepare_with(spec: &Spec, known: Option<String>) -> Result<Prepared, DataErro
         return Err(DataError::Empty { path: first });
     }
     let normalizer = Normalizer::fit(d.normalize, *d.format.get_ref(), &train);
-    let fingerprint = match known {
-        Some(known) => known,
-        None => fingerprint(&files)?,
-    };
-    Ok(Prepared {
+    Ok(Examples {
         train,
         validation,
         test,
         normalizer,
-        fingerprint,
-        files,
     })
 }
 
@@ -388,6 +486,7 @@ fn read_split(spec: &Spec, files: &modelforge_spec::DataFiles) -> Result<Dataset
                     images_path,
                 )
             }
+            DataFormat::Text => unreachable!("text is read by the text module"),
             DataFormat::Csv => {
                 let path = files.path.clone().expect("validated: csv has path");
                 let t = table::read_csv(&path, &spec.data.csv)?;
@@ -469,6 +568,7 @@ impl RawLabels {
                 let (values, _) = self.numbers(path)?;
                 Ok(Targets::Values { values, width: 1 })
             }
+            Task::LanguageModel => unreachable!("validated: language models read text"),
             Task::Classification | Task::Binary => {
                 let n = if task == Task::Binary {
                     2

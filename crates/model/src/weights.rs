@@ -14,7 +14,7 @@ use burn::module::{Param, ParamId, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype as StDtype, SafeTensors, tensor::TensorView};
 
-use crate::layers::TensorVisitor;
+use crate::layers::{Block, TensorVisitor};
 use crate::{InputNorm, ModelError, Network};
 
 /// The value of the `format` metadata key in modelforge weight files.
@@ -167,7 +167,51 @@ impl TensorVisitor for Saver<'_> {
     }
 }
 
+/// Decoupled weight decay: each matrix or kernel (rank 2 and up) scaled in place; vectors
+/// (biases, norm scales) and buffers left alone.
+struct Decay {
+    factor: f32,
+}
+
+impl TensorVisitor for Decay {
+    fn param<const D: usize>(
+        &mut self,
+        _suffix: &str,
+        p: Param<Tensor<D>>,
+        _transposed: bool,
+    ) -> Result<Param<Tensor<D>>, String> {
+        if D < 2 {
+            return Ok(p);
+        }
+        let value = p.val().mul_scalar(self.factor).detach();
+        Ok(replace(p, value, None))
+    }
+
+    fn running(
+        &mut self,
+        _suffix: &str,
+        r: RunningState<Tensor<1>>,
+    ) -> Result<RunningState<Tensor<1>>, String> {
+        Ok(r)
+    }
+}
+
 impl Network {
+    /// Multiplies the weights that weight decay applies to by `factor` (AdamW's
+    /// `p ← p·(1 − lr·λ)` before its update): the matrices and kernels of dense, attention,
+    /// feed-forward and convolution layers; not biases, norms or embeddings.
+    pub fn decay_weights(mut self, factor: f32) -> Network {
+        let mut decay = Decay { factor };
+        self.blocks = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .map(|block| match block {
+                b @ (Block::Embedding(_) | Block::PositionalEmbedding(_)) => b,
+                b => b.tensors(&mut decay).expect("decay visits every tensor"),
+            })
+            .collect();
+        self
+    }
+
     /// Every weight and buffer with its PyTorch name, plus the input normalisation.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut out = Vec::new();

@@ -9,6 +9,7 @@ pub mod stage;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use modelforge_data::TOKENIZER;
 use modelforge_registry::{Artifact, Lineage, Manifest, Registry, RegistryError, TensorInfo};
 use modelforge_spec::Spec;
 use modelforge_train::Evaluation;
@@ -113,6 +114,8 @@ pub struct Candidate {
     pub weights: Vec<u8>,
     /// The test-split evaluation.
     pub test: Evaluation,
+    /// The `tokenizer.json` of a language model's run.
+    pub tokenizer: Option<Vec<u8>>,
 }
 
 impl Candidate {
@@ -126,11 +129,13 @@ impl Candidate {
         let weights = std::fs::read(dir.join(WEIGHTS)).map_err(|e| missing(WEIGHTS, &e))?;
         let bytes = std::fs::read(dir.join(EVALUATION)).map_err(|e| missing(EVALUATION, &e))?;
         let test = serde_json::from_slice(&bytes).map_err(|e| missing(EVALUATION, &e))?;
+        let tokenizer = std::fs::read(dir.join(TOKENIZER)).ok();
         Ok(Candidate {
             run,
             dir: dir.to_path_buf(),
             weights,
             test,
+            tokenizer,
         })
     }
 }
@@ -280,7 +285,7 @@ pub fn publish(
     let version = match earlier {
         Some(version) => registry.open(spec.name(), version)?,
         None => {
-            let artifacts = vec![
+            let mut artifacts = vec![
                 Artifact {
                     name: modelforge_train::run::WEIGHTS.into(),
                     bytes: candidate.weights.clone(),
@@ -295,6 +300,12 @@ pub fn publish(
                         .expect("an evaluation serialises"),
                 },
             ];
+            if let Some(tokenizer) = &candidate.tokenizer {
+                artifacts.push(Artifact {
+                    name: TOKENIZER.into(),
+                    bytes: tokenizer.clone(),
+                });
+            }
             registry.publish(manifest(spec, candidate), &artifacts)?
         }
     };
@@ -322,14 +333,7 @@ pub fn evaluate_run(
     run_dir: &Path,
     device: &modelforge_model::burn::tensor::Device,
 ) -> Result<Evaluation, PipelineError> {
-    let test = modelforge_train::evaluate(
-        network,
-        &data.test,
-        spec.loss(),
-        modelforge_train::class_count(spec),
-        "test_",
-        device,
-    )?;
+    let test = modelforge_train::evaluate_test(spec, network, data, device)?;
     modelforge_train::run::record_evaluation(run_dir, &test)?;
     Ok(test)
 }

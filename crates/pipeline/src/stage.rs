@@ -231,13 +231,19 @@ pub fn run(
         ("data files".into(), json!(files_digest)),
     ]);
     let data_out = r.step(Stage::Data, inputs, no_artefact, || {
-        let data = modelforge_data::prepare_fingerprinted(spec, files_digest.clone())?;
+        let data = modelforge_data::prepare_fingerprinted(
+            spec,
+            files_digest.clone(),
+            Some(&token_cache(plan.runs_dir)),
+        )?;
+        let sizes = data.sizes();
         let output = json!({
             "fingerprint": data.fingerprint,
             "section": Spec::hash_of(&spec.data),
-            "train": data.train.len(),
-            "validation": data.validation.len(),
-            "test": data.test.len(),
+            "train": sizes.train,
+            "validation": sizes.validation,
+            "test": sizes.test,
+            "unit": sizes.unit,
         });
         prepared = Some(data);
         Ok(output)
@@ -259,7 +265,7 @@ pub fn run(
         inputs,
         |out| weights_changed(runs_dir, out),
         || {
-            let data = ensure_data(&mut prepared, spec, &files_digest)?;
+            let data = ensure_data(&mut prepared, spec, &files_digest, runs_dir)?;
             let Some(t) = trainer(spec, data)? else {
                 return Ok(Value::Null);
             };
@@ -300,7 +306,7 @@ pub fn run(
                 .then(|| format!("{} is gone", run_dir.join(EVALUATION).display()))
         },
         || {
-            let data = ensure_data(&mut prepared, spec, &files_digest)?;
+            let data = ensure_data(&mut prepared, spec, &files_digest, plan.runs_dir)?;
             let device = modelforge_model::device(plan.device)?;
             let network = match trained.take() {
                 Some(t) => t.network,
@@ -512,21 +518,27 @@ fn weights_changed(runs_dir: &Path, output: &Value) -> Option<String> {
     }
 }
 
-/// The prepared data, read now if no stage of this run has read it yet.
 /// The prepared data, read now when the data stage was cached; `files_digest` is the
 /// fingerprint the stage was keyed on, so the files are not hashed again.
 fn ensure_data<'d>(
     prepared: &'d mut Option<Prepared>,
     spec: &Spec,
     files_digest: &str,
+    runs_dir: &Path,
 ) -> Result<&'d Prepared, PipelineError> {
     if prepared.is_none() {
         *prepared = Some(modelforge_data::prepare_fingerprinted(
             spec,
             files_digest.to_string(),
+            Some(&token_cache(runs_dir)),
         )?);
     }
     Ok(prepared.as_ref().expect("just prepared"))
+}
+
+/// Where tokenized text is kept between runs: `<runs>/.tokens/` (hidden: it is not a run).
+pub fn token_cache(runs_dir: &Path) -> PathBuf {
+    runs_dir.join(".tokens")
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -546,10 +558,11 @@ fn describe(stage: Stage, out: &Value) -> String {
             modelforge_spec::group_thousands(out["parameters"].as_u64().unwrap_or(0) as usize)
         ),
         Stage::Data => format!(
-            "{} train, {} validation, {} test examples (fingerprint {:.12})",
+            "{} train, {} validation, {} test {} (fingerprint {:.12})",
             out["train"],
             out["validation"],
             out["test"],
+            out["unit"].as_str().unwrap_or("examples"),
             out["fingerprint"].as_str().unwrap_or("?")
         ),
         Stage::Train => format!(

@@ -34,6 +34,51 @@ pub struct DataSpec {
     /// CSV reading options.
     #[serde(default)]
     pub csv: CsvOptions,
+    /// How text is split into tokens (format `text`; default characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<Spanned<TokenizerSpec>>,
+}
+
+impl DataSpec {
+    /// The tokenizer in force for text: the one given, or characters.
+    pub fn tokenizer(&self) -> TokenizerSpec {
+        self.tokenizer
+            .as_ref()
+            .map_or(TokenizerSpec::Char, |t| t.get_ref().clone())
+    }
+}
+
+/// How text becomes token ids, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenizerSpec {
+    /// One token per distinct character of the training split.
+    #[default]
+    Char,
+    /// One token per byte (256 tokens; every text encodes).
+    Byte,
+    /// Byte-level BPE trained on the training split.
+    Bpe {
+        /// Tokens in the vocabulary, the 256 bytes included.
+        vocab: usize,
+    },
+    /// An existing Hugging Face `tokenizer.json`.
+    File {
+        /// The file, relative to the spec's folder.
+        path: PathBuf,
+    },
+}
+
+impl TokenizerSpec {
+    /// The name of the kind as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenizerSpec::Char => "char",
+            TokenizerSpec::Byte => "byte",
+            TokenizerSpec::Bpe { .. } => "bpe",
+            TokenizerSpec::File { .. } => "file",
+        }
+    }
 }
 
 fn default_test_fraction() -> Spanned<f64> {
@@ -48,6 +93,8 @@ pub enum DataFormat {
     Idx,
     /// Comma-separated values, raw or gzip-compressed.
     Csv,
+    /// UTF-8 text (raw or gzip-compressed), split into tokens, for language models.
+    Text,
 }
 
 /// The files of one split.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-pub use data::{DataFiles, DataFormat, DataSpec, Missing, Normalize};
+pub use data::{DataFiles, DataFormat, DataSpec, Missing, Normalize, TokenizerSpec};
 pub use deploy::{DeploySpec, Gate};
 pub use error::{SpecError, line_column};
 pub use graph::{Graph, GraphProblem, Node, Source};
@@ -131,6 +131,12 @@ impl Spec {
             resolve(&mut files.labels);
             resolve(&mut files.path);
         }
+        if let Some(TokenizerSpec::File { path }) =
+            self.data.tokenizer.as_mut().map(|t| t.get_mut())
+            && path.is_relative()
+        {
+            *path = base.join(&*path);
+        }
     }
 
     /// The model as a checked graph: every node with its inputs, shapes and parameters.
@@ -152,7 +158,7 @@ impl Spec {
     pub fn loss(&self) -> Loss {
         self.train.loss.as_ref().map_or_else(
             || match self.model.output.get_ref().task {
-                Task::Classification => Loss::CrossEntropy,
+                Task::Classification | Task::LanguageModel => Loss::CrossEntropy,
                 Task::Regression => Loss::Mse,
                 Task::Binary => Loss::BinaryCrossEntropy,
             },
@@ -263,6 +269,7 @@ impl Spec {
                 &["val_accuracy", "val_loss", "accuracy", "loss"]
             }
             Task::Regression => &["val_loss", "val_mae", "val_rmse", "loss", "mae", "rmse"],
+            Task::LanguageModel => &["val_loss", "val_perplexity", "loss", "perplexity"],
         };
         if !produced.contains(&t.metric.as_str()) {
             return Err(at.invalid(
@@ -432,6 +439,30 @@ impl Spec {
                     ));
                 }
             }
+            Task::LanguageModel => {
+                let input = self.model.input.get_ref();
+                let context = input.shape.first().copied().unwrap_or(0);
+                if input.dtype != Dtype::I64 || input.shape.len() != 1 {
+                    return Err(at.invalid(
+                        self.model.input.span(),
+                        format!(
+                            "a language model reads a window of token ids, but the input is {} {}",
+                            input.dtype.protocol_name(),
+                            show_shape(&input.shape)
+                        ),
+                        "use input = { name = \"tokens\", shape = [CONTEXT], dtype = \"i64\" }",
+                    ));
+                }
+                if shape.len() != 2 || shape[0] != context || shape[1] < 2 {
+                    return Err(at.invalid(
+                        out.span(),
+                        format!(
+                            "a language model gives [{context}, vocab] logits (one row per position) but the last layer gives {shown}"
+                        ),
+                        "end the layers with a head over the vocabulary: `{ dense = { units = VOCAB } }` or `{ tied_head = { embedding = \"NAME\" } }`",
+                    ));
+                }
+            }
             Task::Regression => {
                 if shape.len() != 1 {
                     return Err(at.invalid(
@@ -468,7 +499,7 @@ impl Spec {
                     &[("images", &f.images), ("labels", &f.labels)],
                     &[("path", &f.path)],
                 ),
-                DataFormat::Csv => (
+                DataFormat::Csv | DataFormat::Text => (
                     &[("path", &f.path)],
                     &[("images", &f.images), ("labels", &f.labels)],
                 ),
@@ -499,11 +530,38 @@ impl Spec {
                         "data.{split}.{key} does not belong to format {:?}",
                         d.format.get_ref()
                     ),
-                    "IDX takes `images` and `labels`; CSV takes `path`",
+                    "IDX takes `images` and `labels`; CSV and text take `path`",
                 ));
             }
         }
         fraction(at, &d.validation, "data.validation")?;
+        let text = *d.format.get_ref() == DataFormat::Text;
+        let language_model = self.model.output.get_ref().task == Task::LanguageModel;
+        if text != language_model {
+            return Err(at.invalid(
+                d.format.span(),
+                match text {
+                    true => format!(
+                        "text data trains a language model, but the output task is {}",
+                        self.model.output.get_ref().task.name()
+                    ),
+                    false => {
+                        "a language model trains on text, but data.format is not \"text\"".into()
+                    }
+                },
+                "use format = \"text\" with task = \"language_model\" (or neither)",
+            ));
+        }
+        if text {
+            return self.validate_text(at);
+        }
+        if let Some(tokenizer) = &d.tokenizer {
+            return Err(at.invalid(
+                tokenizer.span(),
+                "data.tokenizer is for text data".into(),
+                "remove it, or set format = \"text\"",
+            ));
+        }
         if d.test.is_none() {
             fraction(at, &d.test_fraction, "data.test_fraction")?;
             if *d.test_fraction.get_ref() == 0.0 {
@@ -538,6 +596,59 @@ impl Spec {
         Ok(())
     }
 
+    /// Text data: contiguous splits (train, then validation, then test), a tokenizer, and
+    /// somewhere to measure the model on.
+    fn validate_text(&self, at: &Locator) -> Result<(), SpecError> {
+        let d = &self.data;
+        if d.test.is_none() {
+            fraction(at, &d.test_fraction, "data.test_fraction")?;
+        }
+        let test = match d.test {
+            Some(_) => 0.0,
+            None => *d.test_fraction.get_ref(),
+        };
+        if *d.validation.get_ref() + test >= 1.0 {
+            return Err(at.invalid(
+                d.validation.span(),
+                "validation and test fractions leave no training text".into(),
+                "make validation + test_fraction less than 1, e.g. validation = 0.1",
+            ));
+        }
+        if *d.validation.get_ref() == 0.0 && test == 0.0 && d.test.is_none() {
+            return Err(at.invalid(
+                d.validation.span(),
+                "no validation or test text leaves nothing to measure the model on".into(),
+                "hold out text with validation = 0.1",
+            ));
+        }
+        if d.normalize != Normalize::None || d.limit_train.is_some() || d.limit_test.is_some() {
+            return Err(at.invalid(
+                d.format.span(),
+                "normalize, limit_train and limit_test are for examples, not text".into(),
+                "remove them; cut the text file down for quick runs",
+            ));
+        }
+        let span = d.tokenizer.as_ref().map_or(d.format.span(), |t| t.span());
+        match d.tokenizer() {
+            TokenizerSpec::Bpe { vocab } if vocab <= 256 || vocab > u32::MAX as usize => {
+                return Err(at.invalid(
+                    span,
+                    format!("a BPE of {vocab} tokens has no room for merges beyond the 256 bytes"),
+                    "use vocab = 4096 or another size above 256",
+                ));
+            }
+            TokenizerSpec::File { path } if at.data_must_exist && !path.is_file() => {
+                return Err(at.invalid(
+                    span,
+                    format!("data.tokenizer.path: {} does not exist", path.display()),
+                    "give a tokenizer.json relative to the spec file's folder",
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn validate_train(&self, at: &Locator) -> Result<(), SpecError> {
         let t = &self.train;
         if *t.epochs.get_ref() == 0 {
@@ -546,6 +657,44 @@ impl Spec {
                 "epochs is 0".into(),
                 "train for 1 or more epochs",
             ));
+        }
+        let language_model = self.model.output.get_ref().task == Task::LanguageModel;
+        match (&t.max_steps, language_model) {
+            (None, true) => {
+                return Err(at.invalid(
+                    t.batch_size.span(),
+                    "a language model trains for a number of steps, and [train] has no max_steps"
+                        .into(),
+                    "add max_steps = 2000 to [train]",
+                ));
+            }
+            (Some(steps), false) => {
+                return Err(at.invalid(
+                    steps.span(),
+                    "max_steps is for language models; this model trains by epochs".into(),
+                    "remove max_steps and set epochs",
+                ));
+            }
+            (Some(steps), true) if *steps.get_ref() == 0 => {
+                return Err(at.invalid(
+                    steps.span(),
+                    "max_steps is 0".into(),
+                    "train for 1 or more steps",
+                ));
+            }
+            _ => {}
+        }
+        for (name, value) in [
+            ("accumulate", &t.accumulate),
+            ("eval_windows", &t.eval_windows),
+        ] {
+            if *value.get_ref() == 0 {
+                return Err(at.invalid(
+                    value.span(),
+                    format!("{name} is 0"),
+                    &format!("use 1 or more for {name}"),
+                ));
+            }
         }
         if *t.batch_size.get_ref() == 0 {
             return Err(at.invalid(
@@ -693,8 +842,10 @@ impl Spec {
         let task = self.model.output.get_ref().task;
         let fits = matches!(
             (task, loss),
-            (Task::Classification, Loss::CrossEntropy)
-                | (Task::Regression, Loss::Mse)
+            (
+                Task::Classification | Task::LanguageModel,
+                Loss::CrossEntropy
+            ) | (Task::Regression, Loss::Mse)
                 | (Task::Binary, Loss::BinaryCrossEntropy)
         );
         if !fits {
@@ -715,6 +866,7 @@ impl Spec {
             let known: &[&str] = match self.model.output.get_ref().task {
                 Task::Classification | Task::Binary => &["test_accuracy", "test_loss"],
                 Task::Regression => &["test_loss", "test_mae", "test_rmse"],
+                Task::LanguageModel => &["test_loss", "test_perplexity"],
             };
             if !known.contains(&g.metric.as_str()) {
                 return Err(at.invalid(

@@ -327,6 +327,9 @@ pub enum Task {
     Regression,
     /// Yes/no; the output is one logit.
     Binary,
+    /// The next token at every position; the output is `[context, vocab]` logits.
+    #[serde(rename = "language_model")]
+    LanguageModel,
 }
 
 impl Task {
@@ -336,6 +339,7 @@ impl Task {
             Task::Classification => "classification",
             Task::Regression => "regression",
             Task::Binary => "binary",
+            Task::LanguageModel => "language_model",
         }
     }
 }

@@ -8,9 +8,21 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
     /// Passes over the training split.
+    #[serde(default = "default_epochs")]
     pub epochs: Spanned<usize>,
-    /// Examples per optimiser step.
+    /// Optimiser steps in all (language models: they train by steps, not epochs).
+    pub max_steps: Option<Spanned<u64>>,
+    /// Examples per micro-batch (language models: windows of `context` tokens).
     pub batch_size: Spanned<usize>,
+    /// Micro-batches whose gradients are summed into one optimiser step.
+    #[serde(default = "default_accumulate")]
+    pub accumulate: Spanned<usize>,
+    /// Language models: evaluate the validation windows every N steps (0: at the end only).
+    #[serde(default)]
+    pub eval_every_steps: u64,
+    /// Language models: how many fixed validation windows an evaluation reads.
+    #[serde(default = "default_eval_windows")]
+    pub eval_windows: Spanned<usize>,
     /// Seed of weight initialisation, shuffling and dropout.
     #[serde(default)]
     pub seed: u64,
@@ -66,6 +78,18 @@ impl Default for DistributedSpec {
             timeout_s: default_timeout_s(),
         }
     }
+}
+
+fn default_epochs() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+fn default_accumulate() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+fn default_eval_windows() -> Spanned<usize> {
+    Spanned::new(0..0, 200)
 }
 
 fn default_log_every() -> usize {
@@ -277,5 +301,7 @@ pub fn metric_names() -> &'static [&'static str] {
         "val_accuracy",
         "val_mae",
         "val_rmse",
+        "perplexity",
+        "val_perplexity",
     ]
 }

@@ -1,13 +1,14 @@
 //! Losses on the engine and metrics on the host: accuracy, per-class precision and
-//! recall, confusion matrix, MAE and RMSE.
+//! recall, confusion matrix, MAE and RMSE; next-token loss and perplexity.
 
 use std::collections::BTreeMap;
 
-use modelforge_data::{Dataset, Targets};
+use modelforge_data::{Corpus, Dataset, Prepared, Splits, Targets, Tokens};
+
 use modelforge_model::burn::tensor::activation::log_softmax;
-use modelforge_model::burn::tensor::{Device, Tensor, TensorData};
+use modelforge_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use modelforge_model::{ModelError, Network};
-use modelforge_spec::Loss;
+use modelforge_spec::{Loss, Spec};
 use serde::{Deserialize, Serialize};
 
 /// The loss of a batch of logits against its targets (rows `rows` of `targets`).
@@ -49,6 +50,91 @@ pub fn batch_loss(
         }
         (loss, Targets::Classes(_)) => {
             unreachable!("validated: {} takes class targets", loss.name())
+        }
+    }
+}
+
+/// Mean next-token cross-entropy of token logits `[batch, len, vocab]` against the target ids
+/// (`batch · len` of them, row-major), on the engine: only the scalar leaves it.
+pub fn token_loss(logits: Tensor<3>, targets: &[i64], device: &Device) -> Tensor<1> {
+    let [batch, len, vocab] = logits.dims();
+    let flat = logits.reshape([batch * len, vocab]);
+    let y =
+        Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [batch * len, 1]), device);
+    log_softmax(flat, 1).gather(1, y).mean().neg()
+}
+
+/// Token ids `[windows, len]` on a device.
+pub fn token_ids(ids: Vec<i64>, windows: usize, device: &Device) -> Tensor<2, Int> {
+    let len = ids.len() / windows.max(1);
+    Tensor::from_data(TensorData::new(ids, [windows, len]), device)
+}
+
+/// Evaluates a language model (inference mode) on the fixed windows of a split:
+/// `{prefix}loss` (mean next-token cross-entropy, nats) and `{prefix}perplexity`.
+pub fn evaluate_tokens(
+    network: &Network,
+    corpus: &Corpus,
+    tokens: &Tokens,
+    windows: usize,
+    batch: usize,
+    prefix: &str,
+    device: &Device,
+) -> Evaluation {
+    let starts = corpus.eval_starts(tokens, windows);
+    let mut sum = 0.0;
+    for chunk in starts.chunks(batch.max(1)) {
+        let (inputs, targets) = corpus.batch(tokens, chunk);
+        let logits = network.forward_tokens(token_ids(inputs, chunk.len(), device), None);
+        let loss = token_loss(logits, &targets, device).into_scalar::<f32>() as f64;
+        sum += loss * chunk.len() as f64;
+    }
+    let loss = sum / starts.len().max(1) as f64;
+    Evaluation {
+        examples: starts.len() as u64,
+        metrics: BTreeMap::from([
+            (format!("{prefix}loss"), loss),
+            (format!("{prefix}perplexity"), loss.exp()),
+        ]),
+        confusion: Vec::new(),
+        precision: Vec::new(),
+        recall: Vec::new(),
+    }
+}
+
+/// A trained network's test figures (`test_` metrics): on the test examples, or for a
+/// language model on the fixed test windows (the validation windows when no text was held
+/// out for testing).
+pub fn evaluate_test(
+    spec: &Spec,
+    network: &Network,
+    data: &Prepared,
+    device: &Device,
+) -> Result<Evaluation, ModelError> {
+    match &data.splits {
+        Splits::Examples(e) => evaluate(
+            network,
+            &e.test,
+            spec.loss(),
+            crate::class_count(spec),
+            "test_",
+            device,
+        ),
+        Splits::Text(corpus) => {
+            let tokens = match corpus.test.is_empty() {
+                true => &corpus.validation,
+                false => &corpus.test,
+            };
+            let t = &spec.train;
+            Ok(evaluate_tokens(
+                network,
+                corpus,
+                tokens,
+                *t.eval_windows.get_ref(),
+                *t.batch_size.get_ref(),
+                "test_",
+                device,
+            ))
         }
     }
 }
@@ -264,6 +350,28 @@ mod tests {
         assert_eq!(predicted_class(&[0.3]), 1);
         assert_eq!(predicted_class(&[-0.3]), 0);
         assert_eq!(predicted_class(&[0.1, 0.7, 0.2]), 1);
+    }
+
+    #[test]
+    fn token_loss_is_the_mean_cross_entropy_over_every_position() {
+        let device = Device::flex();
+        // Two windows of two positions over a vocabulary of three.
+        let v = [
+            0.5f32, -1.0, 2.0, 0.0, 0.0, 0.0, 1.0, 3.0, -2.0, 0.2, 0.1, 0.4,
+        ];
+        let logits = Tensor::<3>::from_data(TensorData::new(v.to_vec(), [2, 2, 3]), &device);
+        let targets = [2i64, 0, 1, 2];
+        let l = token_loss(logits, &targets, &device).into_scalar::<f32>() as f64;
+        let want: f64 = v
+            .chunks(3)
+            .zip(targets)
+            .map(|(row, y)| {
+                let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+                z.ln() - row[y as usize] as f64
+            })
+            .sum::<f64>()
+            / 4.0;
+        assert!((l - want).abs() < 1e-6, "{l} vs {want}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod evaluation;
+mod language_model;
 pub mod optimizer;
 pub mod parallel;
 pub mod run;
@@ -13,14 +14,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use modelforge_data::shuffle::mix;
-use modelforge_data::{Prepared, Targets, permutation};
+use modelforge_data::{Examples, Prepared, Splits, Targets, permutation};
 use modelforge_model::burn::module::Module;
-use modelforge_model::burn::optim::GradientsParams;
+use modelforge_model::burn::optim::{GradientsParams, ModuleOptimizer};
+use modelforge_model::burn::tensor::Device;
 use modelforge_model::{InputNorm, ModelError, Network};
 use modelforge_spec::{Mode, Spec, Task};
 use serde_json::json;
 
-pub use evaluation::{Evaluation, evaluate};
+pub use evaluation::{Evaluation, evaluate, evaluate_test};
 pub use run::{Environment, RunInfo};
 
 use checkpoint::{LoopState, Snapshot};
@@ -214,7 +216,7 @@ pub fn class_count(spec: &Spec) -> usize {
     match out.task {
         Task::Classification => out.classes.unwrap_or(0),
         Task::Binary => 2,
-        Task::Regression => 0,
+        Task::Regression | Task::LanguageModel => 0,
     }
 }
 
@@ -345,46 +347,64 @@ pub fn train_rank(
     options: TrainOptions,
     comm: &mut dyn Communicator,
 ) -> Result<Option<Trained>, TrainError> {
+    match &data.splits {
+        Splits::Examples(examples) => train_examples(spec, data, examples, options, comm),
+        Splits::Text(corpus) => language_model::train(spec, data, corpus, options, comm),
+    }
+}
+
+/// A rank ready to take its first step: the network built (seeded) and restored from the
+/// run's newest checkpoint (rank 0) or from rank 0's snapshot (the others).
+pub(crate) struct Started<'a> {
+    /// The network on the autodiff device.
+    pub network: Network,
+    /// The optimiser and its state.
+    pub optim: ModuleOptimizer,
+    /// Where the loop stands.
+    pub state: LoopState,
+    /// Rank 0's run folder and log.
+    pub chronicle: Option<Chronicle>,
+    /// The inference device.
+    pub device: Device,
+    /// The autodiff device.
+    pub ad: Device,
+    /// sha256 of the resolved spec.
+    pub spec_hash: String,
+    /// Where progress goes.
+    pub progress: &'a mut (dyn Progress + Send),
+}
+
+/// Builds, opens the run (rank 0) and synchronises the ranks.
+pub(crate) fn start<'a>(
+    spec: &Spec,
+    data: &Prepared,
+    norm: Option<InputNorm>,
+    options: TrainOptions<'a>,
+    comm: &mut dyn Communicator,
+) -> Result<Started<'a>, TrainError> {
     let (rank, world) = (comm.rank(), comm.size());
     let leader = rank == 0;
-    let t = &spec.train;
-    let seed = t.seed;
-    let epochs = *t.epochs.get_ref();
-    let batch_size = *t.batch_size.get_ref();
-    let loss_kind = spec.loss();
-    let classes = class_count(spec);
-    let has_classes = matches!(data.train.targets, Targets::Classes(_));
-    if let Some(es) = &t.early_stopping
-        && es.get_ref().metric.starts_with("val_")
-        && data.validation.is_empty()
-    {
-        return Err(TrainError::Settings(format!(
-            "early stopping watches {} but there is no validation split — set data.validation = 0.1",
-            es.get_ref().metric
-        )));
-    }
     let spec_hash = spec.result_hash();
     let device = modelforge_model::device(&options.device)?;
     let ad = device.clone().autodiff();
-
     // Build on the autodiff device with seeded initialisation.
-    let norm = InputNorm {
-        shift: data.normalizer.shift.clone(),
-        scale: data.normalizer.scale.clone(),
-    };
     let mut network = {
         let _rng = engine_rng();
-        ad.seed(seed);
-        let network = Network::new(spec, &ad).with_norm(norm);
+        ad.seed(spec.train.seed);
+        let network = Network::new(spec, &ad);
+        let network = match norm {
+            Some(norm) => network.with_norm(norm),
+            None => network,
+        };
         // Parameters initialise lazily: draw them now, while the generator is ours.
         ParamList::of(&network);
         network
     };
-    let mut optim = optimizer::build(t.optimizer.get_ref());
+    let mut optim = optimizer::build(spec.train.optimizer.get_ref());
     let mut state = fresh_state();
 
     // Rank 0 opens the run (new or resumed); the others start from its snapshot.
-    let mut chronicle = match leader {
+    let chronicle = match leader {
         true => {
             let (chronicle, latest) = Chronicle::open(spec, data, &options, &spec_hash, world)?;
             if let Some((dir, snapshot)) = latest {
@@ -420,20 +440,141 @@ pub fn train_rank(
             )?;
         }
     }
-    // After the snapshot: ranks other than 0 now carry rank 0's parameter ids.
-    let params = ParamList::of(&network);
-    let n = data.train.len();
+    Ok(Started {
+        network,
+        optim,
+        state,
+        chronicle,
+        device,
+        ad,
+        spec_hash,
+        progress: options.progress,
+    })
+}
+
+/// How a rank's loop ended.
+pub(crate) struct Ending {
+    /// The trained network, or why the loop stopped.
+    pub outcome: Result<Network, TrainError>,
+    /// The loop state at the end.
+    pub state: LoopState,
+    /// The last figures.
+    pub metrics: BTreeMap<String, f64>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Whether the progress receiver pruned the run.
+    pub pruned: bool,
+}
+
+/// Rank 0 writes the weights and the run's final record; the other ranks return `None`.
+pub(crate) fn finish(
+    spec: &Spec,
+    data: &Prepared,
+    chronicle: Option<Chronicle>,
+    spec_hash: String,
+    ending: Ending,
+) -> Result<Option<Trained>, TrainError> {
+    let Ending {
+        outcome,
+        state,
+        metrics: last_metrics,
+        stopped_early,
+        pruned,
+    } = ending;
+    let Some(mut chronicle) = chronicle else {
+        return outcome.map(|_| None);
+    };
+    let network = match outcome {
+        Ok(network) => network.valid(),
+        Err(e) => {
+            chronicle.info.status = "failed".into();
+            chronicle.info.error = Some(e.to_string());
+            chronicle.info.finished = Some(run::unix_now());
+            chronicle.info.steps = state.step;
+            run::write_info(&chronicle.dir, &chronicle.info)?;
+            return Err(e);
+        }
+    };
+    let weights = network.safetensors_bytes(BTreeMap::from([
+        ("model".to_string(), spec.name().to_string()),
+        ("run_id".to_string(), chronicle.info.run_id.clone()),
+    ]));
+    run::write_atomic(&chronicle.dir.join(run::WEIGHTS), &weights)?;
+    let info = &mut chronicle.info;
+    info.status = match (pruned, stopped_early) {
+        (true, _) => "pruned",
+        (false, true) => "stopped_early",
+        (false, false) => "completed",
+    }
+    .into();
+    info.finished = Some(run::unix_now());
+    info.steps = state.step;
+    info.metrics = last_metrics.clone();
+    run::write_info(&chronicle.dir, info)?;
+    Ok(Some(Trained {
+        network,
+        run_id: chronicle.info.run_id,
+        run_dir: chronicle.dir,
+        final_metrics: last_metrics,
+        stopped_early,
+        pruned,
+        spec_hash,
+        data_fingerprint: data.fingerprint.clone(),
+    }))
+}
+
+/// The epoch loop over examples.
+fn train_examples(
+    spec: &Spec,
+    data: &Prepared,
+    examples: &Examples,
+    options: TrainOptions,
+    comm: &mut dyn Communicator,
+) -> Result<Option<Trained>, TrainError> {
+    let (rank, world) = (comm.rank(), comm.size());
+    let leader = rank == 0;
+    let t = &spec.train;
+    let seed = t.seed;
+    let epochs = *t.epochs.get_ref();
+    let batch_size = *t.batch_size.get_ref();
+    let loss_kind = spec.loss();
+    let classes = class_count(spec);
+    let has_classes = matches!(examples.train.targets, Targets::Classes(_));
+    if let Some(es) = &t.early_stopping
+        && es.get_ref().metric.starts_with("val_")
+        && examples.validation.is_empty()
+    {
+        return Err(TrainError::Settings(format!(
+            "early stopping watches {} but there is no validation split — set data.validation = 0.1",
+            es.get_ref().metric
+        )));
+    }
+    let norm = InputNorm {
+        shift: examples.normalizer.shift.clone(),
+        scale: examples.normalizer.scale.clone(),
+    };
+    let distributed = options.distributed;
+    let Started {
+        mut network,
+        mut optim,
+        mut state,
+        mut chronicle,
+        device,
+        ad,
+        spec_hash,
+        progress,
+    } = start(spec, data, Some(norm), options, comm)?;
+    let n = examples.train.len();
     let batches = n.div_ceil(batch_size);
     let total_steps = batches * epochs;
-    let base_lr = t.optimizer.get_ref().lr();
+    let update = Update::new(spec, &network, distributed, batches, total_steps, &device);
     let ckpt = t.checkpoint.get_ref().clone();
     let has_dropout = network.has_dropout();
-    let progress = options.progress;
     if leader {
         progress.start(epochs, batches, state.step);
     }
 
-    let mut buf = Vec::with_capacity(batch_size * data.train.sample_len());
+    let mut buf = Vec::with_capacity(batch_size * examples.train.sample_len());
     let mut last_metrics = BTreeMap::new();
     let mut stopped_early = false;
     let mut pruned = false;
@@ -453,60 +594,37 @@ pub fn train_rank(
                     // did) and hold it for the forward pass, so that other workers or runs in
                     // this process neither reseed it meanwhile nor draw from it. Models without
                     // dropout never touch it.
-                    let serial = has_dropout.then(|| {
-                        let guard = engine_rng();
-                        ad.seed(match world {
-                            1 => mix(seed, state.step),
-                            _ => mix(mix(seed, state.step), rank as u64),
-                        });
-                        guard
-                    });
-                    data.train.gather_features(mine, &mut buf);
+                    let serial = dropout_stream(has_dropout, &ad, seed, state.step, rank, world);
+                    examples.train.gather_features(mine, &mut buf);
                     let x = network.input(&buf, mine.len(), &ad)?;
                     let logits = network.forward_logits(x);
                     drop(serial);
                     let width = logits.dims()[1];
-                    let loss =
-                        batch_loss(loss_kind, logits.clone(), &data.train.targets, mine, &ad);
+                    let loss = batch_loss(
+                        loss_kind,
+                        logits.clone(),
+                        &examples.train.targets,
+                        mine,
+                        &ad,
+                    );
                     let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
                     let outputs: Vec<f32> =
                         logits.into_data().try_to_vec::<f32>().expect("f32 logits");
-                    step.add(loss_value, &outputs, width, &data.train.targets, mine, None);
+                    step.add(
+                        loss_value,
+                        &outputs,
+                        width,
+                        &examples.train.targets,
+                        mine,
+                        None,
+                    );
                     // Each rank's share of the batch mean, so that the sum over ranks is it.
                     let share = loss.mul_scalar(mine.len() as f32 / rows.len() as f32);
                     grads = GradientsParams::from_grads(share.backward(), &network);
                 }
-                if world > 1 {
-                    let mut sums = step.to_sums();
-                    let at = Collective {
-                        op: "all-reduce(metrics)",
-                        step: state.step,
-                    };
-                    comm.all_reduce_f64(&mut sums, at)?;
-                    step = Tally::from_sums(sums);
-                }
-                let step_loss = step.loss_sum / step.count.max(1) as f64;
-                if !step_loss.is_finite() {
-                    return Err(TrainError::Diverged {
-                        step: state.step,
-                        value: step_loss,
-                    });
-                }
-                if world > 1 {
-                    let bucket = options.distributed.bucket_floats;
-                    gradients::all_reduce(&params, &mut grads, comm, bucket, state.step, &device)?;
-                }
-                if let Some(max) = &t.clip_grad_norm {
-                    optimizer::clip_global_norm(&network, &mut grads, *max.get_ref());
-                }
-                let lr = schedule::learning_rate(
-                    t.schedule.get_ref(),
-                    base_lr,
-                    state.step as usize,
-                    batches,
-                    total_steps,
-                );
-                network = optim.step(lr, network, grads);
+                let step = reduce_tally(comm, step, state.step)?;
+                let lr;
+                (network, lr) = update.apply(network, &mut optim, grads, comm, state.step)?;
                 state.tally.merge(&step);
                 state.step += 1;
                 state.position = b + 1;
@@ -545,10 +663,10 @@ pub fn train_rank(
             let mut metrics = BTreeMap::new();
             if leader {
                 metrics = state.tally.metrics("", has_classes);
-                if !data.validation.is_empty() {
+                if !examples.validation.is_empty() {
                     let eval = evaluate(
                         &network.valid(),
-                        &data.validation,
+                        &examples.validation,
                         loss_kind,
                         classes,
                         "val_",
@@ -556,16 +674,7 @@ pub fn train_rank(
                     )?;
                     metrics.extend(eval.metrics);
                 }
-                metrics.insert(
-                    "lr".into(),
-                    schedule::learning_rate(
-                        t.schedule.get_ref(),
-                        base_lr,
-                        state.step.saturating_sub(1) as usize,
-                        batches,
-                        total_steps,
-                    ),
-                );
+                metrics.insert("lr".into(), update.lr(state.step.saturating_sub(1)));
             }
             let report = |metrics: &BTreeMap<String, f64>| EpochReport {
                 epoch,
@@ -635,46 +744,141 @@ pub fn train_rank(
         }
         Ok(network)
     })();
-    let Some(mut chronicle) = chronicle else {
-        return outcome.map(|_| None);
-    };
-    let network = match outcome {
-        Ok(network) => network.valid(),
-        Err(e) => {
-            chronicle.info.status = "failed".into();
-            chronicle.info.error = Some(e.to_string());
-            chronicle.info.finished = Some(run::unix_now());
-            chronicle.info.steps = state.step;
-            run::write_info(&chronicle.dir, &chronicle.info)?;
-            return Err(e);
-        }
-    };
-    let weights = network.safetensors_bytes(BTreeMap::from([
-        ("model".to_string(), spec.name().to_string()),
-        ("run_id".to_string(), chronicle.info.run_id.clone()),
-    ]));
-    run::write_atomic(&chronicle.dir.join(run::WEIGHTS), &weights)?;
-    let info = &mut chronicle.info;
-    info.status = match (pruned, stopped_early) {
-        (true, _) => "pruned",
-        (false, true) => "stopped_early",
-        (false, false) => "completed",
-    }
-    .into();
-    info.finished = Some(run::unix_now());
-    info.steps = state.step;
-    info.metrics = last_metrics.clone();
-    run::write_info(&chronicle.dir, info)?;
-    Ok(Some(Trained {
-        network,
-        run_id: chronicle.info.run_id,
-        run_dir: chronicle.dir,
-        final_metrics: last_metrics,
-        stopped_early,
-        pruned,
+    finish(
+        spec,
+        data,
+        chronicle,
         spec_hash,
-        data_fingerprint: data.fingerprint.clone(),
-    }))
+        Ending {
+            outcome,
+            state,
+            metrics: last_metrics,
+            stopped_early,
+            pruned,
+        },
+    )
+}
+
+/// Dropout draws from the engine's one process-wide generator: reseed it per step (so a
+/// resumed run draws exactly what the uninterrupted one did) and hold it for the forward
+/// pass, so that other workers or runs in this process neither reseed it meanwhile nor draw
+/// from it. Models without dropout never touch it.
+pub(crate) fn dropout_stream(
+    has_dropout: bool,
+    ad: &Device,
+    seed: u64,
+    step: u64,
+    rank: usize,
+    world: usize,
+) -> Option<std::sync::MutexGuard<'static, ()>> {
+    has_dropout.then(|| {
+        let guard = engine_rng();
+        ad.seed(match world {
+            1 => mix(seed, step),
+            _ => mix(mix(seed, step), rank as u64),
+        });
+        guard
+    })
+}
+
+/// A step's figures summed over the ranks; a loss that is not finite stops the run.
+pub(crate) fn reduce_tally(
+    comm: &mut dyn Communicator,
+    mut step: Tally,
+    at_step: u64,
+) -> Result<Tally, TrainError> {
+    if comm.size() > 1 {
+        let mut sums = step.to_sums();
+        let at = Collective {
+            op: "all-reduce(metrics)",
+            step: at_step,
+        };
+        comm.all_reduce_f64(&mut sums, at)?;
+        step = Tally::from_sums(sums);
+    }
+    let loss = step.loss_sum / step.count.max(1) as f64;
+    if !loss.is_finite() {
+        return Err(TrainError::Diverged {
+            step: at_step,
+            value: loss,
+        });
+    }
+    Ok(step)
+}
+
+/// The optimiser step every loop takes: gradients summed over the ranks, clipped, the
+/// learning rate of the schedule, AdamW's decay on the weights it covers, the update.
+pub(crate) struct Update {
+    /// The parameters, in the order the ranks all-reduce them (rank 0's ids).
+    params: ParamList,
+    bucket_floats: usize,
+    clip: Option<f64>,
+    decay: f64,
+    schedule: modelforge_spec::ScheduleSpec,
+    base_lr: f64,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    device: Device,
+}
+
+impl Update {
+    /// For a network after the ranks have synchronised (they carry rank 0's parameter ids).
+    pub(crate) fn new(
+        spec: &Spec,
+        network: &Network,
+        distributed: Distributed,
+        steps_per_epoch: usize,
+        total_steps: usize,
+        device: &Device,
+    ) -> Update {
+        let t = &spec.train;
+        Update {
+            params: ParamList::of(network),
+            bucket_floats: distributed.bucket_floats,
+            clip: t.clip_grad_norm.as_ref().map(|c| *c.get_ref()),
+            decay: optimizer::decoupled_decay(t.optimizer.get_ref()),
+            schedule: t.schedule.get_ref().clone(),
+            base_lr: t.optimizer.get_ref().lr(),
+            steps_per_epoch,
+            total_steps,
+            device: device.clone(),
+        }
+    }
+
+    /// The learning rate at a 0-based step.
+    pub(crate) fn lr(&self, step: u64) -> f64 {
+        schedule::learning_rate(
+            &self.schedule,
+            self.base_lr,
+            step as usize,
+            self.steps_per_epoch,
+            self.total_steps,
+        )
+    }
+
+    /// Takes optimiser step `step` with this rank's gradients; returns the network and the
+    /// learning rate used.
+    pub(crate) fn apply(
+        &self,
+        mut network: Network,
+        optim: &mut ModuleOptimizer,
+        mut grads: GradientsParams,
+        comm: &mut dyn Communicator,
+        step: u64,
+    ) -> Result<(Network, f64), TrainError> {
+        if comm.size() > 1 {
+            let (params, bucket) = (&self.params, self.bucket_floats);
+            gradients::all_reduce(params, &mut grads, comm, bucket, step, &self.device)?;
+        }
+        if let Some(max) = self.clip {
+            optimizer::clip_global_norm(&network, &mut grads, max);
+        }
+        let lr = self.lr(step);
+        if self.decay > 0.0 {
+            network = network.decay_weights((1.0 - lr * self.decay) as f32);
+        }
+        Ok((optim.step(lr, network, grads), lr))
+    }
 }
 
 /// Stops every rank before any step when the ranks do not run the same model on the same
@@ -704,10 +908,13 @@ fn agree(comm: &mut dyn Communicator, identity: &str) -> Result<(), TrainError> 
 }
 
 /// Rank 0's record of a run: its folder, `run.json` and `metrics.jsonl`.
-struct Chronicle {
-    dir: PathBuf,
-    info: RunInfo,
-    log: run::MetricsLog,
+pub(crate) struct Chronicle {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// `run.json`.
+    pub info: RunInfo,
+    /// `metrics.jsonl`.
+    pub log: run::MetricsLog,
 }
 
 impl Chronicle {
@@ -778,7 +985,7 @@ impl Chronicle {
     }
 
     /// Writes a checkpoint of the loop as it stands.
-    fn checkpoint(
+    pub(crate) fn checkpoint(
         &mut self,
         network: &Network,
         optim: &modelforge_model::burn::optim::ModuleOptimizer,

@@ -11,7 +11,10 @@ use modelforge_spec::OptimizerSpec;
 
 use crate::parallel::gradients::ParamList;
 
-/// Builds the burn optimiser the spec describes.
+/// Builds the burn optimiser the spec describes. AdamW's decoupled weight decay is left
+/// out of it: [`decoupled_decay`] gives the rate the loop applies to the weights it covers
+/// ([`Network::decay_weights`](modelforge_model::Network::decay_weights)), so norms, biases
+/// and embeddings are not decayed.
 pub fn build(spec: &OptimizerSpec) -> ModuleOptimizer {
     let decay = |wd: f64| (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
     match spec {
@@ -44,14 +47,22 @@ pub fn build(spec: &OptimizerSpec) -> ModuleOptimizer {
             beta1,
             beta2,
             epsilon,
-            weight_decay,
             ..
         } => AdamWConfig::new()
             .with_beta_1(*beta1 as f32)
             .with_beta_2(*beta2 as f32)
             .with_epsilon(*epsilon as f32)
-            .with_weight_decay(*weight_decay as f32)
+            .with_weight_decay(0.0)
             .init(),
+    }
+}
+
+/// AdamW's decoupled weight-decay rate λ (0 for the other optimisers, whose decay is an L2
+/// term inside their update).
+pub fn decoupled_decay(spec: &OptimizerSpec) -> f64 {
+    match spec {
+        OptimizerSpec::Adamw { weight_decay, .. } => *weight_decay,
+        OptimizerSpec::Sgd { .. } | OptimizerSpec::Adam { .. } => 0.0,
     }
 }
 

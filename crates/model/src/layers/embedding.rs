@@ -1,14 +1,21 @@
 //! `embedding`: a lookup table from integer ids to vectors (`torch.nn.Embedding`); and
 //! `tied_head`, which reads the same table backwards: logits = x · tableᵀ.
 
-use burn::nn::{Embedding, EmbeddingConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::Device;
 
 use super::{Activation, TensorVisitor};
 
-/// `vocab` vectors of `dim` values.
+/// `vocab` vectors of `dim` values, drawn from N(0, 0.02²) as GPT-2 and LLaMA initialise
+/// theirs (a table of unit variance, `torch.nn.Embedding`'s default, makes a tied head's
+/// first logits so large that the first loss is ten times ln(vocab)).
 pub(crate) fn init(vocab: usize, dim: usize, device: &Device) -> Embedding {
-    EmbeddingConfig::new(vocab, dim).init(device)
+    EmbeddingConfig::new(vocab, dim)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device)
 }
 
 /// `[batch, len]` ids to `[batch, len, dim]` vectors.

@@ -684,6 +684,13 @@ impl Spec {
             }
             _ => {}
         }
+        if let Some(es) = t.early_stopping.as_ref().filter(|_| language_model) {
+            return Err(at.invalid(
+                es.span(),
+                "early stopping watches epochs; a language model trains for max_steps".into(),
+                "remove early_stopping and choose max_steps",
+            ));
+        }
         for (name, value) in [
             ("accumulate", &t.accumulate),
             ("eval_windows", &t.eval_windows),

@@ -68,6 +68,22 @@ fn failed(e: impl std::fmt::Display) -> TextError {
     TextError::Tokenizer(e.to_string())
 }
 
+/// A BPE model without merges: one token per distinct character, numbered in code-point
+/// order.
+fn one_token_each(mut chars: Vec<char>) -> BPE {
+    chars.sort_unstable();
+    chars.dedup();
+    let vocab = chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i as u32))
+        .collect::<Vocab>();
+    BPE::builder()
+        .vocab_and_merges(vocab, Vec::new())
+        .build()
+        .expect("a vocabulary without merges builds")
+}
+
 /// A tokenizer: text to token ids and back.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -84,37 +100,15 @@ impl Tokenizer {
     /// One token per distinct character of `text`, in code-point order (nanoGPT's
     /// character-level vocabulary).
     pub fn chars(text: &str) -> Tokenizer {
-        let mut chars: Vec<char> = text.chars().collect();
-        chars.sort_unstable();
-        chars.dedup();
-        let vocab = chars
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.to_string(), i as u32))
-            .collect::<Vocab>();
-        let model = BPE::builder()
-            .vocab_and_merges(vocab, Vec::new())
-            .build()
-            .expect("a vocabulary without merges builds");
-        let mut inner = tokenizers::Tokenizer::new(model);
+        let mut inner = tokenizers::Tokenizer::new(one_token_each(text.chars().collect()));
         inner.with_decoder(Some(Fuse::new()));
         Tokenizer { inner }
     }
 
     /// One token per byte: 256 tokens, every text encodes (GPT-2's byte-to-character map).
     pub fn bytes() -> Tokenizer {
-        let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-        alphabet.sort_unstable();
-        let vocab = alphabet
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.to_string(), i as u32))
-            .collect::<Vocab>();
-        let model = BPE::builder()
-            .vocab_and_merges(vocab, Vec::new())
-            .build()
-            .expect("a vocabulary without merges builds");
-        let mut inner = tokenizers::Tokenizer::new(model);
+        let alphabet = ByteLevel::alphabet().into_iter().collect();
+        let mut inner = tokenizers::Tokenizer::new(one_token_each(alphabet));
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, false)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         Tokenizer { inner }

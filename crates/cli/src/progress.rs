@@ -66,13 +66,11 @@ impl Progress for Bars {
                 }
             })
             .collect();
-        eprintln!(
-            "epoch {}/{} ({:.1}s): {}",
-            r.epoch + 1,
-            r.epochs,
-            r.seconds,
-            figures.join(", ")
-        );
+        let at = match r.steps {
+            Some((step, steps)) => format!("step {step}/{steps}"),
+            None => format!("epoch {}/{}", r.epoch + 1, r.epochs),
+        };
+        eprintln!("{at} ({:.1}s): {}", r.seconds, figures.join(", "));
     }
 }
 

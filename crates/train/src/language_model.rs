@@ -154,6 +154,7 @@ pub(crate) fn train(
                     epochs: evaluations,
                     metrics: metrics.clone(),
                     seconds: started.elapsed().as_secs_f64(),
+                    steps: Some((state.step, max_steps)),
                 };
                 pruned = leader && progress.prune(&report(&metrics));
                 if world > 1 {

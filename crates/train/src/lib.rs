@@ -151,6 +151,9 @@ pub struct EpochReport {
     pub metrics: BTreeMap<String, f64>,
     /// Seconds the epoch took.
     pub seconds: f64,
+    /// For a loop that runs by steps (language models): the step reached and the steps in
+    /// all; each evaluation is then reported as an epoch.
+    pub steps: Option<(u64, u64)>,
 }
 
 /// Receives progress (the CLI draws bars; tests ignore it).
@@ -681,6 +684,7 @@ fn train_examples(
                 epochs,
                 metrics: metrics.clone(),
                 seconds: started.elapsed().as_secs_f64(),
+                steps: None,
             };
             pruned = leader && progress.prune(&report(&metrics));
             if world > 1 {

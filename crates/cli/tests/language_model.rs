@@ -4,12 +4,17 @@
 
 use crate::common::{Sandbox, assert_matches_one_process, data_dir};
 
-/// `examples/shakespeare/modelforge.toml` with `steps` steps, evaluations every `steps / 2`,
+/// `examples/shakespeare/FILE` with `steps` steps, evaluations every `steps / 2`,
 /// 32 evaluation windows and checkpoints every 10 steps.
 fn shakespeare(steps: u64) -> String {
+    example("modelforge.toml", steps)
+}
+
+fn example(file: &str, steps: u64) -> String {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/shakespeare/modelforge.toml"),
+            .join("../../examples/shakespeare")
+            .join(file),
     )
     .unwrap();
     let corpus = data_dir().join("text/shakespeare.txt.gz");
@@ -152,6 +157,38 @@ fn the_shakespeare_example_trains_publishes_and_generates() {
     // A language model is not served through the tensor APIs yet: loading says what to use.
     let out = sb.run(&["predict", "shakespeare-gpt", "--input", "spec.toml"]);
     assert_ne!(out.status.code(), Some(0));
+}
+
+/// The BPE variant: its tokenizer is trained on the training split, published, and decodes
+/// the byte-level tokens that `generate` streams.
+#[test]
+fn the_bpe_example_trains_its_tokenizer_and_generates() {
+    let sb = Sandbox::new();
+    sb.write("spec.toml", example("bpe.toml", 4));
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "2"]);
+    let version = sb.path().join("models/shakespeare-bpe/1");
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(version.join("tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(tokenizer["model"]["vocab"].as_object().unwrap().len(), 4096);
+    assert_eq!(tokenizer["pre_tokenizer"]["type"], "ByteLevel");
+    let out = sb.run(&[
+        "generate",
+        "shakespeare-bpe",
+        "--prompt",
+        "ROMEO: naïve",
+        "--max-tokens",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("ROMEO: naïve"), "{text:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("20 generated tokens"));
 }
 
 #[test]

@@ -37,7 +37,14 @@ pub(crate) fn tied(e: &Embedding, x: Activation) -> Activation {
     let table = e.weight.val();
     match x {
         Activation::R2(t) => Activation::R2(t.matmul(table.transpose())),
-        Activation::R3(t) => Activation::R3(t.matmul(table.transpose().unsqueeze::<3>())),
+        // As one 2-D product with the transposed view: a batched product would copy the
+        // whole transposed table on every call (28 M values for a 49,152-token vocabulary).
+        Activation::R3(t) => {
+            let [b, len, dim] = t.dims();
+            let logits = t.reshape([b * len, dim]).matmul(table.transpose());
+            let vocab = logits.dims()[1];
+            Activation::R3(logits.reshape([b, len, vocab]))
+        }
         other => unreachable!("a tied head takes vectors, got {:?}", other.dims()),
     }
 }

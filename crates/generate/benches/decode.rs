@@ -1,0 +1,83 @@
+//! Decoding speed at batch 1 with the key/value cache, for bench/lm_generate.sh: a model
+//! section (TOML) with seeded random weights, a prompt of N byte tokens, M greedy tokens.
+//!
+//!   decode MODEL.toml --prompt-tokens N --tokens M --threads T
+//!
+//! Prints one line: ttft_ms=… decode_tokens_per_sec=… peak_rss_mib=… parameters=…
+
+use modelforge_generate::{LanguageModel, Sampling};
+use modelforge_model::Network;
+use modelforge_model::burn::tensor::Device;
+use modelforge_text::Tokenizer;
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| v.parse().expect("a whole number"))
+}
+
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let file = args
+        .iter()
+        .skip(1)
+        .find(|a| a.ends_with(".toml"))
+        .expect("a model section file");
+    let (prompt_tokens, tokens) = (
+        arg(&args, "--prompt-tokens", 32),
+        arg(&args, "--tokens", 64),
+    );
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(arg(&args, "--threads", 1))
+        .build_global()
+        .expect("one thread pool");
+    let text = std::fs::read_to_string(file).expect("the model file");
+    let spec: modelforge_spec::ModelSpec = toml::from_str(&text).expect("a model section");
+    let graph = modelforge_spec::graph::build(&spec).expect("a checked graph");
+    let device = Device::flex();
+    device.seed(1);
+    let network = Network::from_graph(&graph, spec.input.get_ref(), &device);
+    let model = LanguageModel::new(network, Tokenizer::bytes(), &device).expect("fits");
+    // Printable bytes, one token each.
+    let prompt: String = (0..prompt_tokens)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let greedy = Sampling {
+        max_tokens: tokens,
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    // One short warm-up, then the measured generation.
+    model
+        .generate(
+            &prompt[..4.min(prompt.len())],
+            &Sampling {
+                max_tokens: 2,
+                ..greedy.clone()
+            },
+            &mut |_| {},
+        )
+        .expect("warm-up");
+    let done = model
+        .generate(&prompt, &greedy, &mut |_| {})
+        .expect("generation");
+    assert_eq!(done.tokens, tokens);
+    println!(
+        "ttft_ms={:.1} decode_tokens_per_sec={:.2} peak_rss_mib={:.0} parameters={}",
+        done.time_to_first_token.as_secs_f64() * 1e3,
+        done.decode_tokens_per_second(),
+        peak_rss_mib(),
+        graph.parameters()
+    );
+}

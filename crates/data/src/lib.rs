@@ -311,14 +311,6 @@ impl Prepared {
         }
     }
 
-    /// The tokenized corpus; `None` for examples.
-    pub fn corpus(&self) -> Option<&Corpus> {
-        match &self.splits {
-            Splits::Text(c) => Some(c),
-            Splits::Examples(_) => None,
-        }
-    }
-
     /// The size of each split.
     pub fn sizes(&self) -> Sizes {
         match &self.splits {

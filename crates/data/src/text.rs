@@ -97,7 +97,11 @@ pub(crate) fn prepare(
     };
     let (tokenizer, [train, validation, test]) = match open_cached(&dir) {
         Some(cached) => cached,
-        None => tokenize(spec, &train_path, &dir)?,
+        None => {
+            let tokenizer = tokenize(spec, &train_path, &dir)?;
+            let tokens = open_tokens(&dir, &tokenizer)?;
+            (tokenizer, tokens)
+        }
     };
     let corpus = Corpus {
         tokenizer,
@@ -114,21 +118,20 @@ pub(crate) fn prepare(
 /// The tokenizer and token files of an earlier preparation, when all are there and sound.
 fn open_cached(dir: &Path) -> Option<(Tokenizer, [Tokens; 3])> {
     let tokenizer = Tokenizer::from_file(&dir.join(TOKENIZER)).ok()?;
-    let width = TokenWidth::for_vocab(tokenizer.vocab_size());
-    let open = |name: &str| Tokens::open(&dir.join(name).with_extension(width.extension())).ok();
-    Some((
-        tokenizer,
-        [open("train")?, open("validation")?, open("test")?],
-    ))
+    let tokens = open_tokens(dir, &tokenizer).ok()?;
+    Some((tokenizer, tokens))
 }
 
-/// Splits the text, makes the tokenizer and writes everything to `dir` (made whole, then
-/// renamed into place, so a half-written cache is never read).
-fn tokenize(
-    spec: &Spec,
-    train_path: &Path,
-    dir: &Path,
-) -> Result<(Tokenizer, [Tokens; 3]), DataError> {
+/// Maps the train, validation and test token files in `dir`.
+fn open_tokens(dir: &Path, tokenizer: &Tokenizer) -> Result<[Tokens; 3], DataError> {
+    let width = TokenWidth::for_vocab(tokenizer.vocab_size());
+    let open = |name: &str| Tokens::open(&dir.join(name).with_extension(width.extension()));
+    Ok([open("train")?, open("validation")?, open("test")?])
+}
+
+/// Splits the text, makes the tokenizer and writes it and the token files to `dir` (made
+/// whole, then renamed into place, so a half-written cache is never read).
+fn tokenize(spec: &Spec, train_path: &Path, dir: &Path) -> Result<Tokenizer, DataError> {
     let d = &spec.data;
     let text = read_text(train_path)?;
     let chars = text.chars().count();
@@ -192,11 +195,7 @@ fn tokenize(
         .map_err(|e| io(&partial.join(TOKENIZER), e))?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&partial, dir).map_err(|e| io(dir, e))?;
-    let (tokenizer, tokens) = open_cached(dir).ok_or_else(|| DataError::Corrupt {
-        path: dir.to_path_buf(),
-        reason: "the token files just written cannot be read back".into(),
-    })?;
-    Ok((tokenizer, tokens))
+    Ok(tokenizer)
 }
 
 /// Reads a UTF-8 text file (raw or gzip).

@@ -85,16 +85,6 @@ impl LanguageModel {
         })
     }
 
-    /// The longest prompt plus continuation the network sees at once.
-    pub fn context(&self) -> usize {
-        self.context
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
     /// Starts generating from a prompt: encodes it and runs it through the network once.
     pub fn start(&self, prompt: &str, sampling: &Sampling) -> Result<Session<'_>, GenerateError> {
         sampling.check()?;

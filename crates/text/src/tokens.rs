@@ -63,9 +63,9 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Writes ids to `stem` + `.u16`/`.u32` (atomically: a reader never sees part of it) and
-    /// maps the file.
-    pub fn write(stem: &Path, ids: &[u32], width: TokenWidth) -> Result<Tokens, TextError> {
+    /// Writes ids to `stem` + `.u16`/`.u32` (atomically: a reader never sees part of it);
+    /// returns the file's path, for [`Tokens::open`].
+    pub fn write(stem: &Path, ids: &[u32], width: TokenWidth) -> Result<PathBuf, TextError> {
         let path = stem.with_extension(width.extension());
         let io = |source| TextError::Io {
             path: path.clone(),
@@ -89,7 +89,7 @@ impl Tokens {
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&partial, &path).map_err(io)?;
-        Tokens::open(&path)
+        Ok(path)
     }
 
     /// Maps a token file written by [`Tokens::write`].
@@ -135,11 +135,6 @@ impl Tokens {
         })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Number of ids.
     pub fn len(&self) -> usize {
         self.map
@@ -167,11 +162,6 @@ impl Tokens {
     pub fn extend_window(&self, start: usize, len: usize, out: &mut Vec<i64>) {
         out.extend((start..start + len).map(|i| self.get(i) as i64));
     }
-
-    /// The largest id (0 when empty).
-    pub fn max_id(&self) -> u32 {
-        (0..self.len()).map(|i| self.get(i)).max().unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -185,14 +175,15 @@ mod tests {
         for (width, big) in [(TokenWidth::U16, 65_535), (TokenWidth::U32, 70_000)] {
             let mut ids = ids.clone();
             ids.push(big);
-            let t = Tokens::write(&dir.path().join("train"), &ids, width).unwrap();
+            let path = Tokens::write(&dir.path().join("train"), &ids, width).unwrap();
+            assert_eq!(path.extension().unwrap(), width.extension());
+            let t = Tokens::open(&path).unwrap();
             assert_eq!(t.len(), ids.len());
-            assert_eq!(t.path().extension().unwrap(), width.extension());
             assert_eq!((0..t.len()).map(|i| t.get(i)).collect::<Vec<_>>(), ids);
             let mut w = Vec::new();
             t.extend_window(10, 3, &mut w);
             assert_eq!(w, vec![370, 407, 444]);
-            assert_eq!(t.max_id(), big);
+            assert_eq!(t.get(ids.len() - 1), big);
             assert!(!dir.path().join("train.partial").exists());
         }
         assert_eq!(TokenWidth::for_vocab(65_536), TokenWidth::U16);

@@ -239,3 +239,18 @@ pub fn assert_matches_one_process(sb: &Sandbox, name: &str) {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
 }
+
+/// The venv python with the packages given (made by `scripts/python-env.sh`).
+pub fn python(packages: &[&str]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = std::process::Command::new(root.join("scripts/python-env.sh"))
+        .args(packages)
+        .output()
+        .unwrap();
+    assert!(
+        env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    String::from_utf8(env.stdout).unwrap().trim().to_string()
+}

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Sandbox, digits_spec};
+use crate::common::{Sandbox, digits_spec, python};
 use crate::serving::{Server, first_row};
 
 /// The first output of a V2 answer as numbers.
@@ -194,21 +194,6 @@ fn a_file_that_is_not_onnx_is_refused_and_the_registry_is_unchanged() {
     let out = sb.run(&["export", "nothing@1", "--format", "onnx", "-o", "x.onnx"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!sb.path().join("x.onnx").exists());
-}
-
-/// The venv python with the packages given (made by `scripts/python-env.sh`).
-fn python(packages: &[&str]) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = std::process::Command::new(root.join("scripts/python-env.sh"))
-        .args(packages)
-        .output()
-        .unwrap();
-    assert!(
-        env.status.success(),
-        "{}",
-        String::from_utf8_lossy(&env.stderr)
-    );
-    String::from_utf8(env.stdout).unwrap().trim().to_string()
 }
 
 /// Runs `tests/clients/onnx_interop.py` with `args`; returns stdout.

@@ -171,6 +171,47 @@ fn the_bpe_example_trains_its_tokenizer_and_generates() {
         serde_json::from_slice(&std::fs::read(version.join("tokenizer.json")).unwrap()).unwrap();
     assert_eq!(tokenizer["model"]["vocab"].as_object().unwrap().len(), 4096);
     assert_eq!(tokenizer["pre_tokenizer"]["type"], "ByteLevel");
+    // Hugging Face's own `tokenizers` reads the published file and encodes the start of the
+    // corpus to exactly the ids training read (all but the last few, where the cut at 3,000
+    // characters may split a word differently).
+    let python = crate::common::python(&["tokenizers"]);
+    let script = "import gzip, sys\n\
+from tokenizers import Tokenizer\n\
+t = Tokenizer.from_file(sys.argv[1])\n\
+text = gzip.open(sys.argv[2], 'rt', encoding='utf-8').read()[:3000]\n\
+print(t.get_vocab_size(), *t.encode(text).ids)\n";
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(version.join("tokenizer.json"))
+        .arg(data_dir().join("text/shakespeare.txt.gz"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<u32> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(theirs[0], 4096);
+    let cache = sb.path().join("runs/.tokens");
+    let key = std::fs::read_dir(&cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let ours: Vec<u32> = std::fs::read(key.join("train.u16"))
+        .unwrap()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+        .collect();
+    let n = theirs.len() - 1 - 5;
+    assert!(n > 500, "{n} ids");
+    assert_eq!(&theirs[1..=n], &ours[..n]);
     let out = sb.run(&[
         "generate",
         "shakespeare-bpe",

@@ -497,16 +497,7 @@ fn run_ends_by_serving_and_answering_one_prediction() {
 #[test]
 fn tritonclient_http_works_unchanged() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env = std::process::Command::new(root.join("scripts/python-env.sh"))
-        .args(["tritonclient[http,grpc]", "numpy"])
-        .output()
-        .unwrap();
-    assert!(
-        env.status.success(),
-        "{}",
-        String::from_utf8_lossy(&env.stderr)
-    );
-    let python = String::from_utf8(env.stdout).unwrap().trim().to_string();
+    let python = crate::common::python(&["tritonclient[http,grpc]", "numpy"]);
 
     let (sb, server) = published_digits(0.5, 3);
     let (row, _) = first_row();

@@ -61,15 +61,18 @@ pub fn generate(
     let device = device(compute)?;
     let (manifest, lm) = Native::open_language_model(&ctx.registry, model, &device)?;
     let mut out = std::io::stdout().lock();
-    let mut session = lm.start(prompt, sampling)?;
+    let mut sequence = lm.start(prompt, sampling)?;
     write!(out, "{prompt}")?;
     out.flush()?;
-    while let Some(piece) = session.step()? {
-        write!(out, "{piece}")?;
-        out.flush()?;
+    lm.prefill(&mut sequence, usize::MAX);
+    while sequence.finish().is_none() {
+        for piece in lm.step(&mut [&mut sequence])? {
+            write!(out, "{piece}")?;
+            out.flush()?;
+        }
     }
     writeln!(out)?;
-    let done = session.finished();
+    let done = sequence.finished();
     eprintln!(
         "{}@{}: {} prompt + {} generated tokens ({}), first token after {:.1} ms, {:.1} tokens/s",
         manifest.name,
@@ -369,35 +372,52 @@ pub fn run(
     ) else {
         return Ok(ExitCode::SUCCESS);
     };
-    if language_model {
-        return Ok(ExitCode::SUCCESS);
-    }
     let data = match outcome.data {
         Some(data) => data,
-        None => modelforge_data::prepare(&spec)?,
+        None => modelforge_pipeline::stage::prepare_data(&spec, &ctx.runs)?,
     };
-    let test = &data.examples().expect("a model of examples").test;
-    let input = spec.model.input.get_ref();
-    let mut shape = vec![1];
-    shape.extend(&input.shape);
-    let mut data_row = Vec::new();
-    test.gather_features(&[0], &mut data_row);
-    let expected = match &test.targets {
-        modelforge_data::Targets::Classes(c) => Some(c[0].to_string()),
-        modelforge_data::Targets::Values { values, .. } => Some(format!("{}", values[0])),
-    };
-    let body = json!({ "inputs": [{ "name": input.name, "shape": shape, "datatype": "FP32", "data": data_row }] });
     let request_file = run_dir.join("request.json");
-    std::fs::write(&request_file, body.to_string())?;
-    let probe = Probe {
-        path: format!(
-            "/v2/models/{}/versions/{}/infer",
-            published.name, published.version
-        ),
-        body: body.to_string(),
-        request_file,
-        expected,
+    let probe = match &data.splits {
+        modelforge_data::Splits::Text(corpus) => {
+            let prompt = corpus.sample_prompt()?;
+            let body = json!({
+                "text_input": prompt,
+                "parameters": { "max_tokens": 100, "temperature": 0.8, "top_k": 40, "seed": 1 },
+            });
+            Probe {
+                path: format!(
+                    "/v2/models/{}/versions/{}/generate",
+                    published.name, published.version
+                ),
+                body: body.to_string(),
+                request_file,
+                answer: Answer::Generation { prompt },
+            }
+        }
+        modelforge_data::Splits::Examples(examples) => {
+            let test = &examples.test;
+            let input = spec.model.input.get_ref();
+            let mut shape = vec![1];
+            shape.extend(&input.shape);
+            let mut data_row = Vec::new();
+            test.gather_features(&[0], &mut data_row);
+            let expected = match &test.targets {
+                modelforge_data::Targets::Classes(c) => Some(c[0].to_string()),
+                modelforge_data::Targets::Values { values, .. } => Some(format!("{}", values[0])),
+            };
+            let body = json!({ "inputs": [{ "name": input.name, "shape": shape, "datatype": "FP32", "data": data_row }] });
+            Probe {
+                path: format!(
+                    "/v2/models/{}/versions/{}/infer",
+                    published.name, published.version
+                ),
+                body: body.to_string(),
+                request_file,
+                answer: Answer::Prediction { expected },
+            }
+        }
     };
+    std::fs::write(&probe.request_file, &probe.body)?;
     let options = ServeOptions {
         http,
         grpc,
@@ -413,16 +433,31 @@ pub fn run(
     serve_with(ctx, &options, compute, Some(probe))
 }
 
-/// One prediction `run` sends to its own server once it listens.
+/// One request `run` sends to its own server once it listens: a prediction, or a
+/// generation for a language model.
 pub struct Probe {
-    /// The V2 infer path.
+    /// The V2 infer or generate path.
     path: String,
     /// The request body.
     body: String,
     /// Where the body is saved for the printed curl line.
     request_file: PathBuf,
-    /// The test example's label.
-    expected: Option<String>,
+    /// How the answer is shown.
+    answer: Answer,
+}
+
+/// What a probe asks, for showing its answer.
+enum Answer {
+    /// A prediction for the first test example, with its label.
+    Prediction {
+        /// The test example's label.
+        expected: Option<String>,
+    },
+    /// A continuation of a prompt from the held-out text.
+    Generation {
+        /// The prompt.
+        prompt: String,
+    },
 }
 
 /// Sends the probe over HTTP and prints the answer with a curl line to repeat it.
@@ -432,6 +467,18 @@ fn send_probe(addr: std::net::SocketAddr, probe: &Probe) -> Result<()> {
         .content_type("application/json")
         .send(&probe.body)?;
     let answer: Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+    let expected = match &probe.answer {
+        Answer::Generation { prompt } => {
+            let text = answer["text_output"].as_str().unwrap_or_default();
+            println!("generated from the held-out line {prompt:?}:\n{prompt}{text}");
+            println!(
+                "try: curl -N -X POST {url}_stream -d @{}",
+                probe.request_file.display()
+            );
+            return Ok(());
+        }
+        Answer::Prediction { expected } => expected,
+    };
     let output = &answer["outputs"][0]["data"];
     let values: Vec<f32> = output.as_array().map_or(vec![], |a| {
         a.iter()
@@ -447,8 +494,7 @@ fn send_probe(addr: std::net::SocketAddr, probe: &Probe) -> Result<()> {
     } else {
         format!("{output}")
     };
-    let expected = probe
-        .expected
+    let expected = expected
         .as_deref()
         .map(|e| format!(" (test label {e})"))
         .unwrap_or_default();
@@ -558,6 +604,15 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
     threads(compute, None)?;
     let (name, version) = ctx.registry.resolve(model)?;
     let stored = ctx.registry.open(&name, version)?;
+    // One call: the general plan and the batch-1 plan are all it may use.
+    let engine = loaders(compute, 1)?
+        .load(&stored.manifest, &stored.dir)
+        .map_err(anyhow::Error::msg)?;
+    let modelforge_serve::Engine::Predictor(mut runnable) = engine else {
+        bail!(
+            "{name}@{version} is a language model: sample it with `modelforge generate {name}@{version} --prompt TEXT`"
+        );
+    };
     let (inputs, _) = modelforge_server::tfserving::inputs(&request, &stored.manifest)
         .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let info = modelforge_serve::ModelInfo {
@@ -566,10 +621,6 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
         manifest: stored.manifest.clone(),
     };
     let (batch, values) = info.check_inputs(inputs)?;
-    // One call: the general plan and the batch-1 plan are all it may use.
-    let mut runnable = loaders(compute, 1)?
-        .load(&stored.manifest, &stored.dir)
-        .map_err(anyhow::Error::msg)?;
     let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;
     let all: Vec<usize> = (0..values.len()).collect();
     let outputs = info.output_tensors(batch, values, &all);
@@ -671,7 +722,7 @@ fn serve_with(
             );
         }
         println!(
-            "REST on http://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1)"
+            "REST on http://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1/models, OpenAI under /v1)"
         );
         println!("gRPC on {grpc_addr} (inference.GRPCInferenceService, grpc.health.v1.Health)");
         match index.iter().find(|e| e.state == "READY") {

@@ -166,7 +166,8 @@ enum Command {
         #[command(flatten)]
         compute: Compute,
     },
-    /// Serve every registry model over REST (Open Inference Protocol V2 and TF-Serving v1).
+    /// Serve every registry model over REST (Open Inference Protocol V2, TF-Serving v1, and for
+    /// language models Triton's generate extension and the OpenAI API) and gRPC.
     Serve {
         /// REST address; port 0 picks a free port (the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -208,6 +209,8 @@ enum Command {
         /// Seconds between registry polls (new, removed and changed versions).
         #[arg(long, default_value_t = 2.0)]
         poll: f64,
+        #[command(flatten)]
+        generation: GenerationLimits,
         #[command(flatten)]
         compute: Compute,
     },
@@ -366,6 +369,36 @@ fn version_policy(text: &str) -> Result<(Option<String>, modelforge_serve::Versi
     }
 }
 
+/// How the server schedules language models.
+#[derive(clap::Args)]
+struct GenerationLimits {
+    /// Language models: sequences generating at once (the largest decode batch).
+    #[arg(long, default_value_t = 32)]
+    max_sequences: usize,
+    /// Language models: tokens one step runs at most, one per generating sequence plus a
+    /// chunk of new prompts (bounds how long a long prompt holds up running streams).
+    #[arg(long, default_value_t = 256)]
+    max_step_tokens: usize,
+    /// Language models: key/value cache the running sequences of a version may reserve
+    /// together, in MiB (a sequence reserves its prompt plus max_tokens).
+    #[arg(long, default_value_t = 1024)]
+    kv_cache_mib: usize,
+    /// Language models: requests that wait for room before more are refused (503).
+    #[arg(long, default_value_t = 256)]
+    max_waiting: usize,
+}
+
+impl GenerationLimits {
+    fn config(&self) -> modelforge_serve::SchedulerConfig {
+        modelforge_serve::SchedulerConfig {
+            max_sequences: self.max_sequences,
+            max_step_tokens: self.max_step_tokens,
+            cache_bytes: self.kv_cache_mib << 20,
+            max_waiting: self.max_waiting,
+        }
+    }
+}
+
 /// The serving core's settings from the `serve` flags: `--versions N` is the default policy
 /// unless a `--version-policy` without a model replaces it.
 fn core_config(
@@ -481,6 +514,7 @@ fn main() -> ExitCode {
             log_requests,
             max_body_mib,
             poll,
+            generation,
             compute,
         } => commands::serve(
             &ctx,
@@ -489,6 +523,7 @@ fn main() -> ExitCode {
                 grpc,
                 config: modelforge_serve::CoreConfig {
                     compute_spin: std::time::Duration::from_micros(compute_spin_us),
+                    generation: generation.config(),
                     ..core_config(
                         max_batch_size,
                         max_queue_delay_us,

@@ -4,11 +4,15 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use modelforge_generate::LanguageModel;
+use std::collections::HashMap;
+
+use modelforge_generate::{GenerateError, LanguageModel, Sequence};
 use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
-use modelforge_serve::{Loader, Runnable, Values};
+use modelforge_serve::{
+    Engine, GenerateRequest, Generator, Loader, Runnable, SequenceId, ServeError, Token, Values,
+};
 use modelforge_spec::{Spec, Task};
 
 /// The version format this engine runs.
@@ -82,11 +86,20 @@ impl Native {
                 stored.manifest.task
             );
         }
-        let native = Native::load(&stored.manifest, &stored.dir, device)?;
-        let path = stored.dir.join(modelforge_data::TOKENIZER);
-        let tokenizer = modelforge_data::Tokenizer::from_file(&path)?;
-        let model = LanguageModel::new(native.network, tokenizer, device)?;
+        let model = Native::load_language_model(&stored.manifest, &stored.dir, device)?;
         Ok((stored.manifest, model))
+    }
+
+    /// The language model of the version in `dir`: its network and its `tokenizer.json`.
+    fn load_language_model(
+        manifest: &Manifest,
+        dir: &Path,
+        device: &Device,
+    ) -> Result<LanguageModel> {
+        let native = Native::load(manifest, dir, device)?;
+        let tokenizer =
+            modelforge_data::Tokenizer::from_file(&dir.join(modelforge_data::TOKENIZER))?;
+        Ok(LanguageModel::new(native.network, tokenizer, device)?)
     }
 }
 
@@ -122,15 +135,96 @@ pub struct NativeLoader {
 }
 
 impl Loader for NativeLoader {
-    fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Box<dyn Runnable>, String> {
-        if manifest.task == Task::LanguageModel.name() {
-            return Err(format!(
-                "{}@{} is a language model: sample it with `modelforge generate {}@{} --prompt TEXT` (the server does not stream generation yet)",
-                manifest.name, manifest.version, manifest.name, manifest.version
-            ));
+    fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Engine, String> {
+        let engine = match manifest.task == Task::LanguageModel.name() {
+            true => Native::load_language_model(manifest, dir, &self.device).map(|model| {
+                Engine::Generator(Box::new(NativeGenerator {
+                    model,
+                    sequences: HashMap::new(),
+                }))
+            }),
+            false => {
+                Native::load(manifest, dir, &self.device).map(|n| Engine::Predictor(Box::new(n)))
+            }
+        };
+        engine.map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// A native language model driven by the server's scheduler: one [`Sequence`] per request.
+struct NativeGenerator {
+    model: LanguageModel,
+    sequences: HashMap<SequenceId, Sequence>,
+}
+
+/// The scheduler asked for a sequence the generator does not hold.
+fn unknown(id: SequenceId) -> ServeError {
+    ServeError::Compute(format!("no sequence {id}"))
+}
+
+/// A generation error as the server reports it: the request's fault or the engine's.
+fn served(e: GenerateError) -> ServeError {
+    match e {
+        GenerateError::Decode(_) | GenerateError::Mismatch { .. } => {
+            ServeError::Compute(e.to_string())
         }
-        Native::load(manifest, dir, &self.device)
-            .map(|n| Box::new(n) as Box<dyn Runnable>)
-            .map_err(|e| format!("{e:#}"))
+        GenerateError::Prompt(_)
+        | GenerateError::EmptyPrompt
+        | GenerateError::PromptTooLong { .. }
+        | GenerateError::Settings(_) => ServeError::BadRequest(e.to_string()),
+    }
+}
+
+impl Generator for NativeGenerator {
+    fn context(&self) -> usize {
+        self.model.context()
+    }
+
+    fn cache_bytes_per_token(&self) -> usize {
+        self.model.cache_bytes_per_token()
+    }
+
+    fn admit(&mut self, id: SequenceId, request: &GenerateRequest) -> Result<usize, ServeError> {
+        let sequence = self
+            .model
+            .start(&request.prompt, &request.sampling)
+            .map_err(served)?;
+        let tokens = sequence.prompt_tokens();
+        self.sequences.insert(id, sequence);
+        Ok(tokens)
+    }
+
+    fn prefill(&mut self, id: SequenceId, budget: usize) -> Result<usize, ServeError> {
+        let model = &self.model;
+        let sequence = self.sequences.get_mut(&id).ok_or_else(|| unknown(id))?;
+        Ok(model.prefill(sequence, budget))
+    }
+
+    fn decode(&mut self, ids: &[SequenceId]) -> Result<Vec<Token>, ServeError> {
+        if let Some(&id) = ids.iter().find(|id| !self.sequences.contains_key(id)) {
+            return Err(unknown(id));
+        }
+        let mut taken: Vec<(SequenceId, Sequence)> = ids
+            .iter()
+            .map(|&id| (id, self.sequences.remove(&id).expect("checked")))
+            .collect();
+        let mut batch: Vec<&mut Sequence> = taken.iter_mut().map(|(_, s)| s).collect();
+        let pieces = self.model.step(&mut batch);
+        let tokens = pieces.map(|pieces| {
+            pieces
+                .into_iter()
+                .zip(&batch)
+                .map(|(text, s)| Token {
+                    text,
+                    finish: s.finish(),
+                })
+                .collect()
+        });
+        self.sequences.extend(taken);
+        tokens.map_err(served)
+    }
+
+    fn release(&mut self, id: SequenceId) {
+        self.sequences.remove(&id);
     }
 }

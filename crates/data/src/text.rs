@@ -54,6 +54,27 @@ impl Corpus {
         }
     }
 
+    /// A prompt from the held-out text for a first generation: the first whole line of the
+    /// test split (else the validation split, else the training split) within its first
+    /// 64 tokens, line break included; the start of the text when no line ends there.
+    pub fn sample_prompt(&self) -> Result<String, DataError> {
+        let tokens = [&self.test, &self.validation, &self.train]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or(&self.train);
+        let ids: Vec<u32> = (0..tokens.len().min(64)).map(|i| tokens.get(i)).collect();
+        let text = self.tokenizer.decode(&ids)?;
+        // A split starts anywhere in a line: the line after the first break is whole.
+        let line = text
+            .split_inclusive('\n')
+            .skip(1)
+            .find(|l| l.ends_with('\n') && l.trim().len() > 1);
+        Ok(match line {
+            Some(line) => line.to_string(),
+            None => text.chars().take(16).collect(),
+        })
+    }
+
     /// The inputs (ids from each start) and targets (the ids one later) of windows.
     pub fn batch(&self, tokens: &Tokens, starts: &[usize]) -> (Vec<i64>, Vec<i64>) {
         let mut inputs = Vec::with_capacity(starts.len() * self.context);

@@ -1,7 +1,8 @@
-//! Text generation from a modelforge language model: a prompt is encoded and run once
-//! through the network into a key/value cache, then each new token costs one position.
-//! A [`Session`] advances one token per call, so a scheduler can interleave many (the
-//! server's batching loop) and the CLI can stream them.
+//! Text generation from a modelforge language model: a prompt is encoded and run through
+//! the network into a key/value cache (in chunks, if the caller wants), then each new token
+//! costs one position. A [`Sequence`] holds one generation's state; [`LanguageModel::step`]
+//! advances many of them in one pass, each at its own position, so the server's scheduler
+//! batches every running generation while the CLI streams one.
 
 pub mod sampling;
 
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use modelforge_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use modelforge_model::{KvCache, Network};
-use modelforge_text::{TextError, Tokenizer};
+use modelforge_text::{Stream, TextError, Tokenizer};
 
+pub use modelforge_text::Finish;
 pub use sampling::{Sampler, Sampling};
 
 /// Everything that can stop a generation.
@@ -34,7 +36,7 @@ pub enum GenerateError {
     },
     /// A sampling setting is out of range.
     #[error("{0}")]
-    Settings(String),
+    Settings(TextError),
     /// The tokenizer does not fit the network.
     #[error(
         "the tokenizer has {tokenizer} tokens but the network's output has {network} — publish the model with the tokenizer it was trained with"
@@ -85,9 +87,20 @@ impl LanguageModel {
         })
     }
 
-    /// Starts generating from a prompt: encodes it and runs it through the network once.
-    pub fn start(&self, prompt: &str, sampling: &Sampling) -> Result<Session<'_>, GenerateError> {
-        sampling.check()?;
+    /// Positions the model reads at most.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Bytes the key/value cache holds per position of one sequence.
+    pub fn cache_bytes_per_token(&self) -> usize {
+        self.network.cache_floats_per_token() * std::mem::size_of::<f32>()
+    }
+
+    /// A generation from a prompt: checks the settings and encodes the prompt; nothing runs
+    /// until [`LanguageModel::prefill`].
+    pub fn start(&self, prompt: &str, sampling: &Sampling) -> Result<Sequence, GenerateError> {
+        sampling.check().map_err(GenerateError::Settings)?;
         let ids = self
             .tokenizer
             .encode(prompt)
@@ -101,24 +114,98 @@ impl LanguageModel {
                 context: self.context,
             });
         }
-        let started = Instant::now();
-        let mut session = Session {
-            model: self,
+        Ok(Sequence {
             sampler: Sampler::new(sampling),
             sampling: sampling.clone(),
             cache: self.network.cache(),
-            ids: ids.clone(),
             prompt_tokens: ids.len(),
+            ids,
+            prefilled: 0,
             next_logits: Vec::new(),
-            stream: self.tokenizer.stream(),
+            stream: Stream::default(),
             text: String::new(),
             shown: 0,
             finish: None,
-            started,
+            started: Instant::now(),
             first_token: None,
-        };
-        session.next_logits = session.run(&ids);
-        Ok(session)
+        })
+    }
+
+    /// Runs up to `budget` (at least one) more prompt ids of a sequence into its cache;
+    /// returns how many ran. Once the whole prompt is in, the sequence can [`step`].
+    ///
+    /// [`step`]: LanguageModel::step
+    pub fn prefill(&self, sequence: &mut Sequence, budget: usize) -> usize {
+        let from = sequence.prefilled;
+        let n = budget.max(1).min(sequence.prompt_tokens - from);
+        if n == 0 {
+            return 0;
+        }
+        let chunk = sequence.ids[from..from + n].to_vec();
+        let logits = self.run(&chunk, &mut sequence.cache);
+        sequence.prefilled += n;
+        if sequence.prefilled == sequence.prompt_tokens {
+            sequence.next_logits = logits;
+        }
+        n
+    }
+
+    /// Advances every sequence by one id: samples it, and returns per sequence the text that
+    /// is now final (possibly empty; always empty for one that had already finished). The
+    /// new ids of those still going then run through the network in one pass, each row at
+    /// its own position. Every sequence must be prefilled.
+    pub fn step(&self, sequences: &mut [&mut Sequence]) -> Result<Vec<String>, GenerateError> {
+        let mut pieces = Vec::with_capacity(sequences.len());
+        for sequence in sequences.iter_mut() {
+            assert!(
+                sequence.is_prefilled(),
+                "prefill a sequence before it steps"
+            );
+            pieces.push(sequence.sample(&self.tokenizer)?);
+        }
+        // A sequence whose cache is full restarts from the last half of the context (the
+        // positions shift, as when a window slides); the rest advance together.
+        let mut rows: Vec<&mut Sequence> = Vec::new();
+        for sequence in sequences.iter_mut().filter(|s| s.finish.is_none()) {
+            if sequence.cache.len() < self.context {
+                rows.push(sequence);
+                continue;
+            }
+            let keep = (self.context / 2).max(1);
+            let tail = sequence.ids[sequence.ids.len() - keep..].to_vec();
+            sequence.cache = self.network.cache();
+            sequence.next_logits = self.run(&tail, &mut sequence.cache);
+        }
+        if !rows.is_empty() {
+            let ids: Vec<i64> = rows.iter().map(|s| i64::from(s.last())).collect();
+            let n = ids.len();
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &self.device);
+            let mut caches: Vec<&mut KvCache> = rows.iter_mut().map(|s| &mut s.cache).collect();
+            let logits = self.network.forward_rows(ids, &mut caches);
+            let width = logits.dims()[2];
+            let all = logits
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32 logits");
+            for (sequence, row) in rows.iter_mut().zip(all.chunks(width)) {
+                sequence.next_logits = row[..self.vocab].to_vec();
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Runs ids through the network after the cache; returns the last position's logits
+    /// over the tokenizer's vocabulary.
+    fn run(&self, ids: &[u32], cache: &mut KvCache) -> Vec<f32> {
+        let len = ids.len();
+        let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [1, len]), &self.device);
+        let logits = self.network.forward_tokens(ids, Some(cache));
+        let vocab = logits.dims()[2];
+        let last = logits.slice([0..1, len - 1..len, 0..vocab]);
+        let mut row = last.into_data().try_into_vec::<f32>().expect("f32 logits");
+        row.truncate(self.vocab);
+        row
     }
 
     /// Generates the whole continuation of a prompt, handing each piece of text to `on_text`
@@ -129,30 +216,14 @@ impl LanguageModel {
         sampling: &Sampling,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generated, GenerateError> {
-        let mut session = self.start(prompt, sampling)?;
-        while let Some(piece) = session.step()? {
-            on_text(&piece);
+        let mut sequence = self.start(prompt, sampling)?;
+        self.prefill(&mut sequence, usize::MAX);
+        while sequence.finish.is_none() {
+            for piece in self.step(&mut [&mut sequence])? {
+                on_text(&piece);
+            }
         }
-        Ok(session.finished())
-    }
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// `max_tokens` were generated.
-    Length,
-    /// A stop string was generated (it is not part of the text).
-    Stop,
-}
-
-impl Finish {
-    /// The OpenAI `finish_reason` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Finish::Length => "length",
-            Finish::Stop => "stop",
-        }
+        Ok(sequence.finished())
     }
 }
 
@@ -184,18 +255,20 @@ impl Generated {
     }
 }
 
-/// One generation in progress; see [`LanguageModel::start`].
-pub struct Session<'m> {
-    model: &'m LanguageModel,
+/// One generation in progress: its settings, ids, cache and text; see
+/// [`LanguageModel::start`].
+pub struct Sequence {
     sampler: Sampler,
     sampling: Sampling,
     cache: KvCache,
     /// Prompt and generated ids, in order.
     ids: Vec<u32>,
     prompt_tokens: usize,
+    /// Prompt ids in the cache.
+    prefilled: usize,
     /// Logits for the next position.
     next_logits: Vec<f32>,
-    stream: modelforge_text::Stream<'m>,
+    stream: Stream,
     /// Generated text so far.
     text: String,
     /// Bytes of `text` handed out.
@@ -205,57 +278,56 @@ pub struct Session<'m> {
     first_token: Option<Duration>,
 }
 
-impl Session<'_> {
-    /// Runs ids through the network after the cache; returns the last position's logits
-    /// over the tokenizer's vocabulary. A full cache first restarts from the last half of
-    /// the context (the positions shift, as when a window slides).
-    fn run(&mut self, ids: &[u32]) -> Vec<f32> {
-        let context = self.model.context;
-        let fresh = if self.cache.len() + ids.len() > context {
-            self.cache = self.model.network.cache();
-            let keep = (context / 2).max(1);
-            self.ids[self.ids.len() - keep..].to_vec()
-        } else {
-            ids.to_vec()
-        };
-        let len = fresh.len();
-        let data: Vec<i64> = fresh.into_iter().map(i64::from).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [1, len]), &self.model.device);
-        let logits = self
-            .model
-            .network
-            .forward_tokens(ids, Some(&mut self.cache));
-        let vocab = logits.dims()[2];
-        let last = logits.slice([0..1, len - 1..len, 0..vocab]);
-        let mut row = last.into_data().try_to_vec::<f32>().expect("f32 logits");
-        row.truncate(self.model.vocab);
-        row
+impl Sequence {
+    /// Ids of the prompt.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
     }
 
-    /// Generates the next id; returns the text that is now final (possibly empty), or
-    /// `None` once the generation has ended.
-    pub fn step(&mut self) -> Result<Option<String>, GenerateError> {
+    /// Ids generated so far.
+    pub fn generated(&self) -> usize {
+        self.ids.len() - self.prompt_tokens
+    }
+
+    /// Whether the whole prompt is in the cache.
+    pub fn is_prefilled(&self) -> bool {
+        self.prefilled == self.prompt_tokens
+    }
+
+    /// Why the generation ended, once it has.
+    pub fn finish(&self) -> Option<Finish> {
+        self.finish
+    }
+
+    /// The last id of the sequence.
+    fn last(&self) -> u32 {
+        *self.ids.last().expect("a prompt is never empty")
+    }
+
+    /// Draws the next id from the logits and returns the text that is now final.
+    fn sample(&mut self, tokenizer: &Tokenizer) -> Result<String, GenerateError> {
         if self.finish.is_some() {
-            return Ok(None);
+            return Ok(String::new());
         }
         let id = self.sampler.sample(&self.next_logits) as u32;
         self.ids.push(id);
         if self.first_token.is_none() {
             self.first_token = Some(self.started.elapsed());
         }
-        if let Some(piece) = self.stream.push(id).map_err(GenerateError::Decode)? {
+        if let Some(piece) = self
+            .stream
+            .push(tokenizer, id)
+            .map_err(GenerateError::Decode)?
+        {
             self.text.push_str(&piece);
         }
-        let generated = self.ids.len() - self.prompt_tokens;
         if let Some(cut) = self.stop_at() {
             self.text.truncate(cut);
             self.finish = Some(Finish::Stop);
-        } else if generated >= self.sampling.max_tokens {
+        } else if self.generated() >= self.sampling.max_tokens {
             self.finish = Some(Finish::Length);
-        } else {
-            self.next_logits = self.run(&[id]);
         }
-        Ok(Some(self.release()))
+        Ok(self.release())
     }
 
     /// Where the first stop string starts in the text, if one has appeared.
@@ -292,7 +364,7 @@ impl Session<'_> {
         piece
     }
 
-    /// The result; call after [`Session::step`] returned `None`.
+    /// The result; call once [`Sequence::finish`] says why it ended.
     pub fn finished(self) -> Generated {
         let elapsed = self.started.elapsed();
         Generated {

@@ -151,3 +151,54 @@ fn bad_prompts_are_refused_with_the_fix() {
         Err(GenerateError::EmptyPrompt)
     ));
 }
+
+/// Three generations that join at different steps (their prompts prefilled two ids at a
+/// time), run past the context and stop at different lengths, stepped together: each gets
+/// exactly the text it gets alone.
+#[test]
+fn sequences_stepped_together_generate_what_each_generates_alone() {
+    let m = model(16);
+    let requests = [
+        ("ROMEO:", greedy(20)),
+        (
+            "But soft, what",
+            Sampling {
+                max_tokens: 12,
+                temperature: 0.9,
+                top_k: 5,
+                seed: 4,
+                ..Sampling::default()
+            },
+        ),
+        ("light", greedy(25)),
+    ];
+    let alone: Vec<String> = requests
+        .iter()
+        .map(|(p, s)| m.generate(p, s, &mut |_| {}).unwrap().text)
+        .collect();
+    let mut sequences: Vec<Sequence> = requests
+        .iter()
+        .map(|(p, s)| m.start(p, s).unwrap())
+        .collect();
+    let mut texts = vec![String::new(); sequences.len()];
+    while sequences.iter().any(|s| s.finish().is_none()) {
+        let mut ready = Vec::new();
+        for (i, s) in sequences.iter_mut().enumerate() {
+            if s.is_prefilled() {
+                ready.push((i, s));
+            } else {
+                m.prefill(s, 2);
+            }
+        }
+        let (index, mut batch): (Vec<usize>, Vec<&mut Sequence>) = ready.into_iter().unzip();
+        for (i, piece) in index.into_iter().zip(m.step(&mut batch).unwrap()) {
+            texts[i].push_str(&piece);
+        }
+    }
+    assert_eq!(texts, alone);
+    let done: Vec<Generated> = sequences.into_iter().map(Sequence::finished).collect();
+    assert_eq!(
+        done.iter().map(|d| d.tokens).collect::<Vec<_>>(),
+        [20, 12, 25]
+    );
+}

@@ -25,6 +25,11 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The keys and values of block `index`.
+    pub(crate) fn slot(&mut self, index: usize) -> &mut Option<KeyValues> {
+        &mut self.slots[index]
+    }
 }
 
 /// One node of the graph as the network runs it.
@@ -202,12 +207,12 @@ impl Network {
 
     /// Output `[batch, outputs]` for an input, through every layer.
     pub fn forward(&self, input: Activation) -> Tensor<2> {
-        rank2(self.run(input, false, &mut Self::one_shot()))
+        rank2(self.run(input, false, &mut Context::Fresh))
     }
 
     /// Output before a trailing softmax or sigmoid: the logits the losses take.
     pub fn forward_logits(&self, input: Activation) -> Tensor<2> {
-        rank2(self.run(input, true, &mut Self::one_shot()))
+        rank2(self.run(input, true, &mut Context::Fresh))
     }
 
     /// Whether any step drops activations in training (dropout draws from the generator).
@@ -217,6 +222,18 @@ impl Network {
             Block::SelfAttention(a) => a.dropout.prob > 0.0,
             _ => false,
         })
+    }
+
+    /// Floats the key/value cache holds per position of one sequence (keys and values of
+    /// every attention layer).
+    pub fn cache_floats_per_token(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| match b {
+                Block::SelfAttention(a) => a.cache_floats_per_token(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// An empty key/value cache for this network.
@@ -232,32 +249,31 @@ impl Network {
     /// to every earlier position and are appended to it; without one they start at position 0.
     pub fn forward_tokens(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let len = ids.dims()[1];
-        let out = match cache {
+        match cache {
             Some(cache) => {
-                let mut ctx = Context {
+                let mut ctx = Context::Cached {
                     offset: cache.len,
-                    cache: Some(&mut cache.slots),
+                    slots: &mut cache.slots,
                 };
                 let out = self.run(Activation::Ids(ids), true, &mut ctx);
                 cache.len += len;
-                out
+                rank3(out)
             }
-            None => self.run(Activation::Ids(ids), true, &mut Self::one_shot()),
-        };
-        match out {
-            Activation::R3(t) => t,
-            other => unreachable!(
-                "a sequence model gives [batch, len, outputs], got {:?}",
-                other.dims()
-            ),
+            None => rank3(self.run(Activation::Ids(ids), true, &mut Context::Fresh)),
         }
     }
 
-    fn one_shot() -> Context<'static> {
-        Context {
-            offset: 0,
-            cache: None,
+    /// Logits `[rows, len, outputs]` where row `i` of the ids (`[rows, len]`) continues the
+    /// sequence of `caches[i]`, each at its own position: many generations advance in one
+    /// pass (the dense layers see the whole batch; attention reads each row's own cache).
+    pub fn forward_rows(&self, ids: Tensor<2, Int>, caches: &mut [&mut KvCache]) -> Tensor<3> {
+        let [rows, len] = ids.dims();
+        assert_eq!(rows, caches.len(), "one cache per row of ids");
+        let out = self.run(Activation::Ids(ids), true, &mut Context::Rows(caches));
+        for cache in caches.iter_mut() {
+            cache.len += len;
         }
+        rank3(out)
     }
 
     fn run(&self, input: Activation, logits: bool, ctx: &mut Context) -> Activation {
@@ -299,6 +315,17 @@ impl Network {
             });
         }
         values[last].take().expect("the last step ran")
+    }
+}
+
+/// The `[batch, len, outputs]` tensor of a sequence model.
+fn rank3(out: Activation) -> Tensor<3> {
+    match out {
+        Activation::R3(t) => t,
+        other => unreachable!(
+            "a sequence model gives [batch, len, outputs], got {:?}",
+            other.dims()
+        ),
     }
 }
 
@@ -477,6 +504,33 @@ layers = [
         }
         assert_eq!(cache.len(), 8);
         assert_close(&got.concat(), &full, 1e-4);
+        rows_at_their_own_positions_match_the_full_pass(net, &tokens, &full);
+    }
+
+    /// Two sequences with prompts of different lengths, each prefilled into its own cache,
+    /// then advanced together one id a pass: each row's logits are its full pass's.
+    fn rows_at_their_own_positions_match_the_full_pass(
+        net: &Network,
+        tokens: &[i64],
+        full: &[f32],
+    ) {
+        let vocab = full.len() / 16;
+        let (a, b) = (&tokens[..8], &tokens[8..]);
+        let (mut ca, mut cb) = (net.cache(), net.cache());
+        let mut got = [
+            values(net.forward_tokens(ids(&a[..2], 1), Some(&mut ca))),
+            values(net.forward_tokens(ids(&b[..5], 1), Some(&mut cb))),
+        ];
+        for p in 0..3 {
+            let step = [a[2 + p], b[5 + p]];
+            let out = values(net.forward_rows(ids(&step, 2), &mut [&mut ca, &mut cb]));
+            for (row, logits) in out.chunks(vocab).enumerate() {
+                got[row].extend_from_slice(logits);
+            }
+        }
+        assert_eq!((ca.len(), cb.len()), (5, 8));
+        assert_close(&got[0], &full[..5 * vocab], 1e-4);
+        assert_close(&got[1], &full[8 * vocab..], 1e-4);
     }
 
     #[test]

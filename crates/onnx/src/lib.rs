@@ -13,7 +13,7 @@ use std::path::Path;
 use modelforge_registry::{
     Artifact, Lineage, Manifest, Registry, RegistryError, TensorInfo, Version,
 };
-use modelforge_serve::{Loader, Runnable, Values};
+use modelforge_serve::{Engine, Loader, Runnable, Values};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid as _;
 
@@ -488,7 +488,7 @@ pub struct OnnxLoader {
 }
 
 impl Loader for OnnxLoader {
-    fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Box<dyn Runnable>, String> {
+    fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Engine, String> {
         let signature = Signature {
             inputs: manifest.inputs.clone(),
             outputs: manifest.outputs.clone(),
@@ -506,7 +506,7 @@ impl Loader for OnnxLoader {
                 model.signature, signature
             ));
         }
-        Ok(Box::new(model))
+        Ok(Engine::Predictor(Box::new(model)))
     }
 }
 

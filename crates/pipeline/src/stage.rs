@@ -536,6 +536,15 @@ fn ensure_data<'d>(
     Ok(prepared.as_ref().expect("just prepared"))
 }
 
+/// The spec's data, prepared as the data stage prepares it (text's token files reused from
+/// the runs folder's cache).
+pub fn prepare_data(spec: &Spec, runs_dir: &Path) -> Result<Prepared, PipelineError> {
+    let digest = modelforge_data::fingerprint(&modelforge_data::files(spec))?;
+    let mut prepared = None;
+    ensure_data(&mut prepared, spec, &digest, runs_dir)?;
+    Ok(prepared.expect("just prepared"))
+}
+
 /// Where tokenized text is kept between runs: `<runs>/.tokens/` (hidden: it is not a run).
 pub fn token_cache(runs_dir: &Path) -> PathBuf {
     runs_dir.join(".tokens")

@@ -1,14 +1,18 @@
 //! The modelforge inference core, free of HTTP, gRPC and engine types.
 //!
-//! A [`Core`] keeps the served versions of every registry model. Each version
-//! runs behind a [`queue`] on its own compute thread: requests wait at most
-//! the queue delay to be batched together, are concatenated along the batch
-//! axis, run once, and split back. The engine comes in through a [`Loader`].
+//! A [`Core`] keeps the served versions of every registry model. A predicting version
+//! runs behind a [`queue`] on its own compute thread: requests wait at most the queue
+//! delay to be batched together, are concatenated along the batch axis, run once, and
+//! split back. A generating version (a language model) runs behind a [`scheduler`]:
+//! requests join and leave a running batch between decode steps and stream their text.
+//! The engine comes in through a [`Loader`].
 
+pub mod generator;
 pub mod heap;
 pub mod policy;
 pub mod queue;
 pub mod request;
+pub mod scheduler;
 pub mod tensor;
 
 use std::collections::BTreeMap;
@@ -18,10 +22,14 @@ use std::time::Duration;
 pub use modelforge_registry::{Manifest, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
+pub use generator::{
+    Event, Finish, GenerateRequest, Generation, Generator, Sampling, SequenceId, Summary, Token,
+};
 pub use policy::VersionPolicy;
 pub use queue::{Histogram, Statistics};
 use queue::{Queue, QueueConfig};
 pub use request::{InferRequest, Inference, InputTensor, OutputTensor};
+pub use scheduler::{GenerationStatistics, Scheduler, SchedulerConfig};
 pub use tensor::Values;
 
 /// Everything a request or a load can fail with.
@@ -51,6 +59,16 @@ pub enum ServeError {
     /// The request does not fit the model.
     #[error("{0}")]
     BadRequest(String),
+    /// An inference request went to a language model.
+    #[error(
+        "model {0:?} is a language model: it generates text (POST /v2/models/{0}/generate, /v1/completions or /v1/chat/completions) and takes no inference requests"
+    )]
+    NotAPredictor(String),
+    /// A generation request went to a model that does not generate.
+    #[error(
+        "model {0:?} is not a language model: send it inference requests (POST /v2/models/{0}/infer)"
+    )]
+    NotAGenerator(String),
     /// The request's deadline passed before it was answered.
     #[error(
         "the request's deadline of {0:?} passed before it was answered — allow more time or retry"
@@ -85,11 +103,18 @@ pub trait Runnable: Send {
     fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String>;
 }
 
-/// Turns a verified registry version into a runnable (the engine lives behind this).
+/// A loaded version, of either kind.
+pub enum Engine {
+    /// Maps a batch of tensors to a batch of tensors.
+    Predictor(Box<dyn Runnable>),
+    /// Generates text step by step.
+    Generator(Box<dyn Generator>),
+}
+
+/// Turns a verified registry version into an engine (the engine lives behind this).
 pub trait Loader: Send + Sync {
     /// Loads the version whose files are in `dir`.
-    fn load(&self, manifest: &Manifest, dir: &std::path::Path)
-    -> Result<Box<dyn Runnable>, String>;
+    fn load(&self, manifest: &Manifest, dir: &std::path::Path) -> Result<Engine, String>;
 }
 
 /// Loaders by manifest format: each version goes to the loader of its format.
@@ -105,11 +130,7 @@ impl Formats {
 }
 
 impl Loader for Formats {
-    fn load(
-        &self,
-        manifest: &Manifest,
-        dir: &std::path::Path,
-    ) -> Result<Box<dyn Runnable>, String> {
+    fn load(&self, manifest: &Manifest, dir: &std::path::Path) -> Result<Engine, String> {
         match self.0.get(&manifest.format) {
             Some(loader) => loader.load(manifest, dir),
             None => Err(format!(
@@ -136,6 +157,8 @@ pub struct CoreConfig {
     pub policy: VersionPolicy,
     /// Per-model version policies.
     pub policies: BTreeMap<String, VersionPolicy>,
+    /// Limits of each generating version's scheduler.
+    pub generation: SchedulerConfig,
 }
 
 impl CoreConfig {
@@ -154,7 +177,40 @@ impl Default for CoreConfig {
             compute_spin: Duration::from_micros(200),
             policy: VersionPolicy::default(),
             policies: BTreeMap::new(),
+            generation: SchedulerConfig::default(),
         }
+    }
+}
+
+/// A loaded version behind its compute thread.
+#[derive(Clone)]
+pub enum Served {
+    /// Answers inference requests through a batching queue.
+    Predictor(Arc<Queue>),
+    /// Generates text through a continuous-batching scheduler.
+    Generator(Arc<Scheduler>),
+}
+
+impl Served {
+    /// What the version is.
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            Served::Predictor(q) => q.info(),
+            Served::Generator(g) => g.info(),
+        }
+    }
+
+    /// A snapshot of its counters.
+    pub fn statistics(&self) -> Statistics {
+        match self {
+            Served::Predictor(q) => q.statistics(),
+            Served::Generator(g) => g.statistics(),
+        }
+    }
+
+    /// Whether it generates text.
+    pub fn is_generator(&self) -> bool {
+        matches!(self, Served::Generator(_))
     }
 }
 
@@ -162,7 +218,7 @@ impl Default for CoreConfig {
 #[derive(Clone)]
 pub enum VersionState {
     /// Loaded and taking requests.
-    Ready(Arc<Queue>),
+    Ready(Served),
     /// Listed in the registry but not servable, with the reason.
     Unavailable(String),
 }
@@ -307,8 +363,8 @@ impl Core {
             Ok(v) => v,
             Err(e) => return VersionState::Unavailable(e.to_string()),
         };
-        let runnable = match self.loader.load(&opened.manifest, &opened.dir) {
-            Ok(r) => r,
+        let engine = match self.loader.load(&opened.manifest, &opened.dir) {
+            Ok(e) => e,
             Err(reason) => return VersionState::Unavailable(reason),
         };
         let info = ModelInfo {
@@ -322,8 +378,18 @@ impl Core {
             max_queue_len: self.config.max_queue_len,
             spin: self.config.compute_spin,
         };
-        match Queue::start(info, runnable, config) {
-            Ok(q) => VersionState::Ready(Arc::new(q)),
+        let served = match engine {
+            Engine::Predictor(runnable) => {
+                Queue::start(info, runnable, config).map(|q| Served::Predictor(Arc::new(q)))
+            }
+            Engine::Generator(generator) => {
+                let info = generator::described(info);
+                Scheduler::start(info, generator, self.config.generation.clone())
+                    .map(|g| Served::Generator(Arc::new(g)))
+            }
+        };
+        match served {
+            Ok(served) => VersionState::Ready(served),
             Err(reason) => VersionState::Unavailable(reason),
         }
     }
@@ -382,8 +448,43 @@ impl Core {
             .all(|s| matches!(s, VersionState::Ready(_)))
     }
 
-    /// The queue of a ready version: `version` is a number, an alias, or None for the newest.
+    /// The queue of a ready predicting version: `version` is a number, an alias, or None
+    /// for the newest.
     pub fn version(&self, name: &str, version: Option<&str>) -> Result<Arc<Queue>, ServeError> {
+        match self.served(name, version)? {
+            Served::Predictor(q) => Ok(q),
+            Served::Generator(_) => Err(ServeError::NotAPredictor(name.into())),
+        }
+    }
+
+    /// The scheduler of a ready generating version (`version` as for [`Core::version`]).
+    pub fn generator(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<Scheduler>, ServeError> {
+        match self.served(name, version)? {
+            Served::Generator(g) => Ok(g),
+            Served::Predictor(_) => Err(ServeError::NotAGenerator(name.into())),
+        }
+    }
+
+    /// Every model with a ready generating version, by name, with its newest such version.
+    pub fn generators(&self) -> Vec<(String, u64)> {
+        let models = self.models.read().expect("lock");
+        models
+            .iter()
+            .filter_map(|(name, versions)| {
+                versions.iter().rev().find_map(|(v, s)| match s {
+                    VersionState::Ready(Served::Generator(_)) => Some((name.clone(), *v)),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// A ready version of either kind (`version` as for [`Core::version`]).
+    pub fn served(&self, name: &str, version: Option<&str>) -> Result<Served, ServeError> {
         let models = self.models.read().expect("lock");
         let served = models
             .get(name)
@@ -420,8 +521,8 @@ impl Core {
         let mut out = Vec::new();
         for (name, versions) in models.iter() {
             for (version, state) in versions {
-                if let VersionState::Ready(q) = state {
-                    out.push((name.clone(), *version, q.statistics()));
+                if let VersionState::Ready(served) = state {
+                    out.push((name.clone(), *version, served.statistics()));
                 }
             }
         }
@@ -439,7 +540,7 @@ impl Core {
             return Ok(self.statistics());
         };
         let wanted = match version {
-            Some(v) => Some(self.version(name, Some(v))?.info().version),
+            Some(v) => Some(self.served(name, Some(v))?.info().version),
             None => {
                 self.versions(name)?;
                 None

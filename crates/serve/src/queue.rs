@@ -94,8 +94,10 @@ pub struct Statistics {
     pub latency: Histogram,
     /// Time requests waited in the queue, seconds.
     pub queue_time: Histogram,
-    /// Samples per compute call.
+    /// Samples per compute call (sequences per decode step for a generating version).
     pub batch_size: Histogram,
+    /// A generating version's own counters.
+    pub generation: Option<crate::scheduler::GenerationStatistics>,
 }
 
 impl Default for Statistics {
@@ -112,6 +114,7 @@ impl Default for Statistics {
             latency: Histogram::new(SECONDS),
             queue_time: Histogram::new(SECONDS),
             batch_size: Histogram::new(SIZES),
+            generation: None,
         }
     }
 }

@@ -313,7 +313,7 @@ impl GrpcInferenceService for Grpc {
     ) -> Result<Response<ModelReadyResponse>, Status> {
         self.authorize(&r, false)?;
         let r = r.into_inner();
-        let ready = self.core.version(&r.name, version(&r.version)).is_ok();
+        let ready = self.core.served(&r.name, version(&r.version)).is_ok();
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 
@@ -335,11 +335,11 @@ impl GrpcInferenceService for Grpc {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         self.authorize(&r, false)?;
         let r = r.into_inner();
-        let q = self
+        let served = self
             .core
-            .version(&r.name, version(&r.version))
+            .served(&r.name, version(&r.version))
             .map_err(grpc_status)?;
-        let info = q.info();
+        let info = served.info();
         let versions = match version(&r.version) {
             Some(_) => vec![info.version.to_string()],
             None => self
@@ -412,12 +412,12 @@ impl GrpcInferenceService for Grpc {
     ) -> Result<Response<ModelConfigResponse>, Status> {
         self.authorize(&r, false)?;
         let r = r.into_inner();
-        let q = self
+        let served = self
             .core
-            .version(&r.name, version(&r.version))
+            .served(&r.name, version(&r.version))
             .map_err(grpc_status)?;
         Ok(Response::new(ModelConfigResponse {
-            config: Some(config(&self.core, q.info())),
+            config: Some(config(&self.core, served.info())),
         }))
     }
 

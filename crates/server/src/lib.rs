@@ -4,8 +4,10 @@
 //! shutdown and registry polling for hot reload.
 
 pub mod access;
+mod generation;
 pub mod grpc;
 mod metrics;
+mod openai;
 mod rest;
 mod status;
 mod tensor;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use modelforge_serve::{Histogram, Statistics};
+use modelforge_serve::{GenerationStatistics, Histogram, Statistics};
 
 fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     for (bound, count) in h.bounds.iter().zip(&h.counts) {
@@ -65,7 +65,88 @@ pub fn render(stats: &[(String, u64, Statistics)]) -> String {
             }
         }
     }
+    generation(&mut out, stats);
     out
+}
+
+/// The families of generating versions: tokens, sequences, cache, cancellations, time to
+/// first token and time per output token.
+fn generation(out: &mut String, stats: &[(String, u64, Statistics)]) {
+    let generating: Vec<_> = stats
+        .iter()
+        .filter_map(|(m, v, s)| {
+            s.generation
+                .as_ref()
+                .map(|g| (format!("model=\"{m}\",version=\"{v}\""), g))
+        })
+        .collect();
+    if generating.is_empty() {
+        return;
+    }
+    type Read = fn(&GenerationStatistics) -> String;
+    let scalars: [(&str, &str, &str, Read); 6] = [
+        (
+            "modelforge_prompt_tokens_total",
+            "counter",
+            "Prompt tokens of admitted generations.",
+            |g| g.prompt_tokens.to_string(),
+        ),
+        (
+            "modelforge_generated_tokens_total",
+            "counter",
+            "Tokens generated.",
+            |g| g.generated_tokens.to_string(),
+        ),
+        (
+            "modelforge_generations_cancelled_total",
+            "counter",
+            "Generations whose client left before the end.",
+            |g| g.cancelled.to_string(),
+        ),
+        (
+            "modelforge_sequences_running",
+            "gauge",
+            "Sequences generating now.",
+            |g| g.running.to_string(),
+        ),
+        (
+            "modelforge_sequences_waiting",
+            "gauge",
+            "Generation requests waiting for room.",
+            |g| g.waiting.to_string(),
+        ),
+        (
+            "modelforge_kv_cache_bytes",
+            "gauge",
+            "Key/value cache the running sequences reserve.",
+            |g| g.cache_bytes.to_string(),
+        ),
+    ];
+    for (name, kind, help, read) in scalars {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, g) in &generating {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", read(g));
+        }
+    }
+    type Pick = fn(&GenerationStatistics) -> &Histogram;
+    let histograms: [(&str, &str, Pick); 2] = [
+        (
+            "modelforge_time_to_first_token_seconds",
+            "Submission to the first generated token.",
+            |g| &g.time_to_first_token,
+        ),
+        (
+            "modelforge_time_per_output_token_seconds",
+            "Time per generated token after the first.",
+            |g| &g.time_per_output_token,
+        ),
+    ];
+    for (name, help, pick) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (labels, g) in &generating {
+            histogram(out, name, labels, pick(g));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +172,31 @@ mod tests {
         );
         assert!(text.contains("modelforge_batch_size_count{model=\"m\",version=\"1\"} 1"));
         assert!(text.contains("# TYPE modelforge_request_duration_seconds histogram"));
+        assert!(!text.contains("modelforge_generated_tokens_total"));
+    }
+
+    #[test]
+    fn generating_versions_report_tokens_sequences_and_latencies() {
+        let mut g = GenerationStatistics {
+            generated_tokens: 40,
+            cancelled: 1,
+            running: 2,
+            ..Default::default()
+        };
+        g.time_to_first_token.observe(0.003);
+        let s = Statistics {
+            generation: Some(g),
+            ..Default::default()
+        };
+        let text = render(&[("lm".into(), 2, s)]);
+        for line in [
+            "modelforge_generated_tokens_total{model=\"lm\",version=\"2\"} 40",
+            "modelforge_generations_cancelled_total{model=\"lm\",version=\"2\"} 1",
+            "modelforge_sequences_running{model=\"lm\",version=\"2\"} 2",
+            "modelforge_time_to_first_token_seconds_bucket{model=\"lm\",version=\"2\",le=\"0.005\"} 1",
+            "# TYPE modelforge_kv_cache_bytes gauge",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -13,10 +13,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use modelforge_serve::{
-    Core, InferRequest, Inference, InputTensor, ModelInfo, OutputTensor, Values, VersionPolicy,
+    Core, InferRequest, Inference, InputTensor, ModelInfo, OutputTensor, Served, Values,
+    VersionPolicy,
 };
 use serde_json::{Value, json};
 
+use crate::generation;
 use crate::status::ApiError;
 use crate::tensor::{JsonData, to_json};
 use crate::tfserving;
@@ -50,6 +52,23 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(version_infer),
         )
+        .route(
+            "/v2/models/{model}/generate",
+            post(generation::model_generate),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/generate",
+            post(generation::version_generate),
+        )
+        .route(
+            "/v2/models/{model}/generate_stream",
+            post(generation::model_generate_stream),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/generate_stream",
+            post(generation::version_generate_stream),
+        )
+        .merge(crate::openai::routes())
         .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{model}/stats", get(model_stats))
         .route(
@@ -168,20 +187,22 @@ async fn model_metadata(
     State(core): Shared,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = core.version(&model, None)?;
-    Ok(Json(metadata(q.info(), &core.versions(&model)?)))
+    let served = core.served(&model, None)?;
+    Ok(Json(metadata(served.info(), &core.versions(&model)?)))
 }
 
 async fn version_metadata(
     State(core): Shared,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = core.version(&model, Some(&version))?;
-    Ok(Json(metadata(q.info(), &[q.info().version])))
+    let served = core.served(&model, Some(&version))?;
+    Ok(Json(metadata(served.info(), &[served.info().version])))
 }
 
-/// Triton's model-configuration JSON for a version.
-fn config(core: &Core, info: &ModelInfo) -> Value {
+/// Triton's model-configuration JSON for a version (a generating one is decoupled: one
+/// request, many responses).
+fn config(core: &Core, served: &Served) -> Value {
+    let info = served.info();
     let tensors = |list: &[modelforge_serve::TensorInfo]| {
         list.iter()
             .map(|t| json!({ "name": t.name, "data_type": format!("TYPE_{}", t.datatype), "dims": t.shape }))
@@ -204,6 +225,7 @@ fn config(core: &Core, info: &ModelInfo) -> Value {
         "output": tensors(&m.outputs),
         "dynamic_batching": { "max_queue_delay_microseconds": c.max_queue_delay.as_micros() as u64 },
         "instance_group": [{ "count": 1, "kind": "KIND_CPU" }],
+        "model_transaction_policy": { "decoupled": served.is_generator() },
     })
 }
 
@@ -211,23 +233,21 @@ async fn model_config(
     State(core): Shared,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = core.version(&model, None)?;
-    Ok(Json(config(&core, q.info())))
+    Ok(Json(config(&core, &core.served(&model, None)?)))
 }
 
 async fn version_config(
     State(core): Shared,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = core.version(&model, Some(&version))?;
-    Ok(Json(config(&core, q.info())))
+    Ok(Json(config(&core, &core.served(&model, Some(&version))?)))
 }
 
 async fn model_ready(
     State(core): Shared,
     Path(model): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    core.version(&model, None)?;
+    core.served(&model, None)?;
     Ok(StatusCode::OK)
 }
 
@@ -235,7 +255,7 @@ async fn version_ready(
     State(core): Shared,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    core.version(&model, Some(&version))?;
+    core.served(&model, Some(&version))?;
     Ok(StatusCode::OK)
 }
 

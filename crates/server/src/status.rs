@@ -10,9 +10,13 @@ use serde_json::json;
 pub fn http_status(e: &ServeError) -> StatusCode {
     match e {
         ServeError::NoModel(_) | ServeError::NoVersion { .. } => StatusCode::NOT_FOUND,
-        ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ServeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        ServeError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServeError::BadRequest(_) | ServeError::NotAPredictor(_) | ServeError::NotAGenerator(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        // As Triton answers a full queue.
+        ServeError::Unavailable { .. } | ServeError::Overloaded(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ServeError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
         ServeError::Compute(_) | ServeError::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -22,9 +26,10 @@ pub fn http_status(e: &ServeError) -> StatusCode {
 pub fn grpc_code(e: &ServeError) -> tonic::Code {
     match e {
         ServeError::NoModel(_) | ServeError::NoVersion { .. } => tonic::Code::NotFound,
-        ServeError::BadRequest(_) => tonic::Code::InvalidArgument,
-        ServeError::Unavailable { .. } => tonic::Code::Unavailable,
-        ServeError::Overloaded(_) => tonic::Code::ResourceExhausted,
+        ServeError::BadRequest(_) | ServeError::NotAPredictor(_) | ServeError::NotAGenerator(_) => {
+            tonic::Code::InvalidArgument
+        }
+        ServeError::Unavailable { .. } | ServeError::Overloaded(_) => tonic::Code::Unavailable,
         ServeError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
         ServeError::Compute(_) | ServeError::Registry(_) => tonic::Code::Internal,
     }
@@ -81,7 +86,9 @@ mod tests {
                 },
                 503,
             ),
-            (ServeError::Overloaded("m".into()), 429),
+            (ServeError::Overloaded("m".into()), 503),
+            (ServeError::NotAPredictor("m".into()), 400),
+            (ServeError::NotAGenerator("m".into()), 400),
             (
                 ServeError::DeadlineExceeded(std::time::Duration::from_millis(5)),
                 504,
@@ -104,7 +111,9 @@ mod tests {
                 NotFound,
                 InvalidArgument,
                 Unavailable,
-                ResourceExhausted,
+                Unavailable,
+                InvalidArgument,
+                InvalidArgument,
                 DeadlineExceeded,
                 Internal,
                 Internal

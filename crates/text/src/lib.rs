@@ -4,6 +4,7 @@
 //! Every tokenizer is a Hugging Face [`tokenizers::Tokenizer`], so the `tokenizer.json` a run
 //! saves is read unchanged by `transformers`, `tokenizers` and llama.cpp's converters.
 
+pub mod generation;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
+pub use generation::{Finish, Sampling};
 pub use tokens::{TokenWidth, Tokens};
 
 /// Everything that can be wrong with a tokenizer or a token file.
@@ -51,6 +53,9 @@ pub enum TextError {
         /// 1-based character position.
         position: usize,
     },
+    /// A generation setting is out of range.
+    #[error("{0}")]
+    Settings(String),
     /// The tokenizer failed on a text or an id sequence.
     #[error("the tokenizer failed: {0}")]
     Tokenizer(String),
@@ -194,23 +199,13 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String, TextError> {
         self.inner.decode(ids, false).map_err(failed)
     }
-
-    /// A decoder that turns ids, one at a time, into the text they add (held back while a
-    /// character is incomplete).
-    pub fn stream(&self) -> Stream<'_> {
-        Stream {
-            tokenizer: self,
-            ids: Vec::new(),
-            prefix: 0,
-            read: 0,
-        }
-    }
 }
 
-/// Incremental decoding for streaming generation; see [`Tokenizer::stream`]. Each id costs
-/// the decoding of the few ids since the last text shown, not of the whole sequence.
-pub struct Stream<'t> {
-    tokenizer: &'t Tokenizer,
+/// Incremental decoding for streaming generation (start one with `Stream::default()`): each
+/// id costs the decoding of the few ids since the last text shown, not of the whole sequence,
+/// and text is held back while a character is incomplete.
+#[derive(Debug, Clone, Default)]
+pub struct Stream {
     ids: Vec<u32>,
     /// Where the ids decoded for context start (the text before them is shown).
     prefix: usize,
@@ -218,12 +213,13 @@ pub struct Stream<'t> {
     read: usize,
 }
 
-impl Stream<'_> {
-    /// Adds an id; returns the new text it completes, if any.
-    pub fn push(&mut self, id: u32) -> Result<Option<String>, TextError> {
+impl Stream {
+    /// Adds an id; returns the new text it completes, if any. Give every id of one stream to
+    /// the same tokenizer.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<Option<String>, TextError> {
         self.ids.push(id);
-        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
-        let text = self.tokenizer.decode(&self.ids[self.prefix..])?;
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let text = tokenizer.decode(&self.ids[self.prefix..])?;
         // A byte-level token may end inside a character: wait for the rest.
         if text.len() <= before.len() || text.ends_with('\u{fffd}') {
             return Ok(None);
@@ -307,9 +303,9 @@ mod tests {
         let t = Tokenizer::bytes();
         let ids = t.encode("é!").unwrap();
         assert_eq!(ids.len(), 3);
-        let mut s = t.stream();
-        assert_eq!(s.push(ids[0]).unwrap(), None);
-        assert_eq!(s.push(ids[1]).unwrap().as_deref(), Some("é"));
-        assert_eq!(s.push(ids[2]).unwrap().as_deref(), Some("!"));
+        let mut s = Stream::default();
+        assert_eq!(s.push(&t, ids[0]).unwrap(), None);
+        assert_eq!(s.push(&t, ids[1]).unwrap().as_deref(), Some("é"));
+        assert_eq!(s.push(&t, ids[2]).unwrap().as_deref(), Some("!"));
     }
 }

@@ -9,7 +9,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData, activation};
 use modelforge_spec::{Rope, RopeLayout};
 
-use super::{Activation, TensorVisitor, dense};
+use super::{Activation, Context, Group, TensorVisitor, dense};
 
 /// Keys and values of the positions seen so far, `[batch, kv_heads, len, head_dim]` each.
 pub type KeyValues = (Tensor<4>, Tensor<4>);
@@ -75,6 +75,12 @@ pub(crate) fn init(input: &[usize], o: Options, device: &Device) -> SelfAttentio
 }
 
 impl SelfAttention {
+    /// Floats one position adds to the cache: a key and a value per key/value head.
+    pub(crate) fn cache_floats_per_token(&self) -> usize {
+        let [_, kv_dim] = self.k.weight.dims();
+        2 * kv_dim
+    }
+
     /// `[batch, len, heads · head_dim]` to `[batch, heads, len, head_dim]`.
     fn split(x: Tensor<3>, heads: usize) -> Tensor<4> {
         let [b, t, d] = x.dims();
@@ -152,54 +158,71 @@ impl SelfAttention {
             .reshape([b, kv * groups, t, hd])
     }
 
-    /// Attention of the new positions `offset..offset + len` of `x` (`[batch, len, dim]`) over
-    /// themselves and, with a cache, every earlier position; the cache grows by `len`.
-    pub(crate) fn attend(
+    /// Attention of the new positions of `x` (`[batch, len, dim]`) over themselves and, with a
+    /// cache, every earlier position; each group of rows stands at its own position and
+    /// extends its own cache by `len`. The projections run over the whole batch at once.
+    fn attend(
         &self,
         x: Tensor<3>,
-        offset: usize,
-        cache: Option<&mut Option<KeyValues>>,
+        groups: Vec<(Group, Option<&mut Option<KeyValues>>)>,
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
-        let rotations = self.rotations(offset, t, d / self.heads, &x.device());
-        let q = self.rotate(
-            Self::split(self.q.forward(x.clone()), self.heads),
-            &rotations,
-        );
-        let k = self.rotate(
-            Self::split(self.k.forward(x.clone()), self.kv_heads),
-            &rotations,
-        );
+        let hd = d / self.heads;
+        let q = Self::split(self.q.forward(x.clone()), self.heads);
+        let k = Self::split(self.k.forward(x.clone()), self.kv_heads);
         let v = Self::split(self.v.forward(x), self.kv_heads);
-        let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+        let whole = groups.len() == 1;
+        let rows = |x: &Tensor<4>, r: &std::ops::Range<usize>| match whole {
+            true => x.clone(),
+            false => x.clone().narrow(0, r.start, r.len()),
+        };
+        let ys: Vec<Tensor<4>> = groups
+            .into_iter()
+            .map(|((range, offset), cache)| {
+                let rotations = self.rotations(offset, t, hd, &q.device());
+                let q = self.rotate(rows(&q, &range), &rotations);
+                let k = self.rotate(rows(&k, &range), &rotations);
+                let v = rows(&v, &range);
+                let (k, v) = match cache {
+                    Some(slot) => {
+                        let (k, v) = match slot.take() {
+                            Some((pk, pv)) => {
+                                (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2))
+                            }
+                            None => (k, v),
+                        };
+                        *slot = Some((k.clone(), v.clone()));
+                        (k, v)
+                    }
                     None => (k, v),
                 };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
-            None => (k, v),
-        };
-        let (k, v) = (self.widen(k), self.widen(v));
-        let y = if self.dropout.prob > 0.0 {
-            self.attend_with_dropout(q, k, v)
-        } else {
-            attention(
-                q,
-                k,
-                v,
-                None,
-                None,
-                AttentionModuleOptions {
-                    scale: None,
-                    softcap: None,
-                    is_causal: self.causal,
-                },
-            )
+                self.attention(q, self.widen(k), self.widen(v))
+            })
+            .collect();
+        let y = match whole {
+            true => ys.into_iter().next().expect("one group"),
+            false => Tensor::cat(ys, 0),
         };
         self.o.forward(y.swap_dims(1, 2).reshape([b, t, d]))
+    }
+
+    /// softmax(q·kᵀ/√d, causally masked) · v, with dropout on the weights in training.
+    fn attention(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        if self.dropout.prob > 0.0 {
+            return self.attend_with_dropout(q, k, v);
+        }
+        attention(
+            q,
+            k,
+            v,
+            None,
+            None,
+            AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: self.causal,
+            },
+        )
     }
 
     /// softmax(q·kᵀ/√d, causally masked) with dropout on the weights, then · v.
@@ -223,15 +246,18 @@ impl SelfAttention {
     }
 }
 
-/// Attention of a `[batch, len, dim]` batch.
+/// Attention of a `[batch, len, dim]` batch; block `index` of the network, for its cache slot.
 pub(crate) fn forward(
     a: &SelfAttention,
     x: Activation,
-    offset: usize,
-    cache: Option<&mut Option<KeyValues>>,
+    ctx: &mut Context,
+    index: usize,
 ) -> Activation {
     match x {
-        Activation::R3(t) => Activation::R3(a.attend(t, offset, cache)),
+        Activation::R3(t) => {
+            let groups = ctx.slots(t.dims()[0], index);
+            Activation::R3(a.attend(t, groups))
+        }
         other => unreachable!(
             "self_attention takes [batch, len, dim], got {:?}",
             other.dims()

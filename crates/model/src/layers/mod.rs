@@ -99,13 +99,58 @@ pub enum Block {
     Swiglu(Swiglu),
 }
 
-/// Where a forward pass stands in its sequences: the position of the first new token, and
-/// the key/value cache (one slot per block) when generating.
-pub(crate) struct Context<'a> {
-    /// Position of the first token of this pass.
-    pub offset: usize,
-    /// Per block, the cached keys and values; `None` in training and one-shot passes.
-    pub cache: Option<&'a mut [Option<KeyValues>]>,
+/// Where a forward pass stands in its sequences, and the key/value caches it reads and
+/// extends when generating.
+pub(crate) enum Context<'a, 'c> {
+    /// Every row starts at position 0 and nothing is kept (training, one-shot passes).
+    Fresh,
+    /// Every row continues at `offset`, with one cache for the batch (one slot per block).
+    Cached {
+        /// Position of the first token of this pass.
+        offset: usize,
+        /// Per block, the cached keys and values.
+        slots: &'a mut [Option<KeyValues>],
+    },
+    /// Row `i` of the batch continues the sequence of `rows[i]`, at its own position.
+    Rows(&'a mut [&'c mut crate::KvCache]),
+}
+
+/// Rows of a batch that stand at one position: the rows, and the position of their first
+/// token in this pass.
+pub(crate) type Group = (std::ops::Range<usize>, usize);
+
+impl Context<'_, '_> {
+    /// The batch of `batch` rows as groups that share a position.
+    pub(crate) fn groups(&self, batch: usize) -> Vec<Group> {
+        match self {
+            Context::Fresh => vec![(0..batch, 0)],
+            Context::Cached { offset, .. } => vec![(0..batch, *offset)],
+            Context::Rows(rows) => rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i..i + 1, r.len()))
+                .collect(),
+        }
+    }
+
+    /// Each group with its cache slot of block `index` (`None` without a cache).
+    pub(crate) fn slots(
+        &mut self,
+        batch: usize,
+        index: usize,
+    ) -> Vec<(Group, Option<&mut Option<KeyValues>>)> {
+        let groups = self.groups(batch);
+        match self {
+            Context::Fresh => groups.into_iter().map(|g| (g, None)).collect(),
+            Context::Cached { slots, .. } => {
+                groups.into_iter().zip([Some(&mut slots[index])]).collect()
+            }
+            Context::Rows(rows) => groups
+                .into_iter()
+                .zip(rows.iter_mut().map(|r| Some(r.slot(index))))
+                .collect(),
+        }
+    }
 }
 
 /// A parameter-free step of the forward pass.
@@ -253,11 +298,8 @@ impl Block {
     /// The block's forward pass; block `index` of the network, for its cache slot.
     pub(crate) fn forward(&self, x: Activation, ctx: &mut Context, index: usize) -> Activation {
         match (self, x) {
-            (Block::PositionalEmbedding(p), x) => positional_embedding::forward(p, x, ctx.offset),
-            (Block::SelfAttention(a), x) => {
-                let slot = ctx.cache.as_deref_mut().map(|slots| &mut slots[index]);
-                attention::forward(a, x, ctx.offset, slot)
-            }
+            (Block::PositionalEmbedding(p), x) => positional_embedding::forward(p, x, ctx),
+            (Block::SelfAttention(a), x) => attention::forward(a, x, ctx, index),
             (Block::RmsNorm(n), x) => rms_norm::forward(n, x),
             (Block::Swiglu(s), x) => swiglu::forward(s, x),
             (Block::Dense(l), x) => dense::forward(l, x),

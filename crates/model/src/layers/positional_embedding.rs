@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
-use super::{Activation, TensorVisitor};
+use super::{Activation, Context, TensorVisitor};
 
 /// The position table.
 #[derive(Module, Debug)]
@@ -26,13 +26,18 @@ pub(crate) fn init(context: usize, input: &[usize], device: &Device) -> Position
     }
 }
 
-/// Adds the vectors of positions `offset..offset + len` to each sequence.
-pub(crate) fn forward(p: &PositionalEmbedding, x: Activation, offset: usize) -> Activation {
+/// Adds to each sequence the vectors of its positions (`offset..offset + len`, where each
+/// row's offset comes from the context).
+pub(crate) fn forward(p: &PositionalEmbedding, x: Activation, ctx: &Context) -> Activation {
     match x {
         Activation::R3(t) => {
-            let len = t.dims()[1];
-            let table = p.weight.val().narrow(0, offset, len);
-            Activation::R3(t + table.unsqueeze::<3>())
+            let [batch, len, _] = t.dims();
+            let table = |offset| p.weight.val().narrow(0, offset, len).unsqueeze::<3>();
+            let positions = match ctx.groups(batch).as_slice() {
+                [(_, offset)] => table(*offset),
+                rows => Tensor::cat(rows.iter().map(|(_, offset)| table(*offset)).collect(), 0),
+            };
+            Activation::R3(t + positions)
         }
         other => unreachable!(
             "positional_embedding takes [batch, len, dim], got {:?}",

@@ -1,0 +1,679 @@
+//! Continuous batching for a generating version: one dedicated thread admits requests
+//! between decode steps under a token budget and a cache budget, prefills long prompts a
+//! bounded chunk at a time, advances every running sequence in one batched step, and lets
+//! finished or cancelled ones leave at once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc as events;
+
+use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
+use crate::queue::{Histogram, SECONDS, Statistics};
+use crate::{ModelInfo, ServeError};
+
+/// Limits of a generating version's scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Sequences generating at once (the largest decode batch).
+    pub max_sequences: usize,
+    /// Tokens one step runs at most: one per generating sequence plus a chunk of prompts.
+    pub max_step_tokens: usize,
+    /// Bytes of key/value cache the running sequences may hold together (each reserves
+    /// its prompt plus `max_tokens`, up to the context). One sequence is always admitted.
+    pub cache_bytes: usize,
+    /// Requests that wait for room before more are refused.
+    pub max_waiting: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_sequences: 32,
+            max_step_tokens: 256,
+            cache_bytes: 1 << 30,
+            max_waiting: 256,
+        }
+    }
+}
+
+/// Counters of generation, beside the Triton-shaped ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStatistics {
+    /// Prompt tokens of admitted requests.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub generated_tokens: u64,
+    /// Generations whose client left before the end.
+    pub cancelled: u64,
+    /// Sequences generating now.
+    pub running: usize,
+    /// Requests waiting for room now.
+    pub waiting: usize,
+    /// Cache bytes the running sequences reserve now.
+    pub cache_bytes: usize,
+    /// Submission to first token, seconds.
+    pub time_to_first_token: Histogram,
+    /// Time per output token after the first, seconds.
+    pub time_per_output_token: Histogram,
+}
+
+impl Default for GenerationStatistics {
+    fn default() -> Self {
+        GenerationStatistics {
+            prompt_tokens: 0,
+            generated_tokens: 0,
+            cancelled: 0,
+            running: 0,
+            waiting: 0,
+            cache_bytes: 0,
+            time_to_first_token: Histogram::new(SECONDS),
+            time_per_output_token: Histogram::new(SECONDS),
+        }
+    }
+}
+
+/// A request on its way to the scheduler thread.
+struct Submission {
+    request: GenerateRequest,
+    events: events::UnboundedSender<Event>,
+    submitted: Instant,
+}
+
+/// A served generating version: submit requests, read statistics.
+pub struct Scheduler {
+    info: ModelInfo,
+    tx: Sender<Submission>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    stats: Arc<Mutex<Statistics>>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread of a generator.
+    pub fn start(
+        info: ModelInfo,
+        generator: Box<dyn Generator>,
+        config: SchedulerConfig,
+    ) -> Result<Scheduler, String> {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(Statistics {
+            generation: Some(GenerationStatistics::default()),
+            ..Statistics::default()
+        }));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let one_sequence = generator.context() * generator.cache_bytes_per_token();
+        let worker = Worker {
+            generator,
+            rx,
+            stats: stats.clone(),
+            waiting_count: waiting.clone(),
+            max_sequences: config.max_sequences.max(1),
+            max_step_tokens: config.max_step_tokens.max(config.max_sequences + 1),
+            cache_budget: config.cache_bytes.max(one_sequence),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            next_id: 0,
+            reserved: 0,
+        };
+        std::thread::Builder::new()
+            .name(format!("generate-{}-{}", info.name, info.version))
+            .spawn(move || worker.run())
+            .map_err(|e| format!("cannot start a scheduler thread: {e}"))?;
+        Ok(Scheduler {
+            info,
+            tx,
+            waiting,
+            max_waiting: config.max_waiting,
+            stats,
+        })
+    }
+
+    /// What this version is.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// A snapshot of the counters.
+    pub fn statistics(&self) -> Statistics {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Queues a request; its events arrive on the returned generation. A full queue is
+    /// refused at once.
+    pub fn submit(&self, request: GenerateRequest) -> Result<Generation, ServeError> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.stats.lock().expect("stats lock").failure += 1;
+            return Err(ServeError::Overloaded(self.info.name.clone()));
+        }
+        let (events, rx) = events::unbounded_channel();
+        let submission = Submission {
+            request,
+            events,
+            submitted: Instant::now(),
+        };
+        self.tx
+            .send(submission)
+            .map_err(|_| ServeError::Compute("the generation's compute thread stopped".into()))?;
+        Ok(Generation {
+            events: rx,
+            version: self.info.version,
+        })
+    }
+}
+
+/// Where a sequence stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Its prompt is going into the cache.
+    Prefilling,
+    /// It generates a token each step.
+    Decoding,
+}
+
+/// A request the thread holds.
+struct Sequence {
+    id: SequenceId,
+    submission: Submission,
+    /// Set once admitted (the prompt is encoded).
+    prompt_tokens: usize,
+    /// Prompt tokens in the cache.
+    prefilled: usize,
+    phase: Phase,
+    /// Cache bytes reserved while running.
+    reserved: usize,
+    tokens: usize,
+    first_token: Option<Duration>,
+    admitted: Option<Instant>,
+}
+
+impl Sequence {
+    fn send(&self, event: Event) -> bool {
+        self.submission.events.send(event).is_ok()
+    }
+
+    fn gone(&self) -> bool {
+        self.submission.events.is_closed()
+    }
+}
+
+/// The scheduler thread's state.
+struct Worker {
+    generator: Box<dyn Generator>,
+    rx: Receiver<Submission>,
+    stats: Arc<Mutex<Statistics>>,
+    waiting_count: Arc<AtomicUsize>,
+    max_sequences: usize,
+    max_step_tokens: usize,
+    cache_budget: usize,
+    /// Admitted (prompt encoded) or not yet, in arrival order.
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
+    next_id: SequenceId,
+    reserved: usize,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            if !self.intake() {
+                return;
+            }
+            self.leave_cancelled();
+            self.admit();
+            let started = Instant::now();
+            let prefilled = self.prefill();
+            let decoded = self.decode();
+            self.account(started, prefilled, decoded);
+        }
+    }
+
+    /// Takes new requests: waits for one while idle; false once every sender is gone and
+    /// nothing is left to do (running streams finish first, on this version).
+    fn intake(&mut self) -> bool {
+        if self.running.is_empty() && self.waiting.is_empty() {
+            match self.rx.recv() {
+                Ok(s) => self.enqueue(s),
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(s) => self.enqueue(s),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
+    fn enqueue(&mut self, submission: Submission) {
+        self.next_id += 1;
+        self.waiting.push_back(Sequence {
+            id: self.next_id,
+            submission,
+            prompt_tokens: 0,
+            prefilled: 0,
+            phase: Phase::Prefilling,
+            reserved: 0,
+            tokens: 0,
+            first_token: None,
+            admitted: None,
+        });
+    }
+
+    /// Drops every sequence whose client has gone.
+    fn leave_cancelled(&mut self) {
+        let (gone, waiting): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|s| s.gone());
+        self.waiting = waiting.into();
+        for s in gone {
+            self.leave(s, Outcome::Cancelled, false);
+        }
+        let (gone, running): (Vec<_>, Vec<_>) = self.running.drain(..).partition(|s| s.gone());
+        self.running = running;
+        for s in gone {
+            self.leave(s, Outcome::Cancelled, true);
+        }
+    }
+
+    /// Moves waiting requests into the running set while there is room for their cache.
+    fn admit(&mut self) {
+        let context = self.generator.context();
+        let per_token = self.generator.cache_bytes_per_token();
+        while self.running.len() < self.max_sequences {
+            let Some(mut s) = self.waiting.pop_front() else {
+                return;
+            };
+            if s.admitted.is_none() {
+                match self.generator.admit(s.id, &s.submission.request) {
+                    Ok(n) => {
+                        s.prompt_tokens = n;
+                        s.admitted = Some(Instant::now());
+                        s.send(Event::Started { prompt_tokens: n });
+                    }
+                    Err(e) => {
+                        self.leave(s, Outcome::Failed(e), false);
+                        continue;
+                    }
+                }
+            }
+            let wanted = (s.prompt_tokens + s.submission.request.sampling.max_tokens).min(context);
+            let bytes = wanted * per_token;
+            if !self.running.is_empty() && self.reserved + bytes > self.cache_budget {
+                self.waiting.push_front(s);
+                return;
+            }
+            s.reserved = bytes;
+            self.reserved += bytes;
+            self.waiting_count.fetch_sub(1, Ordering::SeqCst);
+            self.running.push(s);
+        }
+    }
+
+    /// Prefills prompts in arrival order with the tokens this step has left after one per
+    /// generating sequence; returns the tokens run.
+    fn prefill(&mut self) -> usize {
+        let decoding = self
+            .running
+            .iter()
+            .filter(|s| s.phase == Phase::Decoding)
+            .count();
+        let mut budget = self.max_step_tokens - decoding;
+        let mut ran = 0;
+        let mut failed = Vec::new();
+        for (i, s) in self.running.iter_mut().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            if s.phase != Phase::Prefilling {
+                continue;
+            }
+            let left = s.prompt_tokens - s.prefilled;
+            match self.generator.prefill(s.id, budget.min(left)) {
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    ran += n;
+                    s.prefilled += n;
+                    if s.prefilled >= s.prompt_tokens {
+                        s.phase = Phase::Decoding;
+                    }
+                }
+                Err(e) => failed.push((i, e)),
+            }
+        }
+        for (i, e) in failed.into_iter().rev() {
+            let s = self.running.remove(i);
+            self.leave(s, Outcome::Failed(e), true);
+        }
+        ran
+    }
+
+    /// One token for every generating sequence; returns how many sequences stepped.
+    fn decode(&mut self) -> usize {
+        let ids: Vec<SequenceId> = self
+            .running
+            .iter()
+            .filter(|s| s.phase == Phase::Decoding)
+            .map(|s| s.id)
+            .collect();
+        if ids.is_empty() {
+            return 0;
+        }
+        let tokens = match self.generator.decode(&ids) {
+            Ok(t) => t,
+            Err(e) => {
+                let (failed, running): (Vec<_>, Vec<_>) = self
+                    .running
+                    .drain(..)
+                    .partition(|s| s.phase == Phase::Decoding);
+                self.running = running;
+                for s in failed {
+                    self.leave(s, Outcome::Failed(ServeError::Compute(e.to_string())), true);
+                }
+                return ids.len();
+            }
+        };
+        let mut done = Vec::new();
+        let mut at = 0;
+        for (i, s) in self.running.iter_mut().enumerate() {
+            if s.phase != Phase::Decoding {
+                continue;
+            }
+            let token = &tokens[at];
+            at += 1;
+            s.tokens += 1;
+            if s.first_token.is_none() {
+                s.first_token = Some(s.submission.submitted.elapsed());
+            }
+            if !token.text.is_empty() && !s.send(Event::Text(token.text.clone())) {
+                done.push((i, None));
+                continue;
+            }
+            if let Some(finish) = token.finish {
+                done.push((i, Some(finish)));
+            }
+        }
+        for (i, finish) in done.into_iter().rev() {
+            let s = self.running.remove(i);
+            let outcome = match finish {
+                Some(finish) => Outcome::Finished(finish),
+                None => Outcome::Cancelled,
+            };
+            self.leave(s, outcome, true);
+        }
+        ids.len()
+    }
+
+    /// A sequence leaves: its cache is freed, its client told, the counters kept.
+    fn leave(&mut self, s: Sequence, outcome: Outcome, running: bool) {
+        if s.admitted.is_some() {
+            self.generator.release(s.id);
+        }
+        if running {
+            self.reserved -= s.reserved;
+        } else {
+            self.waiting_count.fetch_sub(1, Ordering::SeqCst);
+        }
+        let mut stats = self.stats.lock().expect("stats lock");
+        let elapsed = s.submission.submitted.elapsed();
+        match outcome {
+            Outcome::Finished(finish) => {
+                let first = s.first_token.unwrap_or(elapsed);
+                let summary = Summary {
+                    finish,
+                    prompt_tokens: s.prompt_tokens,
+                    tokens: s.tokens,
+                    time_to_first_token: first,
+                    elapsed,
+                };
+                stats.success += 1;
+                stats.inferences += 1;
+                stats.latency.observe(elapsed.as_secs_f64());
+                let queued = s.admitted.map_or(elapsed, |a| a - s.submission.submitted);
+                stats.queue_ns += queued.as_nanos() as u64;
+                stats.queue_time.observe(queued.as_secs_f64());
+                let g = stats.generation.as_mut().expect("generation counters");
+                g.time_to_first_token.observe(first.as_secs_f64());
+                if s.tokens > 1 {
+                    let per = (elapsed - first).as_secs_f64() / (s.tokens - 1) as f64;
+                    g.time_per_output_token.observe(per);
+                }
+                s.send(Event::Done(summary));
+            }
+            Outcome::Cancelled => {
+                stats
+                    .generation
+                    .as_mut()
+                    .expect("generation counters")
+                    .cancelled += 1;
+            }
+            Outcome::Failed(e) => {
+                stats.failure += 1;
+                s.send(Event::Failed(e));
+            }
+        }
+        let g = stats.generation.as_mut().expect("generation counters");
+        g.prompt_tokens += s.prompt_tokens as u64;
+        g.generated_tokens += s.tokens as u64;
+    }
+
+    /// Records one step in the counters.
+    fn account(&mut self, started: Instant, prefilled: usize, decoded: usize) {
+        let ns = started.elapsed().as_nanos() as u64;
+        let mut stats = self.stats.lock().expect("stats lock");
+        let g = stats.generation.as_mut().expect("generation counters");
+        g.running = self.running.len();
+        g.waiting = self.waiting.len();
+        g.cache_bytes = self.reserved;
+        if prefilled == 0 && decoded == 0 {
+            return;
+        }
+        stats.executions += 1;
+        stats.compute_ns += ns;
+        if decoded > 0 {
+            stats.batch_size.observe(decoded as f64);
+            let entry = stats.batches.entry(decoded).or_default();
+            entry.0 += 1;
+            entry.1 += ns;
+        }
+        stats.last_inference_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+    }
+}
+
+/// How a sequence left.
+enum Outcome {
+    Finished(crate::generator::Finish),
+    Cancelled,
+    Failed(ServeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::generator::{Finish, Sampling, Token};
+
+    /// What the fake engine saw.
+    #[derive(Default)]
+    struct Log {
+        prefills: Vec<usize>,
+        batches: Vec<usize>,
+        released: Vec<SequenceId>,
+    }
+
+    /// Each prompt character is a token; each step emits the sequence's next letter of
+    /// "abcdef…" and ends after `max_tokens`. A prompt of "bad" is refused. Every step
+    /// takes a millisecond, so that concurrent clients overlap.
+    struct Letters {
+        log: Arc<Mutex<Log>>,
+        sequences: HashMap<SequenceId, (usize, usize)>,
+    }
+
+    impl Generator for Letters {
+        fn context(&self) -> usize {
+            64
+        }
+        fn cache_bytes_per_token(&self) -> usize {
+            10
+        }
+        fn admit(&mut self, id: SequenceId, r: &GenerateRequest) -> Result<usize, ServeError> {
+            if r.prompt == "bad" {
+                return Err(ServeError::BadRequest("a bad prompt".into()));
+            }
+            self.sequences.insert(id, (0, r.sampling.max_tokens));
+            Ok(r.prompt.chars().count())
+        }
+        fn prefill(&mut self, _: SequenceId, budget: usize) -> Result<usize, ServeError> {
+            self.log.lock().unwrap().prefills.push(budget);
+            Ok(budget)
+        }
+        fn decode(&mut self, ids: &[SequenceId]) -> Result<Vec<Token>, ServeError> {
+            std::thread::sleep(Duration::from_millis(1));
+            self.log.lock().unwrap().batches.push(ids.len());
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    let (done, max) = self.sequences.get_mut(id).expect("admitted");
+                    let letter = (b'a' + *done as u8) as char;
+                    *done += 1;
+                    Token {
+                        text: letter.to_string(),
+                        finish: (*done == *max).then_some(Finish::Length),
+                    }
+                })
+                .collect())
+        }
+        fn release(&mut self, id: SequenceId) {
+            self.sequences.remove(&id).expect("released once");
+            self.log.lock().unwrap().released.push(id);
+        }
+    }
+
+    fn scheduler(config: SchedulerConfig) -> (Scheduler, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let generator = Letters {
+            log: log.clone(),
+            sequences: HashMap::new(),
+        };
+        let s = Scheduler::start(crate::queue::tests::info(), Box::new(generator), config);
+        (s.unwrap(), log)
+    }
+
+    fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
+        GenerateRequest {
+            prompt: prompt.into(),
+            sampling: Sampling {
+                max_tokens,
+                ..Sampling::default()
+            },
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn concurrent_generations_share_decode_steps_and_each_gets_its_own_text() {
+        let (s, log) = scheduler(SchedulerConfig::default());
+        let rt = runtime();
+        let lengths = [30, 5, 17, 1];
+        let gens: Vec<Generation> = lengths
+            .iter()
+            .map(|&n| s.submit(request("hi", n)).unwrap())
+            .collect();
+        let results = rt.block_on(async {
+            let mut out = Vec::new();
+            for mut g in gens {
+                assert_eq!(g.started().await.unwrap(), 2);
+                out.push(g.collect().await.unwrap());
+            }
+            out
+        });
+        for ((text, summary), n) in results.iter().zip(lengths) {
+            let want: String = (0..n).map(|i| (b'a' + i as u8) as char).collect();
+            assert_eq!(text, &want);
+            assert_eq!((summary.tokens, summary.finish), (n, Finish::Length));
+        }
+        let log = log.lock().unwrap();
+        assert!(log.batches.iter().any(|&b| b > 1), "{:?}", log.batches);
+        assert_eq!(log.released.len(), 4);
+        let stats = s.statistics();
+        assert_eq!(stats.success, 4);
+        let g = stats.generation.unwrap();
+        assert_eq!((g.generated_tokens, g.prompt_tokens), (53, 8));
+        assert_eq!(g.time_to_first_token.count, 4);
+    }
+
+    #[test]
+    fn a_client_that_leaves_frees_its_sequence_and_others_carry_on() {
+        let (s, log) = scheduler(SchedulerConfig::default());
+        let rt = runtime();
+        let mut long = s.submit(request("x", 10_000)).unwrap();
+        let short = s.submit(request("y", 20)).unwrap();
+        rt.block_on(async {
+            long.started().await.unwrap();
+            match long.next().await {
+                Event::Text(t) => assert_eq!(t, "a"),
+                other => panic!("{other:?}"),
+            }
+        });
+        drop(long);
+        let (text, _) = rt.block_on(short.collect()).unwrap();
+        assert_eq!(text.len(), 20);
+        // The long one leaves within a step or so of its client.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.statistics().generation.unwrap().cancelled == 0 {
+            assert!(Instant::now() < deadline, "never cancelled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(log.lock().unwrap().released.len(), 2);
+        assert!(log.lock().unwrap().batches.iter().sum::<usize>() < 1000);
+    }
+
+    #[test]
+    fn a_bad_request_fails_before_it_starts_and_a_full_queue_is_refused() {
+        let (s, _) = scheduler(SchedulerConfig {
+            max_waiting: 0,
+            ..SchedulerConfig::default()
+        });
+        assert!(matches!(
+            s.submit(request("hi", 3)),
+            Err(ServeError::Overloaded(_))
+        ));
+        let (s, _) = scheduler(SchedulerConfig::default());
+        let mut bad = s.submit(request("bad", 3)).unwrap();
+        let err = runtime().block_on(bad.started()).err().unwrap();
+        assert!(err.to_string().contains("a bad prompt"), "{err}");
+        assert_eq!(s.statistics().failure, 1);
+    }
+
+    #[test]
+    fn a_long_prompt_is_prefilled_in_bounded_chunks_and_the_cache_budget_queues_the_rest() {
+        // Room for one sequence of 64 positions: the second waits for the first to finish.
+        let (s, log) = scheduler(SchedulerConfig {
+            max_step_tokens: 8,
+            max_sequences: 4,
+            cache_bytes: 640,
+            ..SchedulerConfig::default()
+        });
+        let rt = runtime();
+        let a = s.submit(request(&"p".repeat(20), 40)).unwrap();
+        let b = s.submit(request(&"q".repeat(20), 40)).unwrap();
+        rt.block_on(async {
+            a.collect().await.unwrap();
+            b.collect().await.unwrap();
+        });
+        let log = log.lock().unwrap();
+        assert!(log.prefills.iter().all(|&n| n <= 8), "{:?}", log.prefills);
+        assert_eq!(log.prefills.iter().sum::<usize>(), 40);
+        assert!(log.batches.iter().all(|&b| b == 1), "{:?}", log.batches);
+    }
+}

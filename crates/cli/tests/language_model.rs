@@ -10,7 +10,7 @@ fn shakespeare(steps: u64) -> String {
     example("modelforge.toml", steps)
 }
 
-fn example(file: &str, steps: u64) -> String {
+pub(crate) fn example(file: &str, steps: u64) -> String {
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/shakespeare")

@@ -219,7 +219,7 @@ pub(crate) fn published_digits(gate_min: f64, epochs: usize) -> (Sandbox, Server
     (sb, server)
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(

@@ -22,7 +22,7 @@ pub enum GenerateError {
     #[error("the prompt: {0}")]
     Prompt(TextError),
     /// The prompt is empty.
-    #[error("the prompt is empty — give at least one character with --prompt")]
+    #[error("the prompt is empty — give at least one character")]
     EmptyPrompt,
     /// The prompt is longer than the model's context.
     #[error(

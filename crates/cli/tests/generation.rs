@@ -358,3 +358,75 @@ fn run_serves_a_language_model_and_answers_one_generation() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_new_version_takes_new_requests_while_running_streams_finish_on_the_old_one() {
+    let (sb, server) = served_language_model(&[]);
+    let path = "/v2/models/shakespeare-gpt/generate_stream";
+    let long = json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 100000}});
+    let mut old = open_stream(&server, path, &long);
+    let version = |stream: &mut BufReader<TcpStream>| -> Value {
+        let event: Value = serde_json::from_str(&next_event(stream).unwrap()).unwrap();
+        event["model_version"].clone()
+    };
+    assert_eq!(version(&mut old), "1");
+    sb.retrain();
+    wait_for("version 2", || {
+        server.call("GET", "/v2/models/shakespeare-gpt", None).1["versions"] == json!(["2"])
+    });
+    let short = json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 5}});
+    let (status, new) = post(&server, "/v2/models/shakespeare-gpt/generate", &short);
+    assert_eq!((status, &new["model_version"]), (200, &json!("2")), "{new}");
+    // The stream that started on version 1 goes on there.
+    for _ in 0..20 {
+        assert_eq!(version(&mut old), "1");
+    }
+}
+
+#[test]
+fn tritonclient_grpc_streams_a_generation_in_decoupled_mode() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = crate::common::python(&["tritonclient[http,grpc]", "numpy"]);
+    let (_sb, server) = served_language_model(&[]);
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/clients/triton_generate.py"))
+        .args([&server.grpc, "shakespeare-gpt"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "triton_generate.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let request =
+        json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 12, "temperature": 0}});
+    let (_, rest) = post(&server, "/v2/models/shakespeare-gpt/generate", &request);
+    let want = rest["text_output"].as_str().unwrap();
+    // Streamed: the pieces make the text REST gives; only the last response is final.
+    let streamed = r["streamed"].as_array().unwrap();
+    let text: String = streamed
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, want);
+    assert!(streamed.len() > 2, "{r}");
+    let (last, rest_of) = streamed.split_last().unwrap();
+    assert!(
+        rest_of
+            .iter()
+            .all(|p| p["params"]["triton_final_response"] == false)
+    );
+    assert_eq!(last["params"]["triton_final_response"], true);
+    assert_eq!(last["params"]["finish_reason"], "length");
+    assert_eq!(last["params"]["completion_tokens"], 12);
+    assert_eq!(last["version"], "1");
+    // Not streamed: one final response with the whole text.
+    assert_eq!(r["whole"].as_array().unwrap().len(), 1);
+    assert_eq!(r["whole"][0]["text"], want);
+    assert!(r["bad_setting"].as_str().unwrap().contains("(0, 1]"), "{r}");
+    assert!(
+        r["bad_parameter"].as_str().unwrap().contains("beams"),
+        "{r}"
+    );
+}

@@ -211,18 +211,22 @@ fn statistics(name: &str, version: u64, s: &modelforge_serve::Statistics) -> Mod
             success: d(s.success, s.queue_ns + s.compute_ns),
             fail: d(s.failure, 0),
             queue: d(s.success, s.queue_ns),
-            compute_input: d(0, 0),
+            // Input and output conversion is part of the compute time; perf_analyzer
+            // needs the three compute counts equal.
+            compute_input: d(s.success, 0),
             compute_infer: d(s.success, s.compute_ns),
-            compute_output: d(0, 0),
+            compute_output: d(s.success, 0),
+            cache_hit: d(0, 0),
+            cache_miss: d(0, 0),
         }),
         batch_stats: s
             .batches
             .iter()
             .map(|(size, (count, ns))| InferBatchStatistics {
                 batch_size: *size as u64,
-                compute_input: d(0, 0),
+                compute_input: d(*count, 0),
                 compute_infer: d(*count, *ns),
-                compute_output: d(0, 0),
+                compute_output: d(*count, 0),
             })
             .collect(),
     }
@@ -382,6 +386,18 @@ impl GrpcInferenceService for Grpc {
         let core = self.core.clone();
         let stream = async_stream(move |tx| async move {
             while let Some(next) = requests.next().await {
+                // A language model answers decoupled: many responses, on their own task,
+                // so the stream's next requests need not wait for this generation.
+                if let Ok(request) = &next {
+                    let generating = core
+                        .served(&request.model_name, version(&request.model_version))
+                        .is_ok_and(|s| s.is_generator());
+                    if generating {
+                        let request = next.expect("checked");
+                        tokio::spawn(generate(core.clone(), request, tx.clone()));
+                        continue;
+                    }
+                }
                 let reply = match next {
                     Ok(request) => match infer(&core, request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
@@ -492,6 +508,231 @@ impl GrpcInferenceService for Grpc {
 }
 
 /// A stream fed by a task through a bounded channel.
+/// Request parameters that belong to the protocol, not to sampling.
+const RESERVED: &[&str] = &[
+    "sequence_id",
+    "sequence_start",
+    "sequence_end",
+    "priority",
+    "timeout",
+];
+
+/// The sampling parameters of a generation request: its parameters (tritonclient's
+/// `parameters=`, floats as doubles) and any `sampling_parameters` JSON input (the vLLM
+/// backend's way), as JSON.
+fn sampling_parameters(
+    request: &ModelInferRequest,
+    texts: &[(String, String)],
+) -> Result<serde_json::Map<String, serde_json::Value>, Status> {
+    use infer_parameter::ParameterChoice as P;
+    let mut out = serde_json::Map::new();
+    for (key, p) in &request.parameters {
+        if key.starts_with("triton_") || RESERVED.contains(&key.as_str()) {
+            continue;
+        }
+        let value = match &p.parameter_choice {
+            Some(P::BoolParam(b)) => serde_json::json!(b),
+            Some(P::Int64Param(i)) => serde_json::json!(i),
+            Some(P::Uint64Param(u)) => serde_json::json!(u),
+            Some(P::DoubleParam(d)) => serde_json::json!(d),
+            Some(P::StringParam(s)) => serde_json::json!(s),
+            None => serde_json::Value::Null,
+        };
+        out.insert(key.clone(), value);
+    }
+    if let Some((_, json)) = texts.iter().find(|(name, _)| name == "sampling_parameters") {
+        match serde_json::from_str(json) {
+            Ok(serde_json::Value::Object(more)) => out.extend(more),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the sampling_parameters input must be one JSON object, e.g. {\"max_tokens\": 64}",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The string inputs of a request (`BYTES` `[1]`), by name: raw contents (a 4-byte length,
+/// then the bytes, as Triton serialises strings) or `bytes_contents`.
+fn text_inputs(request: &ModelInferRequest) -> Result<Vec<(String, String)>, Status> {
+    let bad = |name: &str, why: &str| {
+        Status::invalid_argument(format!(
+            "input \"{name}\" {why}: send one BYTES string of shape [1]"
+        ))
+    };
+    let mut out = Vec::new();
+    for (i, input) in request.inputs.iter().enumerate() {
+        if input.datatype != "BYTES" {
+            return Err(bad(&input.name, &format!("is {}", input.datatype)));
+        }
+        let bytes = match (request.raw_input_contents.get(i), &input.contents) {
+            (Some(raw), _) => {
+                let len = raw
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .filter(|&n| n + 4 == raw.len())
+                    .ok_or_else(|| bad(&input.name, "is not one length-prefixed string"))?;
+                raw[4..4 + len].to_vec()
+            }
+            (None, Some(c)) if c.bytes_contents.len() == 1 => c.bytes_contents[0].clone(),
+            _ => return Err(bad(&input.name, "has no single string")),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| bad(&input.name, "is not UTF-8"))?;
+        out.push((input.name.clone(), text));
+    }
+    Ok(out)
+}
+
+/// The prompt and settings of a generation request on the stream, and whether it wants
+/// its text piece by piece (a `stream` BOOL input or parameter; by default it does).
+fn generation_request(
+    request: &ModelInferRequest,
+) -> Result<(modelforge_serve::GenerateRequest, bool), Status> {
+    let texts = text_inputs(request)?;
+    let Some((_, prompt)) = texts.iter().find(|(name, _)| name == "text_input") else {
+        return Err(Status::invalid_argument(
+            "a language model takes input \"text_input\": one BYTES string of shape [1]",
+        ));
+    };
+    let mut params = sampling_parameters(request, &texts)?;
+    let stream = match params.remove("stream") {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(Status::invalid_argument(format!(
+                "stream must be true or false, got {other}"
+            )));
+        }
+    };
+    crate::generation::only_known(&params, crate::generation::SAMPLING_KEYS)
+        .map_err(|e| Status::invalid_argument(e.message))?;
+    let sampling = crate::generation::sampling(&params, "max_tokens", 256)
+        .map_err(|e| Status::invalid_argument(e.message))?;
+    Ok((
+        modelforge_serve::GenerateRequest {
+            prompt: prompt.clone(),
+            sampling,
+        },
+        stream,
+    ))
+}
+
+/// One decoupled response: a `text_output` string, flagged final on the last one.
+fn text_response(
+    head: &ModelInferResponse,
+    text: &str,
+    summary: Option<&modelforge_serve::Summary>,
+) -> ModelStreamInferResponse {
+    use infer_parameter::ParameterChoice as P;
+    let param = |choice| InferParameter {
+        parameter_choice: Some(choice),
+    };
+    let mut response = head.clone();
+    response.parameters.insert(
+        "triton_final_response".into(),
+        param(P::BoolParam(summary.is_some())),
+    );
+    if let Some(s) = summary {
+        response.parameters.insert(
+            "finish_reason".into(),
+            param(P::StringParam(s.finish.name().into())),
+        );
+        response.parameters.insert(
+            "completion_tokens".into(),
+            param(P::Int64Param(s.tokens as i64)),
+        );
+        response.parameters.insert(
+            "prompt_tokens".into(),
+            param(P::Int64Param(s.prompt_tokens as i64)),
+        );
+    }
+    response.outputs = vec![model_infer_response::InferOutputTensor {
+        name: "text_output".into(),
+        datatype: "BYTES".into(),
+        shape: vec![1],
+        parameters: Default::default(),
+        contents: None,
+    }];
+    let mut raw = (text.len() as u32).to_le_bytes().to_vec();
+    raw.extend_from_slice(text.as_bytes());
+    response.raw_output_contents = vec![raw];
+    ModelStreamInferResponse {
+        error_message: String::new(),
+        infer_response: Some(response),
+    }
+}
+
+/// Runs one generation of a stream and sends its responses: each piece of text (or the
+/// whole text when the request does not stream), then a final response with the figures;
+/// a failure as `error_message`. A stream that closes cancels the generation.
+async fn generate(
+    core: Arc<Core>,
+    request: ModelInferRequest,
+    tx: tokio::sync::mpsc::Sender<Result<ModelStreamInferResponse, Status>>,
+) {
+    let failed = |message: String| ModelStreamInferResponse {
+        error_message: message,
+        infer_response: None,
+    };
+    let (generate, stream) = match generation_request(&request) {
+        Ok(r) => r,
+        Err(status) => {
+            let _ = tx.send(Ok(failed(status.message().to_string()))).await;
+            return;
+        }
+    };
+    let model = version(&request.model_version).map(str::to_string);
+    let started =
+        crate::generation::start(&core, &request.model_name, model.as_deref(), generate).await;
+    let generation = match started {
+        Ok((generation, _)) => generation,
+        Err(e) => {
+            let _ = tx.send(Ok(failed(e.to_string()))).await;
+            return;
+        }
+    };
+    let head = ModelInferResponse {
+        model_name: request.model_name.clone(),
+        model_version: generation.version.to_string(),
+        id: request.id.clone(),
+        ..Default::default()
+    };
+    let mut events = generation.into_events();
+    let mut text = String::new();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = tx.closed() => return,
+        };
+        let reply = match event {
+            Some(modelforge_serve::Event::Text(piece)) if stream => {
+                text_response(&head, &piece, None)
+            }
+            Some(modelforge_serve::Event::Text(piece)) => {
+                text.push_str(&piece);
+                continue;
+            }
+            Some(modelforge_serve::Event::Done(summary)) => {
+                let last = match stream {
+                    true => "",
+                    false => text.as_str(),
+                };
+                let _ = tx
+                    .send(Ok(text_response(&head, last, Some(&summary))))
+                    .await;
+                return;
+            }
+            Some(modelforge_serve::Event::Failed(e)) => failed(e.to_string()),
+            Some(modelforge_serve::Event::Started { .. }) => continue,
+            None => return,
+        };
+        if tx.send(Ok(reply)).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn async_stream<F, Fut>(produce: F) -> InferStream
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<ModelStreamInferResponse, Status>>) -> Fut,

@@ -522,11 +522,19 @@ fn stats_json(
                     "success": count_ns(s.success, s.queue_ns + s.compute_ns),
                     "fail": count_ns(s.failure, 0),
                     "queue": count_ns(s.success, s.queue_ns),
+                    // Input and output conversion is part of the compute time; Triton's
+                    // clients (perf_analyzer) need the three compute counts equal.
+                    "compute_input": count_ns(s.success, 0),
                     "compute_infer": count_ns(s.success, s.compute_ns),
+                    "compute_output": count_ns(s.success, 0),
+                    "cache_hit": count_ns(0, 0),
+                    "cache_miss": count_ns(0, 0),
                 },
                 "batch_stats": s.batches.iter().map(|(size, (count, ns))| json!({
                     "batch_size": size,
+                    "compute_input": count_ns(*count, 0),
                     "compute_infer": count_ns(*count, *ns),
+                    "compute_output": count_ns(*count, 0),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -1,9 +1,12 @@
 //! Decoding speed at batch 1 with the key/value cache, for bench/lm_generate.sh: a model
 //! section (TOML) with seeded random weights, a prompt of N byte tokens, M greedy tokens.
 //!
-//!   decode MODEL.toml --prompt-tokens N --tokens M --threads T
+//!   decode MODEL.toml --prompt-tokens N --tokens M --threads T [--batch B]
 //!
 //! Prints one line: ttft_ms=… decode_tokens_per_sec=… peak_rss_mib=… parameters=…
+//! With `--batch B`, B sequences (prompts of N, N+1, … tokens, so each stands at its own
+//! position) are stepped together, as the server's scheduler steps them, and the
+//! tokens/s are all B sequences' together.
 
 use modelforge_generate::{LanguageModel, Sampling};
 use modelforge_model::Network;
@@ -69,6 +72,32 @@ fn main() {
             &mut |_| {},
         )
         .expect("warm-up");
+    let batch = arg(&args, "--batch", 1);
+    if batch > 1 {
+        let mut sequences: Vec<_> = (0..batch)
+            .map(|i| {
+                let p: String = (0..prompt_tokens + i)
+                    .map(|j| (b'a' + (j % 26) as u8) as char)
+                    .collect();
+                let mut s = model.start(&p, &greedy).expect("a prompt");
+                model.prefill(&mut s, usize::MAX);
+                s
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let mut rows: Vec<&mut modelforge_generate::Sequence> = sequences.iter_mut().collect();
+        while rows.iter().any(|s| s.finish().is_none()) {
+            model.step(&mut rows).expect("a step");
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "batch={batch} decode_tokens_per_sec={:.2} step_ms={:.3} peak_rss_mib={:.0}",
+            (batch * tokens) as f64 / seconds,
+            seconds * 1e3 / tokens as f64,
+            peak_rss_mib()
+        );
+        return;
+    }
     let done = model
         .generate(&prompt, &greedy, &mut |_| {})
         .expect("generation");

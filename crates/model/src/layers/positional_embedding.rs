@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{Activation, Context, TensorVisitor};
 
@@ -31,11 +31,21 @@ pub(crate) fn init(context: usize, input: &[usize], device: &Device) -> Position
 pub(crate) fn forward(p: &PositionalEmbedding, x: Activation, ctx: &Context) -> Activation {
     match x {
         Activation::R3(t) => {
-            let [batch, len, _] = t.dims();
-            let table = |offset| p.weight.val().narrow(0, offset, len).unsqueeze::<3>();
+            let [batch, len, dim] = t.dims();
             let positions = match ctx.groups(batch).as_slice() {
-                [(_, offset)] => table(*offset),
-                rows => Tensor::cat(rows.iter().map(|(_, offset)| table(*offset)).collect(), 0),
+                [(_, offset)] => p.weight.val().narrow(0, *offset, len).unsqueeze::<3>(),
+                // Rows at their own positions: one gather of every row's positions.
+                rows => {
+                    let ids: Vec<i64> = rows
+                        .iter()
+                        .flat_map(|(_, offset)| (*offset..offset + len).map(|p| p as i64))
+                        .collect();
+                    let ids = Tensor::<1, Int>::from_data(
+                        TensorData::new(ids, [batch * len]),
+                        &t.device(),
+                    );
+                    p.weight.val().select(0, ids).reshape([batch, len, dim])
+                }
             };
             Activation::R3(t + positions)
         }

@@ -254,3 +254,20 @@ pub fn python(packages: &[&str]) -> String {
     );
     String::from_utf8(env.stdout).unwrap().trim().to_string()
 }
+
+/// Runs a client script of `tests/clients/` with the venv python; returns the JSON line it
+/// prints.
+pub fn client_report(python: &str, script: &str, args: &[&str]) -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/clients").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -4,13 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::common::Sandbox;
+use crate::common::{Sandbox, client_report};
 use crate::language_model::example;
-use crate::serving::{Server, wait_for};
+use crate::serving::{Server, run_until_serving, terminate, wait_for};
 
 /// The Shakespeare example trained for a few steps and published, then served with
 /// `extra` flags.
@@ -78,20 +77,13 @@ fn metric(server: &Server, name: &str) -> f64 {
 
 #[test]
 fn the_openai_client_completes_chats_and_streams_unchanged() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = crate::common::python(&["openai"]);
     let (sb, server) = served_language_model(&[]);
-    let out = std::process::Command::new(&python)
-        .arg(root.join("tests/clients/openai_client.py"))
-        .args([&server.base, "shakespeare-gpt"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openai_client.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = client_report(
+        &python,
+        "openai_client.py",
+        &[&server.base, "shakespeare-gpt"],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["models"], json!(["shakespeare-gpt"]));
 
     // Greedy decoding equals `modelforge generate` token for token, whole or streamed.
@@ -318,45 +310,15 @@ fn a_client_that_disconnects_is_cancelled_and_a_full_queue_is_refused() {
 fn run_serves_a_language_model_and_answers_one_generation() {
     let sb = Sandbox::new();
     sb.write("spec.toml", example("modelforge.toml", 10));
-    let mut child = sb
-        .command(&[
-            "run",
-            "spec.toml",
-            "--threads",
-            "2",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    while let Some(Ok(line)) = lines.next() {
-        let done = line.starts_with("serving until");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
-    let text = seen.join("\n");
+    let (child, _, text) = run_until_serving(&sb);
+
     assert!(text.contains("generated from the held-out line"), "{text}");
     assert!(
         text.contains("try: curl -N -X POST http://127.0.0.1:"),
         "{text}"
     );
     assert!(text.contains("/generate_stream -d @"), "{text}");
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
+    terminate(child);
 }
 
 #[test]
@@ -385,20 +347,13 @@ fn a_new_version_takes_new_requests_while_running_streams_finish_on_the_old_one(
 
 #[test]
 fn tritonclient_grpc_streams_a_generation_in_decoupled_mode() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = crate::common::python(&["tritonclient[http,grpc]", "numpy"]);
     let (_sb, server) = served_language_model(&[]);
-    let out = std::process::Command::new(&python)
-        .arg(root.join("tests/clients/triton_generate.py"))
-        .args([&server.grpc, "shakespeare-gpt"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "triton_generate.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = client_report(
+        &python,
+        "triton_generate.py",
+        &[&server.grpc, "shakespeare-gpt"],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let request =
         json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 12, "temperature": 0}});
     let (_, rest) = post(&server, "/v2/models/shakespeare-gpt/generate", &request);

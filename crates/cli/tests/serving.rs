@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Sandbox, digits_spec};
+use crate::common::{Sandbox, client_report, digits_spec};
 
 /// A running server; killed on drop.
 pub(crate) struct Server {
@@ -425,19 +425,15 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[test]
-fn run_ends_by_serving_and_answering_one_prediction() {
-    let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3"),
-    );
+/// Starts `modelforge run spec.toml` on free ports and reads what it prints until it
+/// serves: the process, its REST base URL and the lines it printed.
+pub(crate) fn run_until_serving(sb: &Sandbox) -> (Child, String, String) {
     let mut child = sb
         .command(&[
             "run",
             "spec.toml",
             "--threads",
-            "1",
+            "2",
             "--http",
             "127.0.0.1:0",
             "--grpc",
@@ -459,7 +455,30 @@ fn run_ends_by_serving_and_answering_one_prediction() {
             break;
         }
     }
-    let text = seen.join("\n");
+    (child, base, seen.join("\n"))
+}
+
+/// SIGTERM stops a serving process cleanly.
+pub(crate) fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn run_ends_by_serving_and_answering_one_prediction() {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 3"),
+    );
+    let (child, base, text) = run_until_serving(&sb);
     assert!(text.contains("published digits version 1"), "{text}");
     assert!(
         text.contains("prediction for the first test example: class"),
@@ -482,21 +501,11 @@ fn run_ends_by_serving_and_answering_one_prediction() {
         .unwrap();
     let answer: Value = serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(answer["model_version"], "1");
-    // SIGTERM stops it cleanly.
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
+    terminate(child);
 }
 
 #[test]
 fn tritonclient_http_works_unchanged() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = crate::common::python(&["tritonclient[http,grpc]", "numpy"]);
 
     let (sb, server) = published_digits(0.5, 3);
@@ -508,18 +517,13 @@ fn tritonclient_http_works_unchanged() {
         .1["outputs"][0]["data"]
         .clone();
 
+    let row_file = sb.path().join("row.json");
     let client = |script: &str, addr: &str| -> Value {
-        let out = std::process::Command::new(&python)
-            .arg(root.join("tests/clients").join(script))
-            .args([addr, "digits", sb.path().join("row.json").to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let report = client_report(
+            &python,
+            script,
+            &[addr, "digits", row_file.to_str().unwrap()],
         );
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let flags = [&report["live"], &report["ready"], &report["model_ready"]];
         assert_eq!(flags, [&json!(true); 3], "{script}: {report}");
         report

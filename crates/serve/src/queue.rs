@@ -100,6 +100,20 @@ pub struct Statistics {
     pub generation: Option<crate::scheduler::GenerationStatistics>,
 }
 
+impl Statistics {
+    /// Records one compute call of `size` samples (sequences, for a decode step) that took
+    /// `ns` nanoseconds.
+    pub(crate) fn record_execution(&mut self, size: usize, ns: u64) {
+        self.batch_size.observe(size as f64);
+        let entry = self.batches.entry(size).or_default();
+        entry.0 += 1;
+        entry.1 += ns;
+        self.last_inference_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+    }
+}
+
 impl Default for Statistics {
     fn default() -> Self {
         Statistics {
@@ -276,13 +290,7 @@ impl Worker {
         let compute_ns = started.elapsed().as_nanos() as u64;
         let mut s = self.stats.lock().expect("stats lock");
         s.executions += 1;
-        s.batch_size.observe(size as f64);
-        let entry = s.batches.entry(size).or_default();
-        entry.0 += 1;
-        entry.1 += compute_ns;
-        s.last_inference_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        s.record_execution(size, compute_ns);
         let outputs = match result {
             Ok(outputs) => outputs,
             Err(e) => {

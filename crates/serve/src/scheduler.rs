@@ -473,14 +473,8 @@ impl Worker {
         stats.executions += 1;
         stats.compute_ns += ns;
         if decoded > 0 {
-            stats.batch_size.observe(decoded as f64);
-            let entry = stats.batches.entry(decoded).or_default();
-            entry.0 += 1;
-            entry.1 += ns;
+            stats.record_execution(decoded, ns);
         }
-        stats.last_inference_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
     }
 }
 

@@ -171,7 +171,7 @@ fn the_openai_client_completes_chats_and_streams_unchanged() {
 
 #[test]
 fn triton_generate_answers_streams_and_refuses_each_bad_parameter() {
-    let (_sb, server) = served_language_model(&[]);
+    let (_sb, server) = served_language_model(&["--log-requests"]);
     let request =
         json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 12, "temperature": 0}});
     let (status, whole) = post(&server, "/v2/models/shakespeare-gpt/generate", &request);
@@ -268,6 +268,20 @@ fn triton_generate_answers_streams_and_refuses_each_bad_parameter() {
     let (status, _) = post(&server, "/v2/models/nothing/generate", &request);
     assert_eq!(status, 404);
     assert_eq!(metric(&server, "modelforge_generated_tokens_total"), 24.0);
+    // --log-requests: one line per generation with its figures.
+    let logged: Vec<Value> = server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["msg"] == "generation")
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(logged[1]["route"], "generate_stream");
+    assert_eq!(logged[1]["completion_tokens"], 12);
+    assert!(logged[1]["ttft_ms"].as_f64().unwrap() > 0.0, "{logged:?}");
+    assert!(logged[1]["tpot_ms"].as_f64().unwrap() > 0.0, "{logged:?}");
 }
 
 #[test]

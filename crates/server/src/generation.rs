@@ -5,12 +5,12 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use modelforge_serve::{Core, Event, GenerateRequest, Generation, Sampling, Summary};
 use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::ReceiverStream;
@@ -262,6 +262,37 @@ fn generate_request(obj: &Map<String, Value>) -> Result<GenerateRequest, ParamEr
     })
 }
 
+/// Whether every generation is logged (`serve --log-requests`), for the handlers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogRequests(pub bool);
+
+/// Logs a finished generation as one JSON line with its figures, when asked to.
+pub(crate) fn log_done(log: LogRequests, route: &str, model: &str, version: u64, s: &Summary) {
+    if !log.0 {
+        return;
+    }
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+    let per_token = match s.tokens {
+        0 | 1 => 0.0,
+        n => ms(s.elapsed - s.time_to_first_token) / (n - 1) as f64,
+    };
+    crate::access::event(
+        "info",
+        "generation",
+        json!({
+            "route": route,
+            "model": model,
+            "version": version.to_string(),
+            "prompt_tokens": s.prompt_tokens,
+            "completion_tokens": s.tokens,
+            "finish_reason": s.finish.name(),
+            "ttft_ms": ms(s.time_to_first_token),
+            "tpot_ms": (per_token * 1000.0).round() / 1000.0,
+            "ms": ms(s.elapsed),
+        }),
+    );
+}
+
 /// The figures of a finished generation, as extra fields of Triton's last response.
 fn figures(s: &Summary) -> Value {
     json!({
@@ -274,6 +305,7 @@ fn figures(s: &Summary) -> Value {
 /// Answers a generate request, whole or streamed.
 async fn generate(
     core: Arc<Core>,
+    log: LogRequests,
     model: String,
     version: Option<String>,
     body: Result<Bytes, BytesRejection>,
@@ -285,8 +317,14 @@ async fn generate(
     let request = generate_request(&obj).map_err(|e| ApiError::bad(e.message))?;
     let (generation, _) = start(&core, &model, version.as_deref(), request).await?;
     let head = json!({ "model_name": model, "model_version": generation.version.to_string() });
+    let served = generation.version;
+    let route = match stream {
+        true => "generate_stream",
+        false => "generate",
+    };
     if !stream {
         let (text, summary) = generation.collect().await?;
+        log_done(log, route, &model, served, &summary);
         let mut out = head;
         out["text_output"] = json!(text);
         merge(&mut out, figures(&summary));
@@ -297,6 +335,7 @@ async fn generate(
         match event {
             Event::Text(text) => out["text_output"] = json!(text),
             Event::Done(summary) => {
+                log_done(log, route, &model, served, &summary);
                 out["text_output"] = json!("");
                 merge(&mut out, figures(&summary));
             }
@@ -318,37 +357,41 @@ fn merge(out: &mut Value, extra: Value) {
 /// `POST /v2/models/{m}/generate`.
 pub(crate) async fn model_generate(
     State(core): Shared,
+    Extension(log): Extension<LogRequests>,
     Path(model): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    generate(core, model, None, body, false).await
+    generate(core, log, model, None, body, false).await
 }
 
 /// `POST /v2/models/{m}/versions/{v}/generate`.
 pub(crate) async fn version_generate(
     State(core): Shared,
+    Extension(log): Extension<LogRequests>,
     Path((model, version)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    generate(core, model, Some(version), body, false).await
+    generate(core, log, model, Some(version), body, false).await
 }
 
 /// `POST /v2/models/{m}/generate_stream`.
 pub(crate) async fn model_generate_stream(
     State(core): Shared,
+    Extension(log): Extension<LogRequests>,
     Path(model): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    generate(core, model, None, body, true).await
+    generate(core, log, model, None, body, true).await
 }
 
 /// `POST /v2/models/{m}/versions/{v}/generate_stream`.
 pub(crate) async fn version_generate_stream(
     State(core): Shared,
+    Extension(log): Extension<LogRequests>,
     Path((model, version)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    generate(core, model, Some(version), body, true).await
+    generate(core, log, model, Some(version), body, true).await
 }
 
 #[cfg(test)]

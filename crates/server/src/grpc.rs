@@ -384,6 +384,7 @@ impl GrpcInferenceService for Grpc {
         let deadline = grpc_timeout(r.metadata());
         let mut requests = r.into_inner();
         let core = self.core.clone();
+        let log = crate::generation::LogRequests(self.limits.log_requests);
         let stream = async_stream(move |tx| async move {
             while let Some(next) = requests.next().await {
                 // A language model answers decoupled: many responses, on their own task,
@@ -394,7 +395,7 @@ impl GrpcInferenceService for Grpc {
                         .is_ok_and(|s| s.is_generator());
                     if generating {
                         let request = next.expect("checked");
-                        tokio::spawn(generate(core.clone(), request, tx.clone()));
+                        tokio::spawn(generate(core.clone(), log, request, tx.clone()));
                         continue;
                     }
                 }
@@ -668,6 +669,7 @@ fn text_response(
 /// a failure as `error_message`. A stream that closes cancels the generation.
 async fn generate(
     core: Arc<Core>,
+    log: crate::generation::LogRequests,
     request: ModelInferRequest,
     tx: tokio::sync::mpsc::Sender<Result<ModelStreamInferResponse, Status>>,
 ) {
@@ -698,6 +700,7 @@ async fn generate(
         id: request.id.clone(),
         ..Default::default()
     };
+    let served = generation.version;
     let mut events = generation.into_events();
     let mut text = String::new();
     loop {
@@ -714,6 +717,13 @@ async fn generate(
                 continue;
             }
             Some(modelforge_serve::Event::Done(summary)) => {
+                crate::generation::log_done(
+                    log,
+                    "ModelStreamInfer",
+                    &head.model_name,
+                    served,
+                    &summary,
+                );
                 let last = match stream {
                     true => "",
                     false => text.as_str(),

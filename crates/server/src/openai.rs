@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,11 +14,13 @@ use axum::http::StatusCode;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use modelforge_serve::{Core, Event, GenerateRequest, ServeError, generator::plain_chat_prompt};
 use serde_json::{Map, Value, json};
 
 use crate::generation::{
-    Convert, ParamError, SAMPLING_KEYS, object, only_known, sampling, sse, start,
+    Convert, LogRequests, ParamError, SAMPLING_KEYS, log_done, object, only_known, sampling, sse,
+    start,
 };
 use crate::status::{ApiError, http_status};
 
@@ -378,14 +379,22 @@ fn chat_prompt(obj: &Map<String, Value>) -> Result<String, ParamError> {
     Ok(plain_chat_prompt(contents.iter().map(String::as_str)))
 }
 
-async fn completions(State(core): Shared, body: Result<Bytes, BytesRejection>) -> Response {
-    complete(core, body, Route::Completions)
+async fn completions(
+    State(core): Shared,
+    Extension(log): Extension<LogRequests>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    complete(core, log, body, Route::Completions)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn chat_completions(State(core): Shared, body: Result<Bytes, BytesRejection>) -> Response {
-    complete(core, body, Route::Chat)
+async fn chat_completions(
+    State(core): Shared,
+    Extension(log): Extension<LogRequests>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    complete(core, log, body, Route::Chat)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -393,6 +402,7 @@ async fn chat_completions(State(core): Shared, body: Result<Bytes, BytesRejectio
 /// Answers a completion request, whole or as a stream of chunks ending in `[DONE]`.
 async fn complete(
     core: Arc<Core>,
+    log: LogRequests,
     body: Result<Bytes, BytesRejection>,
     route: Route,
 ) -> Result<Response, OpenAiError> {
@@ -426,8 +436,14 @@ async fn complete(
         "model": asked.model,
     });
     let usage = move |tokens: usize| json!({ "prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens });
+    let (model, served) = (asked.model.clone(), generation.version);
+    let name = match route {
+        Route::Completions => "completions",
+        Route::Chat => "chat/completions",
+    };
     if !asked.stream {
         let (text, summary) = generation.collect().await?;
+        log_done(log, name, &model, served, &summary);
         let mut out = head;
         out["choices"] = json!([route.choice(&text, Some(summary.finish.name()), false)]);
         out["usage"] = usage(summary.tokens);
@@ -441,7 +457,10 @@ async fn complete(
         let (mut choice, tokens) = match event {
             Event::Text(text) => (route.choice(&text, None, true), None),
             Event::Done(summary) => (
-                route.choice("", Some(summary.finish.name()), true),
+                {
+                    log_done(log, name, &model, served, &summary);
+                    route.choice("", Some(summary.finish.name()), true)
+                },
                 Some(summary.tokens),
             ),
             Event::Failed(e) => return vec![data(OpenAiError::from(e).body())],

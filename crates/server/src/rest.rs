@@ -100,6 +100,9 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
                 )
             },
         )
+        .layer(axum::Extension(generation::LogRequests(
+            limits.log_requests,
+        )))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {

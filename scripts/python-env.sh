@@ -15,13 +15,16 @@ fi
 missing=()
 for pkg in "$@"; do
   # The import that proves a package is there: tritonclient[http,grpc] needs
-  # tritonclient.http and tritonclient.grpc; others import by their own name.
-  case "$pkg" in
-    tritonclient\[*) extras=${pkg#*[}; modules=$(echo "${extras%]}" | tr ',' '\n' | sed 's/^/tritonclient./') ;;
+  # tritonclient.http and tritonclient.grpc; others import by their own name. A version
+  # pin (==2.48.0) is not checked: a pinned package gets a venv of its own (VENV=).
+  name=${pkg%%[=<>]*}
+  case "$name" in
+    tritonclient\[*) extras=${name#*[}; modules=$(echo "${extras%]}" | tr ',' '\n' | sed 's/^/tritonclient./') ;;
+    nvidia-cuda-runtime-cu12) modules=nvidia.cuda_runtime ;;
     torchserve) modules=ts ;;
     torch-model-archiver) modules=model_archiver ;;
     pyyaml) modules=yaml ;;
-    *) modules=${pkg//-/_} ;;
+    *) modules=${name//-/_} ;;
   esac
   for module in $modules; do
     "$venv/bin/python" -c "import $module" 2>/dev/null || { missing+=("$pkg"); break; }

@@ -3,7 +3,8 @@
 #   mpi      Open MPI (mpicc, mpirun, headers), libclang for bindgen, and iproute2 (`ip`, for
 #            the test that makes hosts in network namespaces)
 #   browser  Chromium, for the test that opens a run report headless
-# Usage: scripts/system-deps.sh [mpi] [browser]. Debian/Ubuntu (apt-get).
+#   perf     libb64, which Triton's perf_analyzer (from the tritonclient wheel) links to
+# Usage: scripts/system-deps.sh [mpi] [browser] [perf]. Debian/Ubuntu (apt-get).
 set -euo pipefail
 
 have_mpi() {
@@ -13,6 +14,9 @@ have_mpi() {
 }
 have_browser() {
   command -v chromium >/dev/null 2>&1
+}
+have_perf() {
+  ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'
 }
 
 packages=()
@@ -25,8 +29,11 @@ for group in "$@"; do
     browser)
       have_browser || packages+=(chromium)
       skip+=("MODELFORGE_BROWSER=0") ;;
+    perf)
+      have_perf || packages+=(libb64-0d)
+      skip+=("MODELFORGE_PERF=0") ;;
     *)
-      echo "error: unknown group $group — use mpi and/or browser" >&2
+      echo "error: unknown group $group — use mpi, browser and/or perf" >&2
       exit 2 ;;
   esac
 done
@@ -35,7 +42,7 @@ done
 without="run the tests without them: ${skip[*]} scripts/test.sh"
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "error: ${packages[*]} are missing and this system has no apt-get — install them" \
-    "(or their equivalents: Open MPI or MPICH, libclang, Chromium) with your package" \
+    "(or their equivalents: Open MPI or MPICH, libclang, Chromium, libb64) with your package" \
     "manager, or $without" >&2
   exit 2
 fi

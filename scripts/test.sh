@@ -8,12 +8,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 2
 fi
 
-# The MPI tests need Open MPI, the report test Chromium; MODELFORGE_MPI=0 and
-# MODELFORGE_BROWSER=0 build and test without them. The ONNX tests make .venv with
-# onnx, onnxruntime and tritonclient from PyPI.
+# The MPI tests need Open MPI, the report test Chromium, the perf_analyzer test libb64;
+# MODELFORGE_MPI=0, MODELFORGE_BROWSER=0 and MODELFORGE_PERF=0 build and test without
+# them. The client tests make .venv with onnx, onnxruntime, tritonclient and openai from
+# PyPI (and .venv-perf with the tritonclient 2.48 wheel that ships perf_analyzer).
 features=()
 deps=()
 [ "${MODELFORGE_BROWSER:-1}" != 0 ] && deps+=(browser)
+[ "${MODELFORGE_PERF:-1}" != 0 ] && deps+=(perf)
 [ "${MODELFORGE_MPI:-1}" != 0 ] && deps+=(mpi)
 [ "${#deps[@]}" = 0 ] || scripts/system-deps.sh "${deps[@]}"
 if [ "${MODELFORGE_MPI:-1}" != 0 ]; then

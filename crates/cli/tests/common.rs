@@ -242,9 +242,15 @@ pub fn assert_matches_one_process(sb: &Sandbox, name: &str) {
 
 /// The venv python with the packages given (made by `scripts/python-env.sh`).
 pub fn python(packages: &[&str]) -> String {
+    python_in(".venv", packages)
+}
+
+/// The python of venv `venv` (a folder at the repository root) with the packages given.
+pub fn python_in(venv: &str, packages: &[&str]) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let env = std::process::Command::new(root.join("scripts/python-env.sh"))
         .args(packages)
+        .env("VENV", venv)
         .output()
         .unwrap();
     assert!(

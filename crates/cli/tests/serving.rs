@@ -505,6 +505,72 @@ fn run_ends_by_serving_and_answering_one_prediction() {
 }
 
 #[test]
+fn perf_analyzer_runs_unchanged_over_http_and_grpc() {
+    if std::env::var("MODELFORGE_PERF").as_deref() == Ok("0") {
+        eprintln!("MODELFORGE_PERF=0: perf_analyzer was not run");
+        return;
+    }
+    // perf_analyzer ships in the tritonclient 2.48 wheel; it links to the CUDA runtime
+    // (from its wheel) even against a CPU server, and to libb64 (scripts/system-deps.sh perf).
+    let python = crate::common::python_in(
+        ".venv-perf",
+        &[
+            "tritonclient[http,grpc]==2.48.0",
+            "nvidia-cuda-runtime-cu12",
+        ],
+    );
+    let bin = std::path::Path::new(&python).with_file_name("perf_analyzer");
+    let cudart = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import nvidia.cuda_runtime as m; print(list(m.__path__)[0] + '/lib')",
+        ])
+        .output()
+        .unwrap();
+    let cudart = String::from_utf8(cudart.stdout).unwrap().trim().to_string();
+    let (_sb, server) = published_digits(0.5, 2);
+    for (protocol, url) in [
+        (
+            "http",
+            server.base.trim_start_matches("http://").to_string(),
+        ),
+        ("grpc", server.grpc.clone()),
+    ] {
+        let out = std::process::Command::new(&bin)
+            .args(["-m", "digits", "-u", &url, "-i", protocol])
+            .args([
+                "--concurrency-range",
+                "2:2",
+                "--measurement-mode",
+                "count_windows",
+            ])
+            .args([
+                "--measurement-request-count",
+                "300",
+                "-s",
+                "99",
+                "--max-trials",
+                "4",
+            ])
+            .env("LD_LIBRARY_PATH", &cudart)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "perf_analyzer over {protocol}:\n{text}"
+        );
+        // It read the server's statistics (their compute counts agree) and measured.
+        assert!(
+            text.contains("Server:") && text.contains("compute infer"),
+            "{text}"
+        );
+        assert!(text.contains("Concurrency: 2, throughput:"), "{text}");
+    }
+}
+
+#[test]
 fn tritonclient_http_works_unchanged() {
     let python = crate::common::python(&["tritonclient[http,grpc]", "numpy"]);
 

@@ -725,7 +725,7 @@ fn serve_with(
             "REST on http://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1/models, OpenAI under /v1)"
         );
         println!("gRPC on {grpc_addr} (inference.GRPCInferenceService, grpc.health.v1.Health)");
-        match index.iter().find(|e| e.state == "READY") {
+        match index.iter().find(|e| e.state == modelforge_serve::ModelState::Ready) {
             Some(e) => println!("try: curl http://{addr}/v2/models/{}", e.name),
             None => println!("try: curl -X POST http://{addr}/v2/repository/index"),
         }

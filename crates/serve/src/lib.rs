@@ -223,6 +223,31 @@ pub enum VersionState {
     Unavailable(String),
 }
 
+/// Whether a listed version answers, as the repository index says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    /// Loaded and answering.
+    Ready,
+    /// Listed but not answering (the entry says why).
+    Unavailable,
+}
+
+impl ModelState {
+    /// Triton's name for the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelState::Ready => "READY",
+            ModelState::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A model's index entry: its versions and their states.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexEntry {
@@ -230,10 +255,20 @@ pub struct IndexEntry {
     pub name: String,
     /// Version number.
     pub version: u64,
-    /// `READY` or `UNAVAILABLE`.
-    pub state: &'static str,
+    /// Whether it answers.
+    pub state: ModelState,
     /// Why it is unavailable.
     pub reason: String,
+}
+
+/// One model as the core serves it: its versions' states and its aliases, both read from
+/// the registry at refresh.
+#[derive(Clone, Default)]
+struct ModelEntry {
+    versions: BTreeMap<u64, VersionState>,
+    /// `None` when the aliases file could not be read (a request by alias then reads it
+    /// again and reports why).
+    aliases: Option<BTreeMap<String, u64>>,
 }
 
 /// The shared inference core behind every protocol.
@@ -241,7 +276,7 @@ pub struct Core {
     registry: Registry,
     loader: Arc<dyn Loader>,
     config: CoreConfig,
-    models: RwLock<BTreeMap<String, BTreeMap<u64, VersionState>>>,
+    models: RwLock<BTreeMap<String, ModelEntry>>,
     unloaded: RwLock<std::collections::BTreeSet<String>>,
 }
 
@@ -302,8 +337,9 @@ impl Core {
             .read()
             .expect("lock")
             .get(name)
-            .cloned()
+            .map(|m| m.versions.clone())
             .unwrap_or_default();
+        let aliases = self.registry.aliases(name).ok();
         let state_of = |version: u64| match current.get(&version) {
             Some(VersionState::Ready(q)) => VersionState::Ready(q.clone()),
             Some(VersionState::Unavailable(reason)) if !retry => {
@@ -327,8 +363,7 @@ impl Core {
                 // ones push it out of the latest N: a new version that failed its gate must
                 // not take production down.
                 // (A damaged aliases.json is reported where an alias is used.)
-                let aliases = self.registry.aliases(name).unwrap_or_default();
-                for version in aliases.into_values() {
+                for &version in aliases.iter().flat_map(|a| a.values()) {
                     if versions.contains(&version) && !next.contains_key(&version) {
                         next.insert(version, state_of(version));
                     }
@@ -351,10 +386,13 @@ impl Core {
                 }
             }
         }
-        self.models
-            .write()
-            .expect("lock")
-            .insert(name.to_string(), next);
+        self.models.write().expect("lock").insert(
+            name.to_string(),
+            ModelEntry {
+                versions: next,
+                aliases,
+            },
+        );
         Ok(())
     }
 
@@ -417,13 +455,13 @@ impl Core {
             // The registry's versions, and those a specific policy names that it lacks.
             let mut versions: std::collections::BTreeSet<u64> =
                 self.registry.versions(&name)?.into_iter().collect();
-            versions.extend(served.into_iter().flat_map(|m| m.keys().copied()));
+            versions.extend(served.into_iter().flat_map(|m| m.versions.keys().copied()));
             for version in versions {
-                let (state, reason) = match served.and_then(|m| m.get(&version)) {
-                    Some(VersionState::Ready(_)) => ("READY", String::new()),
-                    Some(VersionState::Unavailable(r)) => ("UNAVAILABLE", r.clone()),
+                let (state, reason) = match served.and_then(|m| m.versions.get(&version)) {
+                    Some(VersionState::Ready(_)) => (ModelState::Ready, String::new()),
+                    Some(VersionState::Unavailable(r)) => (ModelState::Unavailable, r.clone()),
                     None => (
-                        "UNAVAILABLE",
+                        ModelState::Unavailable,
                         "not loaded (outside the version policy or unloaded)".to_string(),
                     ),
                 };
@@ -444,7 +482,7 @@ impl Core {
             .read()
             .expect("lock")
             .values()
-            .flat_map(|m| m.values())
+            .flat_map(|m| m.versions.values())
             .all(|s| matches!(s, VersionState::Ready(_)))
     }
 
@@ -474,8 +512,8 @@ impl Core {
         let models = self.models.read().expect("lock");
         models
             .iter()
-            .filter_map(|(name, versions)| {
-                versions.iter().rev().find_map(|(v, s)| match s {
+            .filter_map(|(name, model)| {
+                model.versions.iter().rev().find_map(|(v, s)| match s {
                     VersionState::Ready(Served::Generator(_)) => Some((name.clone(), *v)),
                     _ => None,
                 })
@@ -491,20 +529,22 @@ impl Core {
             .ok_or_else(|| ServeError::NoModel(name.into()))?;
         let number = match version {
             None => served
+                .versions
                 .iter()
                 .rev()
                 .find(|(_, s)| matches!(s, VersionState::Ready(_)))
                 .map(|(v, _)| *v),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => self.registry.aliases(name)?.get(v).copied(),
+            Some(v) => match (v.parse::<u64>(), &served.aliases) {
+                (Ok(n), _) => Some(n),
+                (Err(_), Some(aliases)) => aliases.get(v).copied(),
+                (Err(_), None) => self.registry.aliases(name)?.get(v).copied(),
             },
         };
         let missing = || ServeError::NoVersion {
             model: name.into(),
             version: version.unwrap_or("latest").into(),
         };
-        match number.and_then(|n| served.get(&n).map(|s| (n, s))) {
+        match number.and_then(|n| served.versions.get(&n).map(|s| (n, s))) {
             Some((_, VersionState::Ready(q))) => Ok(q.clone()),
             Some((n, VersionState::Unavailable(reason))) => Err(ServeError::Unavailable {
                 model: name.into(),
@@ -519,8 +559,8 @@ impl Core {
     pub fn statistics(&self) -> Vec<(String, u64, Statistics)> {
         let models = self.models.read().expect("lock");
         let mut out = Vec::new();
-        for (name, versions) in models.iter() {
-            for (version, state) in versions {
+        for (name, model) in models.iter() {
+            for (version, state) in &model.versions {
                 if let VersionState::Ready(served) = state {
                     out.push((name.clone(), *version, served.statistics()));
                 }
@@ -560,6 +600,7 @@ impl Core {
             .get(name)
             .ok_or_else(|| ServeError::NoModel(name.into()))?;
         Ok(served
+            .versions
             .iter()
             .filter(|(_, state)| matches!(state, VersionState::Ready(_)))
             .map(|(v, _)| *v)

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modelforge_serve::{
-    Core, InferRequest, Inference, InputTensor, Manifest, ModelInfo, Values, VersionPolicy,
+    Core, InferRequest, Inference, InputTensor, Manifest, ModelInfo, ModelState, Values,
+    VersionPolicy,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -469,11 +470,11 @@ impl GrpcInferenceService for Grpc {
             .index()
             .map_err(grpc_status)?
             .into_iter()
-            .filter(|e| !only_ready || e.state == "READY")
+            .filter(|e| !only_ready || e.state == ModelState::Ready)
             .map(|e| repository_index_response::ModelIndex {
                 name: e.name,
                 version: e.version.to_string(),
-                state: e.state.into(),
+                state: e.state.name().into(),
                 reason: e.reason,
             })
             .collect();

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use modelforge_serve::{
-    Core, InferRequest, Inference, InputTensor, ModelInfo, OutputTensor, Served, Values,
-    VersionPolicy,
+    Core, InferRequest, Inference, InputTensor, ModelInfo, ModelState, OutputTensor, Served,
+    Values, VersionPolicy,
 };
 use serde_json::{Value, json};
 
@@ -568,7 +568,7 @@ async fn repository_index(State(core): Shared) -> Result<Json<Value>, ApiError> 
     Ok(Json(Value::Array(
         index
             .into_iter()
-            .map(|e| json!({ "name": e.name, "version": e.version.to_string(), "state": e.state, "reason": e.reason }))
+            .map(|e| json!({ "name": e.name, "version": e.version.to_string(), "state": e.state.name(), "reason": e.reason }))
             .collect(),
     )))
 }
@@ -623,7 +623,7 @@ async fn tf_status(State(core): Shared, Path(rest): Path<String>) -> Result<Resp
         .iter()
         .filter(|e| e.name == name && version.as_deref().is_none_or(|v| v == e.version.to_string()))
         .map(|e| {
-            let ok = e.state == "READY";
+            let ok = e.state == ModelState::Ready;
             json!({
                 "version": e.version.to_string(),
                 "state": if ok { "AVAILABLE" } else { "UNAVAILABLE" },

@@ -12,6 +12,7 @@ mod rest;
 mod status;
 mod tensor;
 pub mod tfserving;
+mod v2;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,7 +11,8 @@ use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
 use modelforge_serve::{
-    Engine, GenerateRequest, Generator, Loader, Runnable, SequenceId, ServeError, Token, Values,
+    Engine, GenerateRequest, Generator, Loader, Prompt, Runnable, SequenceId, ServeError, Token,
+    Values,
 };
 use modelforge_spec::{Spec, Task};
 
@@ -137,11 +138,14 @@ pub struct NativeLoader {
 impl Loader for NativeLoader {
     fn load(&self, manifest: &Manifest, dir: &Path) -> Result<Engine, String> {
         let engine = match manifest.task == Task::LanguageModel.name() {
-            true => Native::load_language_model(manifest, dir, &self.device).map(|model| {
-                Engine::Generator(Box::new(NativeGenerator {
+            true => Native::load_language_model(manifest, dir, &self.device).and_then(|model| {
+                let config = dir.join(modelforge_text::chat::TOKENIZER_CONFIG);
+                let chat = modelforge_text::chat::ChatTemplate::from_config(&config)?;
+                Ok(Engine::Generator(Box::new(NativeGenerator {
                     model,
+                    chat,
                     sequences: HashMap::new(),
-                }))
+                })))
             }),
             false => {
                 Native::load(manifest, dir, &self.device).map(|n| Engine::Predictor(Box::new(n)))
@@ -154,6 +158,8 @@ impl Loader for NativeLoader {
 /// A native language model driven by the server's scheduler: one [`Sequence`] per request.
 struct NativeGenerator {
     model: LanguageModel,
+    /// The version's chat template (`tokenizer_config.json`), if it has one.
+    chat: Option<modelforge_text::chat::ChatTemplate>,
     sequences: HashMap<SequenceId, Sequence>,
 }
 
@@ -185,9 +191,22 @@ impl Generator for NativeGenerator {
     }
 
     fn admit(&mut self, id: SequenceId, request: &GenerateRequest) -> Result<usize, ServeError> {
+        let chat;
+        let prompt = match &request.prompt {
+            Prompt::Text(text) => text,
+            Prompt::Chat(messages) => {
+                chat = match &self.chat {
+                    Some(template) => template
+                        .render(messages)
+                        .map_err(|e| ServeError::BadRequest(e.to_string()))?,
+                    None => modelforge_text::chat::plain(messages),
+                };
+                &chat
+            }
+        };
         let sequence = self
             .model
-            .start(&request.prompt, &request.sampling)
+            .start(prompt, &request.sampling)
             .map_err(served)?;
         let tokens = sequence.prompt_tokens();
         self.sequences.insert(id, sequence);

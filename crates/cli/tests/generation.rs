@@ -14,9 +14,19 @@ use crate::serving::{Server, run_until_serving, terminate, wait_for};
 /// The Shakespeare example trained for a few steps and published, then served with
 /// `extra` flags.
 fn served_language_model(extra: &[&str]) -> (Sandbox, Server) {
+    serve(published_language_model(), extra)
+}
+
+/// The Shakespeare example trained for a few steps and published.
+fn published_language_model() -> Sandbox {
     let sb = Sandbox::new();
     sb.write("spec.toml", example("modelforge.toml", 30));
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "2"]);
+    sb
+}
+
+/// Serves a sandbox's registry with the test settings and `extra` flags.
+fn serve(sb: Sandbox, extra: &[&str]) -> (Sandbox, Server) {
     let mut flags = vec!["--threads", "2"];
     flags.extend(extra);
     let server = Server::start_with(&sb, &flags);
@@ -397,5 +407,41 @@ fn tritonclient_grpc_streams_a_generation_in_decoupled_mode() {
     assert!(
         r["bad_parameter"].as_str().unwrap().contains("beams"),
         "{r}"
+    );
+}
+
+#[test]
+fn a_chat_template_in_the_version_formats_the_conversation() {
+    let sb = published_language_model();
+    // A tokenizer_config.json as Hugging Face models ship it, listed in the checksums.
+    let version = sb.path().join("models/shakespeare-gpt/1");
+    let template = "{% for message in messages %}{{ message['role'] | upper }}:\n{{ message['content'] }}\n{% endfor %}";
+    let config = json!({ "chat_template": template }).to_string();
+    std::fs::write(version.join("tokenizer_config.json"), &config).unwrap();
+    let sum = std::process::Command::new("sha256sum")
+        .arg(version.join("tokenizer_config.json"))
+        .output()
+        .unwrap();
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    let mut sums = std::fs::read_to_string(version.join("checksums.sha256")).unwrap();
+    sums.push_str(&format!(
+        "{}  tokenizer_config.json\n",
+        sum.split_whitespace().next().unwrap()
+    ));
+    std::fs::write(version.join("checksums.sha256"), sums).unwrap();
+    let (_sb, server) = serve(sb, &[]);
+    let chat = json!({
+        "model": "shakespeare-gpt", "max_tokens": 10, "temperature": 0,
+        "messages": [{"role": "user", "content": "ROMEO"}],
+    });
+    let (status, answer) = post(&server, "/v1/chat/completions", &chat);
+    assert_eq!(status, 200, "{answer}");
+    // The same as completing the rendered prompt.
+    let plain = json!({"model": "shakespeare-gpt", "max_tokens": 10, "temperature": 0, "prompt": "USER:\nROMEO\n"});
+    let (_, completion) = post(&server, "/v1/completions", &plain);
+    assert_eq!(answer["usage"]["prompt_tokens"], 12);
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        completion["choices"][0]["text"]
     );
 }

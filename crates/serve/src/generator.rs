@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use modelforge_text::chat::Message;
 pub use modelforge_text::{Finish, Sampling};
 use tokio::sync::mpsc;
 
@@ -45,11 +46,20 @@ pub struct Token {
     pub finish: Option<Finish>,
 }
 
+/// What a generation continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Text, as it is.
+    Text(String),
+    /// A conversation, formatted by the model's chat template (or the plain one).
+    Chat(Vec<Message>),
+}
+
 /// What a client asks a language model for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateRequest {
-    /// The text to continue.
-    pub prompt: String,
+    /// What to continue.
+    pub prompt: Prompt,
     /// How tokens are chosen and when generation stops.
     pub sampling: Sampling,
 }
@@ -148,25 +158,4 @@ pub(crate) fn described(mut info: crate::ModelInfo) -> crate::ModelInfo {
     info.manifest.outputs = vec![text("text_output")];
     info.manifest.batchable = false;
     info
-}
-
-/// The chat messages of a conversation as one prompt, for a model without a chat
-/// template: each message's content on its own line, as a base model continues text.
-pub fn plain_chat_prompt<'a>(contents: impl IntoIterator<Item = &'a str>) -> String {
-    let mut prompt = contents.into_iter().collect::<Vec<_>>().join("\n");
-    prompt.push('\n');
-    prompt
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plain_chat_prompt_puts_each_message_on_its_line() {
-        assert_eq!(
-            plain_chat_prompt(["ROMEO:", "But soft"]),
-            "ROMEO:\nBut soft\n"
-        );
-    }
 }

@@ -23,7 +23,8 @@ pub use modelforge_registry::{Manifest, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
 pub use generator::{
-    Event, Finish, GenerateRequest, Generation, Generator, Sampling, SequenceId, Summary, Token,
+    Event, Finish, GenerateRequest, Generation, Generator, Message, Prompt, Sampling, SequenceId,
+    Summary, Token,
 };
 pub use policy::VersionPolicy;
 pub use queue::{Histogram, Statistics};

@@ -490,7 +490,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::generator::{Finish, Sampling, Token};
+    use crate::generator::{Finish, Prompt, Sampling, Token};
 
     /// What the fake engine saw.
     #[derive(Default)]
@@ -516,11 +516,14 @@ mod tests {
             10
         }
         fn admit(&mut self, id: SequenceId, r: &GenerateRequest) -> Result<usize, ServeError> {
-            if r.prompt == "bad" {
+            let Prompt::Text(prompt) = &r.prompt else {
+                return Err(ServeError::BadRequest("text prompts only".into()));
+            };
+            if prompt == "bad" {
                 return Err(ServeError::BadRequest("a bad prompt".into()));
             }
             self.sequences.insert(id, (0, r.sampling.max_tokens));
-            Ok(r.prompt.chars().count())
+            Ok(prompt.chars().count())
         }
         fn prefill(&mut self, _: SequenceId, budget: usize) -> Result<usize, ServeError> {
             self.log.lock().unwrap().prefills.push(budget);
@@ -560,7 +563,7 @@ mod tests {
 
     fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
         GenerateRequest {
-            prompt: prompt.into(),
+            prompt: Prompt::Text(prompt.into()),
             sampling: Sampling {
                 max_tokens,
                 ..Sampling::default()

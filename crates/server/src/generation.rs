@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use modelforge_serve::{Core, Event, GenerateRequest, Generation, Sampling, Summary};
+use modelforge_serve::{Core, Event, GenerateRequest, Generation, Prompt, Sampling, Summary};
 use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -257,7 +257,7 @@ fn generate_request(obj: &Map<String, Value>) -> Result<GenerateRequest, ParamEr
         }
     }
     Ok(GenerateRequest {
-        prompt,
+        prompt: Prompt::Text(prompt),
         sampling: sampling(&params, "max_tokens", 256)?,
     })
 }
@@ -445,7 +445,10 @@ mod tests {
             "text_input": "ROMEO:", "max_tokens": 4, "parameters": {"temperature": 0}
         })))
         .unwrap();
-        assert_eq!((r.prompt.as_str(), r.sampling.max_tokens), ("ROMEO:", 4));
+        assert_eq!(
+            (&r.prompt, r.sampling.max_tokens),
+            (&Prompt::Text("ROMEO:".into()), 4)
+        );
         assert_eq!(r.sampling.temperature, 0.0);
         for (body, param) in [
             (json!({}), "text_input"),

@@ -613,7 +613,7 @@ fn generation_request(
         .map_err(|e| Status::invalid_argument(e.message))?;
     Ok((
         modelforge_serve::GenerateRequest {
-            prompt: prompt.clone(),
+            prompt: modelforge_serve::Prompt::Text(prompt.clone()),
             sampling,
         },
         stream,

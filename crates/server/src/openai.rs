@@ -15,7 +15,7 @@ use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
-use modelforge_serve::{Core, Event, GenerateRequest, ServeError, generator::plain_chat_prompt};
+use modelforge_serve::{Core, Event, GenerateRequest, Message, Prompt, ServeError};
 use serde_json::{Map, Value, json};
 
 use crate::generation::{
@@ -319,9 +319,9 @@ fn completion_prompt(obj: &Map<String, Value>) -> Result<String, ParamError> {
     }
 }
 
-/// The prompt of a `/v1/chat/completions` request: its messages' text, one per line (the
-/// plain template for models without a chat template).
-fn chat_prompt(obj: &Map<String, Value>) -> Result<String, ParamError> {
+/// The conversation of a `/v1/chat/completions` request (the model's chat template makes
+/// it a prompt).
+fn chat_prompt(obj: &Map<String, Value>) -> Result<Vec<Message>, ParamError> {
     let known: Vec<&str> = COMMON_KEYS
         .iter()
         .chain(SAMPLING_KEYS)
@@ -374,9 +374,12 @@ fn chat_prompt(obj: &Map<String, Value>) -> Result<String, ParamError> {
                 ));
             }
         };
-        contents.push(content);
+        contents.push(Message {
+            role: role.unwrap_or_default().to_string(),
+            content,
+        });
     }
-    Ok(plain_chat_prompt(contents.iter().map(String::as_str)))
+    Ok(contents)
 }
 
 async fn completions(
@@ -409,13 +412,13 @@ async fn complete(
     let obj = object(body)?;
     let asked = asked(&obj)?;
     let (prompt, max_tokens_key) = match route {
-        Route::Completions => (completion_prompt(&obj)?, "max_tokens"),
+        Route::Completions => (Prompt::Text(completion_prompt(&obj)?), "max_tokens"),
         Route::Chat => {
             let key = match obj.contains_key("max_completion_tokens") {
                 true => "max_completion_tokens",
                 false => "max_tokens",
             };
-            (chat_prompt(&obj)?, key)
+            (Prompt::Chat(chat_prompt(&obj)?), key)
         }
     };
     // OpenAI's default for completions; chat runs on to a longer default.
@@ -568,7 +571,11 @@ mod tests {
             {"role": "system", "content": "A play."},
             {"role": "user", "content": [{"type": "text", "text": "ROMEO:"}]}
         ]}));
-        assert_eq!(chat_prompt(&chat).unwrap(), "A play.\nROMEO:\n");
+        let messages = chat_prompt(&chat).unwrap();
+        assert_eq!(
+            (messages[0].role.as_str(), messages[1].content.as_str()),
+            ("system", "ROMEO:")
+        );
         for bad in [
             json!({"messages": []}),
             json!({"messages": [{"role": "cat", "content": "x"}]}),

@@ -4,6 +4,7 @@
 //! Every tokenizer is a Hugging Face [`tokenizers::Tokenizer`], so the `tokenizer.json` a run
 //! saves is read unchanged by `transformers`, `tokenizers` and llama.cpp's converters.
 
+pub mod chat;
 pub mod generation;
 pub mod tokens;
 
@@ -52,6 +53,14 @@ pub enum TextError {
         character: char,
         /// 1-based character position.
         position: usize,
+    },
+    /// A chat template cannot be read or compiled.
+    #[error("{}: {reason} — fix the model's chat_template, or remove it to use the plain one", path.display())]
+    Chat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A generation setting is out of range.
     #[error("{0}")]

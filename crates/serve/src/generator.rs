@@ -99,7 +99,7 @@ pub enum Event {
 /// A client's end of one generation: its events as they are produced. Dropping it cancels
 /// the generation within one step.
 pub struct Generation {
-    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    pub(crate) events: mpsc::Receiver<Event>,
     /// The version generating it.
     pub version: u64,
 }
@@ -127,7 +127,7 @@ impl Generation {
     }
 
     /// The events still to come, as a channel (it closes after `Done` or `Failed`).
-    pub fn into_events(self) -> mpsc::UnboundedReceiver<Event> {
+    pub fn into_events(self) -> mpsc::Receiver<Event> {
         self.events
     }
 

@@ -69,8 +69,7 @@ impl LanguageModel {
         device: &Device,
     ) -> Result<LanguageModel, GenerateError> {
         let context = network.input_shape()[0];
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64], [1, 1]), device);
-        let width = network.forward_tokens(ids, None).dims()[2];
+        let width = network.output_shape().last().copied().unwrap_or(0);
         let vocab = tokenizer.vocab_size();
         if vocab > width {
             return Err(GenerateError::Mismatch {

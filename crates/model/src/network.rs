@@ -79,6 +79,8 @@ pub struct Network {
     #[module(skip)]
     input_shape: Vec<usize>,
     #[module(skip)]
+    output_shape: Vec<usize>,
+    #[module(skip)]
     input_dtype: Dtype,
     #[module(skip)]
     norm: InputNorm,
@@ -128,6 +130,7 @@ impl Network {
             blocks,
             steps,
             input_shape: input.shape.clone(),
+            output_shape: graph.output_shape().to_vec(),
             input_dtype: input.dtype,
             norm: InputNorm::identity(features),
         }
@@ -158,6 +161,11 @@ impl Network {
     /// Per-sample input shape.
     pub fn input_shape(&self) -> &[usize] {
         &self.input_shape
+    }
+
+    /// Per-sample output shape (`[context, vocab]` for a language model).
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
     }
 
     /// Values per input sample.

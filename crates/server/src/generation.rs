@@ -11,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use modelforge_serve::{Core, Event, GenerateRequest, Generation, Prompt, Sampling, Summary};
+use modelforge_serve::{
+    Core, Event, GenerateRequest, Generation, Prompt, Sampling, Scheduler, Summary,
+};
 use serde_json::{Map, Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -138,20 +140,11 @@ pub(crate) fn only_known(obj: &Map<String, Value>, known: &[&str]) -> Result<(),
 
 /// The request body as a JSON object.
 pub(crate) fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
-    let body = body.map_err(|r| {
-        ApiError(
-            r.status(),
-            format!("the request body could not be read: {}", r.body_text()),
-        )
-    })?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(obj)) => Ok(obj),
-        Ok(other) => Err(ApiError::bad(format!(
+    match crate::rest::parse_json(&body.map_err(crate::rest::rejected)?)? {
+        Value::Object(obj) => Ok(obj),
+        other => Err(ApiError::bad(format!(
             "the request body must be a JSON object, got {}",
             kind(&other)
-        ))),
-        Err(e) => Err(ApiError::bad(format!(
-            "the request body is not valid JSON: {e}"
         ))),
     }
 }
@@ -168,15 +161,12 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Submits a request to a model's generating version and waits until it is admitted:
-/// returns the generation and its prompt's token count.
+/// Submits a request to a generating version and waits until it is admitted: returns the
+/// generation and its prompt's token count.
 pub(crate) async fn start(
-    core: &Core,
-    model: &str,
-    version: Option<&str>,
+    scheduler: &Scheduler,
     request: GenerateRequest,
 ) -> Result<(Generation, usize), modelforge_serve::ServeError> {
-    let scheduler = core.generator(model, version)?;
     let mut generation = scheduler.submit(request)?;
     let prompt_tokens = generation.started().await?;
     Ok((generation, prompt_tokens))
@@ -312,10 +302,10 @@ async fn generate(
     stream: bool,
 ) -> Result<Response, ApiError> {
     // An unknown model is a 404 whatever the body holds.
-    core.generator(&model, version.as_deref())?;
+    let scheduler = core.generator(&model, version.as_deref())?;
     let obj = object(body)?;
     let request = generate_request(&obj).map_err(|e| ApiError::bad(e.message))?;
-    let (generation, _) = start(&core, &model, version.as_deref(), request).await?;
+    let (generation, _) = start(&scheduler, request).await?;
     let head = json!({ "model_name": model, "model_version": generation.version.to_string() });
     let served = generation.version;
     let route = match stream {

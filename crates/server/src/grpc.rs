@@ -390,15 +390,13 @@ impl GrpcInferenceService for Grpc {
             while let Some(next) = requests.next().await {
                 // A language model answers decoupled: many responses, on their own task,
                 // so the stream's next requests need not wait for this generation.
-                if let Ok(request) = &next {
-                    let generating = core
-                        .served(&request.model_name, version(&request.model_version))
-                        .is_ok_and(|s| s.is_generator());
-                    if generating {
-                        let request = next.expect("checked");
-                        tokio::spawn(generate(core.clone(), log, request, tx.clone()));
-                        continue;
-                    }
+                if let Ok(request) = &next
+                    && let Ok(scheduler) =
+                        core.generator(&request.model_name, version(&request.model_version))
+                {
+                    let request = next.expect("checked");
+                    tokio::spawn(generate(scheduler, log, request, tx.clone()));
+                    continue;
                 }
                 let reply = match next {
                     Ok(request) => match infer(&core, request, deadline).await {
@@ -669,7 +667,7 @@ fn text_response(
 /// whole text when the request does not stream), then a final response with the figures;
 /// a failure as `error_message`. A stream that closes cancels the generation.
 async fn generate(
-    core: Arc<Core>,
+    scheduler: Arc<modelforge_serve::Scheduler>,
     log: crate::generation::LogRequests,
     request: ModelInferRequest,
     tx: tokio::sync::mpsc::Sender<Result<ModelStreamInferResponse, Status>>,
@@ -685,10 +683,7 @@ async fn generate(
             return;
         }
     };
-    let model = version(&request.model_version).map(str::to_string);
-    let started =
-        crate::generation::start(&core, &request.model_name, model.as_deref(), generate).await;
-    let generation = match started {
+    let generation = match crate::generation::start(&scheduler, generate).await {
         Ok((generation, _)) => generation,
         Err(e) => {
             let _ = tx.send(Ok(failed(e.to_string()))).await;

@@ -430,8 +430,8 @@ async fn complete(
         prompt,
         sampling: sampling(&obj, max_tokens_key, default_max_tokens)?,
     };
-    let (generation, prompt_tokens) =
-        start(&core, &asked.model, asked.version.as_deref(), request).await?;
+    let scheduler = core.generator(&asked.model, asked.version.as_deref())?;
+    let (generation, prompt_tokens) = start(&scheduler, request).await?;
     let head = json!({
         "id": response_id(match route { Route::Completions => "cmpl", Route::Chat => "chatcmpl" }),
         "object": route.object(asked.stream),

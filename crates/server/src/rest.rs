@@ -261,7 +261,7 @@ async fn version_ready(
 }
 
 /// A body that could not be read (too large, cut off) as an API error with its status.
-fn rejected(r: BytesRejection) -> ApiError {
+pub(crate) fn rejected(r: BytesRejection) -> ApiError {
     ApiError(
         r.status(),
         format!("the request body could not be read: {}", r.body_text()),
@@ -277,7 +277,7 @@ fn too_large(length: usize, limit: usize) -> String {
 }
 
 /// The request body as JSON, whatever its content type says.
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad(format!("the request body is not valid JSON: {e}")))
 }

@@ -830,6 +830,28 @@ pub fn registry_alias(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `modelforge registry import FOLDER --name NAME`: a Hugging Face checkpoint as a new version.
+pub fn registry_import_pretrained(
+    ctx: &Context,
+    import: &modelforge_pretrained::Import,
+) -> Result<ExitCode> {
+    let version = modelforge_pretrained::import(&ctx.registry, import)?;
+    let m = &version.manifest;
+    println!(
+        "imported {} as {}@{} (language model, context {}, vocabulary {})",
+        import.source.display(),
+        m.name,
+        m.version,
+        m.inputs[0].shape[0],
+        m.outputs[0].shape.last().copied().unwrap_or(0)
+    );
+    println!(
+        "  generate with: modelforge generate {}@{} --prompt TEXT",
+        m.name, m.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `modelforge registry import FILE --name NAME`: an ONNX model as a new version.
 pub fn registry_import(ctx: &Context, import: &modelforge_onnx::Import) -> Result<ExitCode> {
     let version = modelforge_onnx::import(&ctx.registry, import)?;
@@ -863,12 +885,25 @@ pub enum ExportFormat {
     Onnx,
     /// PyTorch weights (a state dict) as safetensors.
     Safetensors,
+    /// A Hugging Face checkpoint folder (LLaMA- and GPT-2-shaped language models).
+    Hf,
 }
 
 /// `modelforge export MODEL[@V] --format onnx|safetensors -o FILE`.
 pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> Result<ExitCode> {
     let (name, version) = ctx.registry.resolve(model)?;
     let stored = ctx.registry.open(&name, version)?;
+    if let ExportFormat::Hf = format {
+        if stored.manifest.format != crate::native::FORMAT {
+            bail!(
+                "{name}@{version} has format {:?}; only language models of the native format export to a Hugging Face folder",
+                stored.manifest.format
+            );
+        }
+        modelforge_pretrained::export_hf(&stored, out)?;
+        eprintln!("wrote {} from {name}@{version}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let bytes = match (format, stored.manifest.format.as_str()) {
         (ExportFormat::Onnx, modelforge_onnx::FORMAT) => {
             std::fs::read(stored.dir.join(modelforge_onnx::FILE))?
@@ -884,6 +919,7 @@ pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> R
                     print!("{}", modelforge_onnx::export::torch_module(&spec)?);
                     modelforge_onnx::export::to_state_dict(&spec, &weights)?
                 }
+                ExportFormat::Hf => unreachable!("written above"),
             }
         }
         (_, other) => bail!(

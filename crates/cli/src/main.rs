@@ -230,7 +230,7 @@ enum Command {
         /// What to write.
         #[arg(long, value_enum)]
         format: commands::ExportFormat,
-        /// The file to write.
+        /// The file to write (a folder for `--format hf`).
         #[arg(long, short)]
         out: PathBuf,
     },
@@ -303,9 +303,11 @@ enum RegistryCommand {
         #[arg(long)]
         rm: bool,
     },
-    /// Import an ONNX model as the next version of a model (checked: it must load and run).
+    /// Import an ONNX model, or a Hugging Face checkpoint folder of a LLaMA- or GPT-2-family
+    /// language model, as the next version of a model (checked: it must load and run).
     Import {
-        /// The .onnx file.
+        /// The .onnx file, or the checkpoint folder (config.json, model.safetensors,
+        /// tokenizer.json).
         file: PathBuf,
         /// Model name in the registry.
         #[arg(long)]
@@ -550,6 +552,35 @@ fn main() -> ExitCode {
                 version,
                 rm,
             } => commands::registry_alias(&ctx, &model, &alias, version, rm),
+            RegistryCommand::Import {
+                file,
+                name,
+                labels,
+                shapes,
+                renames,
+                batch,
+                no_batch,
+            } if modelforge_pretrained::hf::is_folder(&file) => {
+                if labels.is_some()
+                    || !shapes.is_empty()
+                    || !renames.is_empty()
+                    || batch
+                    || no_batch
+                {
+                    Err(anyhow::anyhow!(
+                        "{} is a Hugging Face checkpoint folder: --labels, --shape, --rename, --batch and --no-batch apply to ONNX files only",
+                        file.display()
+                    ))
+                } else {
+                    commands::registry_import_pretrained(
+                        &ctx,
+                        &modelforge_pretrained::Import {
+                            source: &file,
+                            name: &name,
+                        },
+                    )
+                }
+            }
             RegistryCommand::Import {
                 file,
                 name,

@@ -17,7 +17,7 @@ use modelforge_serve::{
 use modelforge_spec::{Spec, Task};
 
 /// The version format this engine runs.
-pub const FORMAT: &str = "modelforge-native";
+pub const FORMAT: &str = modelforge_registry::NATIVE_FORMAT;
 
 /// The spec stored in a native version's folder.
 pub fn stored_spec(dir: &Path) -> Result<Spec> {
@@ -100,7 +100,10 @@ impl Native {
         let native = Native::load(manifest, dir, device)?;
         let tokenizer =
             modelforge_data::Tokenizer::from_file(&dir.join(modelforge_data::TOKENIZER))?;
-        Ok(LanguageModel::new(native.network, tokenizer, device)?)
+        let special = modelforge_pretrained::hf::Special::read(&[
+            dir.join(modelforge_pretrained::hf::GENERATION_CONFIG)
+        ]);
+        Ok(LanguageModel::new(native.network, tokenizer, device)?.with_end_tokens(special.eos))
     }
 }
 

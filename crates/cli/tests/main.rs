@@ -9,6 +9,7 @@ mod generation;
 mod interop;
 mod language_model;
 mod pipeline;
+mod pretrained;
 mod resume;
 mod serving;
 mod serving_errors;

@@ -58,6 +58,8 @@ pub struct LanguageModel {
     tokenizer: Tokenizer,
     context: usize,
     vocab: usize,
+    /// Ids that end a text (a pretrained model's `eos_token_id`): generating one stops.
+    end: Vec<u32>,
     device: Device,
 }
 
@@ -82,8 +84,16 @@ impl LanguageModel {
             tokenizer,
             context,
             vocab,
+            end: Vec::new(),
             device: device.clone(),
         })
+    }
+
+    /// The model with ids that end a text: a generation that draws one stops there (finish
+    /// `stop`), without the id's text.
+    pub fn with_end_tokens(mut self, end: Vec<u32>) -> LanguageModel {
+        self.end = end;
+        self
     }
 
     /// Positions the model reads at most.
@@ -160,7 +170,7 @@ impl LanguageModel {
                 sequence.is_prefilled(),
                 "prefill a sequence before it steps"
             );
-            pieces.push(sequence.sample(&self.tokenizer)?);
+            pieces.push(sequence.sample(&self.tokenizer, &self.end)?);
         }
         // A sequence whose cache is full restarts from the last half of the context (the
         // positions shift, as when a window slides); the rest advance together.
@@ -303,8 +313,9 @@ impl Sequence {
         *self.ids.last().expect("a prompt is never empty")
     }
 
-    /// Draws the next id from the logits and returns the text that is now final.
-    fn sample(&mut self, tokenizer: &Tokenizer) -> Result<String, GenerateError> {
+    /// Draws the next id from the logits and returns the text that is now final; an id of
+    /// `end` finishes the sequence.
+    fn sample(&mut self, tokenizer: &Tokenizer, end: &[u32]) -> Result<String, GenerateError> {
         if self.finish.is_some() {
             return Ok(String::new());
         }
@@ -313,17 +324,31 @@ impl Sequence {
         if self.first_token.is_none() {
             self.first_token = Some(self.started.elapsed());
         }
-        if let Some(piece) = self
-            .stream
-            .push(tokenizer, id)
-            .map_err(GenerateError::Decode)?
+        let ended = end.contains(&id);
+        if !ended
+            && let Some(piece) = self
+                .stream
+                .push(tokenizer, id)
+                .map_err(GenerateError::Decode)?
+        {
+            self.text.push_str(&piece);
+        }
+        let done = ended || self.generated() >= self.sampling.max_tokens;
+        // The last ids' text, even a character cut short, once nothing more will come.
+        if done
+            && let Some(piece) = self
+                .stream
+                .flush(tokenizer)
+                .map_err(GenerateError::Decode)?
         {
             self.text.push_str(&piece);
         }
         if let Some(cut) = self.stop_at() {
             self.text.truncate(cut);
             self.finish = Some(Finish::Stop);
-        } else if self.generated() >= self.sampling.max_tokens {
+        } else if ended {
+            self.finish = Some(Finish::Stop);
+        } else if done {
             self.finish = Some(Finish::Length);
         }
         Ok(self.release())

@@ -9,7 +9,9 @@ mod weights;
 pub use burn;
 pub use layers::{Activation, Block, KeyValues, PositionalEmbedding, SelfAttention, Swiglu};
 pub use network::{InputNorm, KvCache, Network};
-pub use weights::{NamedTensor, WEIGHTS_FORMAT};
+pub use weights::{
+    NamedTensor, WEIGHTS_FORMAT, encode_safetensors, f32_safetensors, parse_safetensors,
+};
 
 use burn::tensor::Device;
 

@@ -330,19 +330,6 @@ pub fn encode_safetensors(
     tensors: &[NamedTensor],
     mut metadata: BTreeMap<String, String>,
 ) -> Vec<u8> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            let view =
-                TensorView::new(StDtype::F32, t.shape.clone(), b).expect("shape matches data");
-            (t.name.clone(), view)
-        })
-        .collect();
     let ids: BTreeMap<&str, u64> = tensors
         .iter()
         .filter(|t| t.id != 0)
@@ -353,6 +340,29 @@ pub fn encode_safetensors(
         "param_ids".into(),
         serde_json::to_string(&ids).expect("ids serialise"),
     );
+    f32_safetensors(tensors, metadata)
+}
+
+/// Named tensors as the bytes of a safetensors file of F32 values with exactly the metadata
+/// given (e.g. `format: pt` for a Hugging Face checkpoint).
+pub fn f32_safetensors<'t>(
+    tensors: impl IntoIterator<Item = &'t NamedTensor> + Clone,
+    metadata: BTreeMap<String, String>,
+) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .clone()
+        .into_iter()
+        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .into_iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let view =
+                TensorView::new(StDtype::F32, t.shape.clone(), b).expect("shape matches data");
+            (t.name.clone(), view)
+        })
+        .collect();
     safetensors::serialize(views, Some(metadata.into_iter().collect()))
         .expect("valid f32 tensors serialise")
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use modelforge_serve::Values;
-use modelforge_spec::{Dtype, LayerSpec, Source, Spec};
+use modelforge_spec::{Dtype, GeluForm, LayerSpec, Source, Spec};
 use prost::Message as _;
 use safetensors::{Dtype as StDtype, SafeTensors};
 use tract_onnx::pb::{
@@ -296,14 +296,34 @@ pub fn to_onnx(spec: &Spec, weights: &[u8]) -> Result<Vec<u8>, OnnxError> {
                 &[&x],
                 vec![("alpha", Attr::Float(*slope as f32))],
             ),
-            LayerSpec::Gelu {} => {
-                // The exact GELU, x · ½ · (1 + erf(x / √2)), in opset-17 operators.
-                let root2 = b.constant(&format!("{at}.sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+            LayerSpec::Gelu { approximate } => {
                 let one = b.constant(&format!("{at}.one"), &[], &[1.0]);
                 let half = b.constant(&format!("{at}.half"), &[], &[0.5]);
-                let scaled = b.node(&format!("{at}.div"), "Div", &[&x, &root2], vec![]);
-                let erf = b.node(&format!("{at}.erf"), "Erf", &[&scaled], vec![]);
-                let plus = b.node(&format!("{at}.add"), "Add", &[&erf, &one], vec![]);
+                let inner = match approximate {
+                    // The exact GELU, x · ½ · (1 + erf(x / √2)), in opset-17 operators.
+                    GeluForm::None => {
+                        let root2 =
+                            b.constant(&format!("{at}.sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+                        let scaled = b.node(&format!("{at}.div"), "Div", &[&x, &root2], vec![]);
+                        b.node(&format!("{at}.erf"), "Erf", &[&scaled], vec![])
+                    }
+                    // GPT-2's x · ½ · (1 + tanh(√(2/π) · (x + 0.044715 x³))).
+                    GeluForm::Tanh => {
+                        let c = b.constant(&format!("{at}.c"), &[], &[0.044715]);
+                        let k = b.constant(
+                            &format!("{at}.k"),
+                            &[],
+                            &[(2.0 / std::f32::consts::PI).sqrt()],
+                        );
+                        let sq = b.node(&format!("{at}.sq"), "Mul", &[&x, &x], vec![]);
+                        let cube = b.node(&format!("{at}.cube"), "Mul", &[&sq, &x], vec![]);
+                        let cc = b.node(&format!("{at}.cc"), "Mul", &[&cube, &c], vec![]);
+                        let sum = b.node(&format!("{at}.sum"), "Add", &[&x, &cc], vec![]);
+                        let arg = b.node(&format!("{at}.arg"), "Mul", &[&sum, &k], vec![]);
+                        b.node(&format!("{at}.tanh"), "Tanh", &[&arg], vec![])
+                    }
+                };
+                let plus = b.node(&format!("{at}.add"), "Add", &[&inner, &one], vec![]);
                 let times = b.node(&format!("{at}.mul"), "Mul", &[&x, &plus], vec![]);
                 b.node(&at, "Mul", &[&times, &half], vec![])
             }
@@ -462,7 +482,10 @@ pub fn torch_module(spec: &Spec) -> Result<String, OnnxError> {
             LayerSpec::Embedding { vocab, dim } => format!("nn.Embedding({vocab}, {dim})"),
             LayerSpec::Relu {} => "nn.ReLU()".into(),
             LayerSpec::LeakyRelu { slope } => format!("nn.LeakyReLU({slope})"),
-            LayerSpec::Gelu {} => "nn.GELU()".into(),
+            LayerSpec::Gelu { approximate } => match approximate {
+                GeluForm::None => "nn.GELU()".into(),
+                GeluForm::Tanh => "nn.GELU(approximate=\"tanh\")".into(),
+            },
             LayerSpec::Tanh {} => "nn.Tanh()".into(),
             LayerSpec::Sigmoid {} => "nn.Sigmoid()".into(),
             LayerSpec::Softmax {} => "nn.Softmax(dim=-1)".into(),
@@ -657,6 +680,61 @@ mod tests {
             e.contains("layer sum (add)") && e.contains("--format onnx"),
             "{e}"
         );
+    }
+
+    /// Both GELU forms export to operators that compute them: the graph, run by tract,
+    /// gives the formulas' values.
+    #[test]
+    fn both_gelu_forms_compute_their_formula() {
+        use modelforge_serve::Runnable as _;
+        let x = [-1.5f32, 0.3, 2.0];
+        for (form, want) in [
+            (
+                "none",
+                x.map(|v| 0.5 * v * (1.0 + erf(v / std::f32::consts::SQRT_2))),
+            ),
+            (
+                "tanh",
+                x.map(|v| {
+                    let k = (2.0 / std::f32::consts::PI).sqrt();
+                    0.5 * v * (1.0 + (k * (v + 0.044715 * v * v * v)).tanh())
+                }),
+            ),
+        ] {
+            let spec = spec_with(&format!("{{ gelu = {{ approximate = \"{form}\" }} }}"), 3);
+            let weights = safetensors_of(&[
+                ("input_norm.shift", vec![3], vec![0.0; 3]),
+                ("input_norm.scale", vec![3], vec![1.0; 3]),
+            ]);
+            let bytes = to_onnx(&spec, &weights).unwrap();
+            let mut model = crate::OnnxModel::from_bytes(
+                &bytes,
+                Path::new("gelu.onnx"),
+                &Default::default(),
+                &[1],
+            )
+            .unwrap();
+            let out = model.run(vec![Values::F32(x.to_vec())], 1).unwrap();
+            let Values::F32(got) = &out[0] else {
+                panic!("f32 out")
+            };
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-5, "{form}: {g} vs {w}");
+            }
+        }
+    }
+
+    /// The error function (Abramowitz and Stegun 7.1.26 is too coarse here; this is the
+    /// series, exact to f32 on the small arguments of the test).
+    fn erf(x: f32) -> f32 {
+        let x = x as f64;
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..40 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        (sum * 2.0 / std::f64::consts::PI.sqrt()) as f32
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use modelforge_data::TOKENIZER;
-use modelforge_registry::{Artifact, Lineage, Manifest, Registry, RegistryError, TensorInfo};
+use modelforge_registry::{Artifact, Lineage, Manifest, Registry, RegistryError};
 use modelforge_spec::Spec;
 use modelforge_train::Evaluation;
 use modelforge_train::run::{EVALUATION, RunInfo, WEIGHTS};
@@ -142,39 +142,20 @@ impl Candidate {
 
 /// The manifest describing a candidate.
 pub fn manifest(spec: &Spec, candidate: &Candidate) -> Manifest {
-    let input = spec.model.input.get_ref();
-    let output = spec.model.output.get_ref();
     let mut metrics = candidate.run.metrics.clone();
     metrics.extend(candidate.test.metrics.clone());
     metrics.remove("lr");
-    Manifest {
-        name: spec.name().to_string(),
-        version: 0,
-        format: "modelforge-native".into(),
-        inputs: vec![TensorInfo {
-            name: input.name.clone(),
-            datatype: input.dtype.protocol_name().into(),
-            shape: input.shape.clone(),
-            source: None,
-        }],
-        outputs: vec![TensorInfo {
-            name: output.name.clone(),
-            datatype: "FP32".into(),
-            shape: spec.output_shape(),
-            source: None,
-        }],
-        batchable: true,
-        task: output.task.name().into(),
-        labels: output.labels.clone(),
+    Manifest::native(
+        spec,
         metrics,
-        lineage: Lineage {
+        Lineage {
             spec_hash: candidate.run.spec_hash.clone(),
             data_fingerprint: candidate.run.data_fingerprint.clone(),
             run_id: candidate.run.run_id.clone(),
             created: 0,
             modelforge_version: env!("CARGO_PKG_VERSION").into(),
         },
-    }
+    )
 }
 
 /// The version the gate must beat, if the gate names an alias that exists and points at a

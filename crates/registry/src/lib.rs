@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use lock::NameLock;
-pub use manifest::{Lineage, Manifest, TensorInfo};
+pub use manifest::{Lineage, Manifest, NATIVE_FORMAT, TensorInfo};
 
 /// The manifest file name inside a version folder.
 pub const MANIFEST: &str = "manifest.json";

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use modelforge_spec::Spec;
 use serde::{Deserialize, Serialize};
 
 /// The description stored beside every version's files.
@@ -34,6 +35,40 @@ pub struct Manifest {
     pub metrics: BTreeMap<String, f64>,
     /// Where the version came from.
     pub lineage: Lineage,
+}
+
+/// The format of versions built from a spec and its safetensors weights.
+pub const NATIVE_FORMAT: &str = "modelforge-native";
+
+impl Manifest {
+    /// The manifest of a native version built from `spec`: its input and output tensors,
+    /// task and labels; the registry fills in the version and the time.
+    pub fn native(spec: &Spec, metrics: BTreeMap<String, f64>, lineage: Lineage) -> Manifest {
+        let input = spec.model.input.get_ref();
+        let output = spec.model.output.get_ref();
+        Manifest {
+            name: spec.name().to_string(),
+            version: 0,
+            format: NATIVE_FORMAT.into(),
+            inputs: vec![TensorInfo {
+                name: input.name.clone(),
+                datatype: input.dtype.protocol_name().into(),
+                shape: input.shape.clone(),
+                source: None,
+            }],
+            outputs: vec![TensorInfo {
+                name: output.name.clone(),
+                datatype: "FP32".into(),
+                shape: spec.output_shape(),
+                source: None,
+            }],
+            batchable: true,
+            task: output.task.name().into(),
+            labels: output.labels.clone(),
+            metrics,
+            lineage,
+        }
+    }
 }
 
 /// Models are batchable unless their manifest says otherwise.

@@ -87,7 +87,11 @@ pub enum LayerSpec {
         slope: f64,
     },
     /// Gaussian error linear unit.
-    Gelu {},
+    Gelu {
+        /// The exact erf form (default) or GPT-2's tanh approximation.
+        #[serde(default, skip_serializing_if = "GeluForm::is_exact")]
+        approximate: GeluForm,
+    },
     /// Hyperbolic tangent.
     Tanh {},
     /// Logistic sigmoid.
@@ -183,6 +187,24 @@ pub enum RopeLayout {
     Halves,
     /// Features 2i and 2i+1 (the original RoPE, llama.cpp, GGUF).
     AdjacentPairs,
+}
+
+/// How a GELU is computed, named as PyTorch's `approximate` argument names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeluForm {
+    /// x · Φ(x) with the error function.
+    #[default]
+    None,
+    /// ½x · (1 + tanh(√(2/π) · (x + 0.044715 x³))), as GPT-2 computes it (`gelu_new`).
+    Tanh,
+}
+
+impl GeluForm {
+    /// Whether this is the exact form (the default, left out when a spec is written).
+    pub fn is_exact(&self) -> bool {
+        *self == GeluForm::None
+    }
 }
 
 fn yes() -> bool {
@@ -309,7 +331,7 @@ impl LayerSpec {
             LayerSpec::Embedding { .. } => "embedding",
             LayerSpec::Relu {} => "relu",
             LayerSpec::LeakyRelu { .. } => "leaky_relu",
-            LayerSpec::Gelu {} => "gelu",
+            LayerSpec::Gelu { .. } => "gelu",
             LayerSpec::Tanh {} => "tanh",
             LayerSpec::Sigmoid {} => "sigmoid",
             LayerSpec::Softmax {} => "softmax",
@@ -593,7 +615,7 @@ impl LayerSpec {
             | LayerSpec::Silu {}
             | LayerSpec::Relu {}
             | LayerSpec::LeakyRelu { .. }
-            | LayerSpec::Gelu {}
+            | LayerSpec::Gelu { .. }
             | LayerSpec::Tanh {}
             | LayerSpec::Sigmoid {}
             | LayerSpec::Softmax {} => Ok(input.to_vec()),

@@ -22,7 +22,7 @@ pub use data::{DataFiles, DataFormat, DataSpec, Missing, Normalize, TokenizerSpe
 pub use deploy::{DeploySpec, Gate};
 pub use error::{SpecError, line_column};
 pub use graph::{Graph, GraphProblem, Node, Source};
-pub use layer::{Flow, LayerSpec, Padding, Rope, RopeLayout, show_shape};
+pub use layer::{Flow, GeluForm, LayerSpec, Padding, Rope, RopeLayout, show_shape};
 pub use model::{BlockSpec, Dtype, EntryBody, InputSpec, LayerEntry, ModelSpec, OutputSpec, Task};
 pub use train::{
     CheckpointSpec, DistributedSpec, EarlyStopping, Loss, Mode, OptimizerSpec, ScheduleSpec,

@@ -62,12 +62,24 @@ impl ChatTemplate {
                 });
             }
         };
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| TextError::Chat {
+                path: path.to_path_buf(),
+                reason: format!("not JSON: {e}"),
+            })?;
+        ChatTemplate::from_config_value(&config, path)
+    }
+
+    /// The chat template of a parsed `tokenizer_config.json` (`path` names it in errors),
+    /// checked as [`ChatTemplate::from_config`] checks it.
+    pub fn from_config_value(
+        config: &serde_json::Value,
+        path: &Path,
+    ) -> Result<Option<ChatTemplate>, TextError> {
         let bad = |reason: String| TextError::Chat {
             path: path.to_path_buf(),
             reason,
         };
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let source = match &config["chat_template"] {
             serde_json::Value::Null => return Ok(None),
             serde_json::Value::String(s) => s.clone(),
@@ -81,8 +93,8 @@ impl ChatTemplate {
         };
         let template = ChatTemplate {
             source,
-            bos_token: token(&config, "bos_token"),
-            eos_token: token(&config, "eos_token"),
+            bos_token: token(config, "bos_token"),
+            eos_token: token(config, "eos_token"),
         };
         template
             .environment()

@@ -238,6 +238,19 @@ impl Stream {
         self.read = self.ids.len();
         Ok(Some(new))
     }
+
+    /// The text of the ids still held back (a character cut short at the end of a
+    /// generation decodes as U+FFFD, as `transformers` decodes it); the stream is then empty.
+    pub fn flush(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>, TextError> {
+        if self.read == self.ids.len() {
+            return Ok(None);
+        }
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let text = tokenizer.decode(&self.ids[self.prefix..])?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        Ok((text.len() > before.len()).then(|| text[before.len()..].to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -316,5 +329,10 @@ mod tests {
         assert_eq!(s.push(&t, ids[0]).unwrap(), None);
         assert_eq!(s.push(&t, ids[1]).unwrap().as_deref(), Some("é"));
         assert_eq!(s.push(&t, ids[2]).unwrap().as_deref(), Some("!"));
+        assert_eq!(s.flush(&t).unwrap(), None);
+        // A character cut short by the end of the generation comes out as U+FFFD.
+        assert_eq!(s.push(&t, ids[0]).unwrap(), None);
+        assert_eq!(s.flush(&t).unwrap().as_deref(), Some("\u{fffd}"));
+        assert_eq!(s.flush(&t).unwrap(), None);
     }
 }

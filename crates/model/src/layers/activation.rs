@@ -1,7 +1,7 @@
 //! `relu`, `leaky_relu`, `gelu`, `tanh`, `sigmoid`, `silu` and `softmax`: parameter-free functions.
 
 use burn::tensor::activation;
-use modelforge_spec::LayerSpec;
+use modelforge_spec::{GeluForm, LayerSpec};
 
 use super::{Activation, each_rank};
 
@@ -14,6 +14,8 @@ pub(crate) enum Function {
     LeakyRelu(f64),
     /// Gaussian error linear unit (exact, erf form).
     Gelu,
+    /// Gaussian error linear unit, tanh approximation (GPT-2's).
+    GeluTanh,
     /// Hyperbolic tangent.
     Tanh,
     /// Logistic sigmoid.
@@ -30,7 +32,10 @@ impl Function {
         match layer {
             LayerSpec::Relu {} => Function::Relu,
             LayerSpec::LeakyRelu { slope } => Function::LeakyRelu(*slope),
-            LayerSpec::Gelu {} => Function::Gelu,
+            LayerSpec::Gelu { approximate } => match approximate {
+                GeluForm::None => Function::Gelu,
+                GeluForm::Tanh => Function::GeluTanh,
+            },
             LayerSpec::Tanh {} => Function::Tanh,
             LayerSpec::Sigmoid {} => Function::Sigmoid,
             LayerSpec::Silu {} => Function::Silu,
@@ -45,6 +50,7 @@ impl Function {
             Function::Relu => each_rank!(x, t => activation::relu(t)),
             Function::LeakyRelu(s) => each_rank!(x, t => activation::leaky_relu(t, s)),
             Function::Gelu => each_rank!(x, t => activation::gelu(t)),
+            Function::GeluTanh => each_rank!(x, t => activation::gelu_approximate(t)),
             Function::Tanh => each_rank!(x, t => activation::tanh(t)),
             Function::Sigmoid => each_rank!(x, t => activation::sigmoid(t)),
             Function::Silu => each_rank!(x, t => activation::silu(t)),

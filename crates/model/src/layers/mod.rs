@@ -285,7 +285,7 @@ impl Block {
             }
             LayerSpec::Relu {}
             | LayerSpec::LeakyRelu { .. }
-            | LayerSpec::Gelu {}
+            | LayerSpec::Gelu { .. }
             | LayerSpec::Tanh {}
             | LayerSpec::Sigmoid {}
             | LayerSpec::Silu {}

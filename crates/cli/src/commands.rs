@@ -887,20 +887,32 @@ pub enum ExportFormat {
     Safetensors,
     /// A Hugging Face checkpoint folder (LLaMA- and GPT-2-shaped language models).
     Hf,
+    /// A GGUF v3 file for llama.cpp and Ollama, matrices in F16 (LLaMA- and GPT-2-shaped
+    /// language models).
+    Gguf,
+    /// A GGUF v3 file with every tensor in F32.
+    GgufF32,
 }
 
 /// `modelforge export MODEL[@V] --format onnx|safetensors -o FILE`.
 pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> Result<ExitCode> {
     let (name, version) = ctx.registry.resolve(model)?;
     let stored = ctx.registry.open(&name, version)?;
-    if let ExportFormat::Hf = format {
+    if let ExportFormat::Hf | ExportFormat::Gguf | ExportFormat::GgufF32 = format {
         if stored.manifest.format != crate::native::FORMAT {
             bail!(
-                "{name}@{version} has format {:?}; only language models of the native format export to a Hugging Face folder",
+                "{name}@{version} has format {:?}; only language models of the native format export to Hugging Face and GGUF",
                 stored.manifest.format
             );
         }
-        modelforge_pretrained::export_hf(&stored, out)?;
+        use modelforge_pretrained::gguf::Precision;
+        match format {
+            ExportFormat::Gguf => modelforge_pretrained::export_gguf(&stored, out, Precision::F16)?,
+            ExportFormat::GgufF32 => {
+                modelforge_pretrained::export_gguf(&stored, out, Precision::F32)?
+            }
+            _ => modelforge_pretrained::export_hf(&stored, out)?,
+        }
         eprintln!("wrote {} from {name}@{version}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -919,7 +931,9 @@ pub fn export(ctx: &Context, model: &str, format: ExportFormat, out: &Path) -> R
                     print!("{}", modelforge_onnx::export::torch_module(&spec)?);
                     modelforge_onnx::export::to_state_dict(&spec, &weights)?
                 }
-                ExportFormat::Hf => unreachable!("written above"),
+                ExportFormat::Hf | ExportFormat::Gguf | ExportFormat::GgufF32 => {
+                    unreachable!("written above")
+                }
             }
         }
         (_, other) => bail!(

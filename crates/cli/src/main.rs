@@ -303,11 +303,11 @@ enum RegistryCommand {
         #[arg(long)]
         rm: bool,
     },
-    /// Import an ONNX model, or a Hugging Face checkpoint folder of a LLaMA- or GPT-2-family
+    /// Import an ONNX model, or a Hugging Face folder or GGUF file of a LLaMA- or GPT-2-family
     /// language model, as the next version of a model (checked: it must load and run).
     Import {
-        /// The .onnx file, or the checkpoint folder (config.json, model.safetensors,
-        /// tokenizer.json).
+        /// The .onnx file, a Hugging Face checkpoint folder (config.json, model.safetensors,
+        /// tokenizer.json) or a .gguf file.
         file: PathBuf,
         /// Model name in the registry.
         #[arg(long)]
@@ -560,7 +560,9 @@ fn main() -> ExitCode {
                 renames,
                 batch,
                 no_batch,
-            } if modelforge_pretrained::hf::is_folder(&file) => {
+            } if modelforge_pretrained::hf::is_folder(&file)
+                || modelforge_pretrained::gguf::is_file(&file) =>
+            {
                 if labels.is_some()
                     || !shapes.is_empty()
                     || !renames.is_empty()
@@ -568,7 +570,7 @@ fn main() -> ExitCode {
                     || no_batch
                 {
                     Err(anyhow::anyhow!(
-                        "{} is a Hugging Face checkpoint folder: --labels, --shape, --rename, --batch and --no-batch apply to ONNX files only",
+                        "{} is a pretrained checkpoint: --labels, --shape, --rename, --batch and --no-batch apply to ONNX files only",
                         file.display()
                     ))
                 } else {

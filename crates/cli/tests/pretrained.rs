@@ -1,4 +1,6 @@
-//! Hugging Face checkpoints in and out, against `transformers` itself: small random
+//! Hugging Face checkpoints and GGUF files in and out, against `transformers` itself
+//! (GGUF files written with the `gguf` package, read back by `transformers`' GGUF loading):
+//! small random
 //! `LlamaForCausalLM`, `Qwen2ForCausalLM` and `GPT2LMHeadModel` folders made by
 //! `save_pretrained` import with the real binary; their logits over a batch of windows
 //! match to 1e-4 of the logits' scale, greedy continuations match token for token, the
@@ -82,6 +84,30 @@ fn reference(python: &str, sb: &Sandbox, folder: &Path, vocab: i64) -> Value {
     )
 }
 
+/// The greedy continuation of the prompt by `modelforge generate` is `transformers'` (as
+/// text: the same ids decode the same), the end token included.
+fn assert_greedy_matches(sb: &Sandbox, name: &str, theirs: &Value, what: &str) {
+    let generated = sb.ok(&[
+        "generate",
+        &format!("{name}@1"),
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        &NEW_TOKENS.to_string(),
+        "--temperature",
+        "0",
+    ]);
+    let generated = generated.strip_prefix(PROMPT).unwrap_or(&generated);
+    assert_eq!(
+        generated.trim_end_matches('\n'),
+        theirs["greedy_text"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('\n'),
+        "{what}: greedy continuation"
+    );
+}
+
 /// Imports a fresh checkpoint of `kind`, compares it with `transformers`, exports it and
 /// compares the export.
 fn round_trip(kind: &str) {
@@ -131,25 +157,7 @@ fn round_trip(kind: &str) {
     assert_eq!(ids, want, "{kind}: token ids");
 
     // The greedy continuation, token for token (as text: the same ids decode the same).
-    let generated = sb.ok(&[
-        "generate",
-        &format!("{name}@1"),
-        "--prompt",
-        PROMPT,
-        "--max-tokens",
-        &NEW_TOKENS.to_string(),
-        "--temperature",
-        "0",
-    ]);
-    let generated = generated.strip_prefix(PROMPT).unwrap_or(&generated);
-    assert_eq!(
-        generated.trim_end_matches('\n'),
-        theirs["greedy_text"]
-            .as_str()
-            .unwrap()
-            .trim_end_matches('\n'),
-        "{kind}: greedy continuation"
-    );
+    assert_greedy_matches(&sb, &name, &theirs, kind);
 
     // Out again: transformers loads the folder and computes the same logits.
     let exported = sb.path().join(format!("exported-{kind}"));
@@ -229,6 +237,90 @@ fn a_gpt_trained_here_exports_to_transformers_and_imports_back() {
     let back = our_logits(&sb.path().join("models/back/1"), &windows(77));
     let gap = relative_gap(&back, &theirs["logits"]);
     assert!(gap <= 1e-4, "imported back: logits differ by {gap:e}");
+}
+
+/// GGUF files written with the `gguf` package from a random checkpoint, in each tensor type,
+/// import with `transformers`' own GGUF logits (it dequantises the same blocks) and greedy
+/// continuation; the first one's F32 export loads back in `transformers` with the same
+/// logits.
+fn gguf_round_trip(kind: &str, types: &[&str]) {
+    let python = python(&[PACKAGES, &["gguf", "accelerate"]].concat());
+    let sb = Sandbox::new();
+    let folder = sb.path().join(format!("hf-{kind}"));
+    let corpus = data_dir().join("text/shakespeare.txt.gz");
+    client_report(
+        &python,
+        "hf_checkpoint.py",
+        &[
+            "make",
+            kind,
+            folder.to_str().unwrap(),
+            corpus.to_str().unwrap(),
+        ],
+    );
+    for quant in types {
+        let file = sb.path().join(format!("{kind}-{quant}.gguf"));
+        client_report(
+            &python,
+            "hf_checkpoint.py",
+            &[
+                "gguf",
+                folder.to_str().unwrap(),
+                file.to_str().unwrap(),
+                quant,
+            ],
+        );
+        let theirs = reference(&python, &sb, &file, 300);
+        let name = format!("{kind}-{}", quant.to_lowercase().replace('_', "-"));
+        sb.ok(&[
+            "registry",
+            "import",
+            file.to_str().unwrap(),
+            "--name",
+            &name,
+        ]);
+        let version = sb.path().join("models").join(&name).join("1");
+        let ours = our_logits(&version, &windows(300));
+        let gap = relative_gap(&ours, &theirs["logits"]);
+        eprintln!("{kind} {quant}: logits within {gap:.1e} of transformers' GGUF loading");
+        assert!(gap <= 1e-4, "{kind} {quant}: logits differ by {gap:e}");
+        assert_greedy_matches(&sb, &name, &theirs, &format!("{kind} {quant}"));
+        // The way out once: an export's weights do not depend on the type they came in.
+        if quant != &types[0] {
+            continue;
+        }
+        let exported = sb.path().join(format!("out-{name}.gguf"));
+        sb.ok(&[
+            "export",
+            &format!("{name}@1"),
+            "--format",
+            "gguf-f32",
+            "-o",
+            exported.to_str().unwrap(),
+        ]);
+        let again = reference(&python, &sb, &exported, 300);
+        let gap = relative_gap(&ours, &again["logits"]);
+        assert!(
+            gap <= 1e-4,
+            "{kind} {quant}: exported GGUF logits differ by {gap:e}"
+        );
+        assert_eq!(
+            again["chat"], theirs["chat"],
+            "{kind} {quant}: chat template"
+        );
+    }
+}
+
+#[test]
+#[ignore = "installs PyTorch, about 4 GB from PyPI: scripts/test.sh runs it unless MODELFORGE_TORCH=0"]
+fn llama_gguf_files_match_transformers_in_every_tensor_type() {
+    gguf_round_trip("llama", &["F32", "F16", "Q8_0", "Q4_0", "Q4_1"]);
+}
+
+#[test]
+#[ignore = "installs PyTorch, about 4 GB from PyPI: scripts/test.sh runs it unless MODELFORGE_TORCH=0"]
+fn gpt2_gguf_files_match_transformers() {
+    gguf_round_trip("gpt2", &["F16", "Q8_0"]);
 }
 
 /// Broken checkpoints are refused with the field or tensor named, and nothing is published.
@@ -313,6 +405,31 @@ fn broken_checkpoints_are_refused_with_the_field_or_tensor() {
     let e = run("missing");
     assert!(
         e.contains("model.layers.0.input_layernorm.weight") && e.contains("missing"),
+        "{e}"
+    );
+
+    // GGUF files: another version, and a tensor count the file cannot hold.
+    let gguf = |version: u32, tensors: u64| {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(version.to_le_bytes());
+        bytes.extend(tensors.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        sb.write("bad.gguf", bytes);
+        let out = sb.run(&["registry", "import", "bad.gguf", "--name", "broken"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(sb.entries("models/broken").is_empty());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = gguf(2, 0);
+    assert!(
+        e.contains("bad.gguf") && e.contains("version 2 is not 3"),
+        "{e}"
+    );
+    let e = gguf(3, 1 << 40);
+    assert!(e.contains("does not fit in the file"), "{e}");
+    let e = gguf(3, 0);
+    assert!(
+        e.contains("general.architecture") && e.contains("missing"),
         "{e}"
     );
 }

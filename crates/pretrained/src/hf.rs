@@ -446,7 +446,7 @@ fn is_buffer(name: &str) -> bool {
 pub fn take(
     checkpoint: &Checkpoint,
     variant: Variant,
-    wanted: &[(String, Vec<usize>)],
+    wanted: &mapping::Wanted,
 ) -> Result<Vec<Tensor>, PretrainedError> {
     let prefix = match variant {
         Variant::Gpt2 if checkpoint.has("transformer.wte.weight") => "transformer.",
@@ -471,25 +471,34 @@ pub fn give(a: &Architecture, ours: &[Tensor]) -> BTreeMap<String, Tensor> {
     };
     let mut out = mapping::give(a, ours, &|t| place(variant, t, prefix), RopeLayout::Halves);
     if a.family == Family::Gpt2 {
-        // GPT-2 always has biases: zeros where the model has none.
-        for i in 0..a.layers {
-            for (name, len) in [
-                ("attn.c_attn.bias", 3 * a.dim),
-                ("attn.c_proj.bias", a.dim),
-                ("mlp.c_fc.bias", a.hidden),
-                ("mlp.c_proj.bias", a.dim),
-            ] {
-                let name = format!("{prefix}h.{i}.{name}");
-                out.entry(name.clone()).or_insert_with(|| Tensor {
-                    name,
-                    shape: vec![len],
-                    values: vec![0.0; len],
-                    id: 0,
-                });
-            }
-        }
+        zero_biases(a, &mut out, |i, name| format!("{prefix}h.{i}.{name}"));
     }
     out
+}
+
+/// GPT-2 has biases on every projection: zeros where a model has none, under the names
+/// `name(layer, hf_name)` gives.
+pub(crate) fn zero_biases(
+    a: &Architecture,
+    out: &mut BTreeMap<String, Tensor>,
+    name: impl Fn(usize, &str) -> String,
+) {
+    for i in 0..a.layers {
+        for (part, len) in [
+            ("attn.c_attn.bias", 3 * a.dim),
+            ("attn.c_proj.bias", a.dim),
+            ("mlp.c_fc.bias", a.hidden),
+            ("mlp.c_proj.bias", a.dim),
+        ] {
+            let name = name(i, part);
+            out.entry(name.clone()).or_insert_with(|| Tensor {
+                name,
+                shape: vec![len],
+                values: vec![0.0; len],
+                id: 0,
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `transformers` loads.
 
 pub mod architecture;
+pub mod gguf;
 pub mod hf;
 mod mapping;
 mod safetensors;
@@ -120,7 +121,8 @@ pub enum PretrainedError {
     Text(#[from] TextError),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PretrainedError + '_ {
+/// The error of an I/O operation on `path`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PretrainedError + '_ {
     move |source| PretrainedError::Io {
         path: path.to_path_buf(),
         source,
@@ -175,6 +177,36 @@ fn stored_spec(a: &Architecture, name: &str, source: &Path) -> String {
     )
 }
 
+/// A `tokenizer.json` (`path` names it) checked against the model: no larger than its
+/// vocabulary, and it takes and gives back a sample.
+fn checked_tokenizer(
+    bytes: Vec<u8>,
+    path: &Path,
+    a: &Architecture,
+) -> Result<Artifact, PretrainedError> {
+    let tokenizer = Tokenizer::from_json(&bytes, path)?;
+    if tokenizer.vocab_size() > a.vocab {
+        return Err(PretrainedError::Tokenizer {
+            path: path.to_path_buf(),
+            reason: format!(
+                "has {} tokens but the model's vocabulary is {}; the tokenizer belongs to another model",
+                tokenizer.vocab_size(),
+                a.vocab
+            ),
+        });
+    }
+    if sample(&tokenizer)?.is_empty() {
+        return Err(PretrainedError::Tokenizer {
+            path: path.to_path_buf(),
+            reason: format!("gives no tokens for {SAMPLE:?}"),
+        });
+    }
+    Ok(Artifact {
+        name: TOKENIZER.into(),
+        bytes,
+    })
+}
+
 /// The files of a checkpoint folder that come with its weights: the tokenizer, its
 /// configuration with the chat template folded in, and the generation defaults.
 fn companions(dir: &Path, a: &Architecture) -> Result<Vec<Artifact>, PretrainedError> {
@@ -186,28 +218,7 @@ fn companions(dir: &Path, a: &Architecture) -> Result<Vec<Artifact>, PretrainedE
         });
     }
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let tokenizer = Tokenizer::from_json(&bytes, &path)?;
-    if tokenizer.vocab_size() > a.vocab {
-        return Err(PretrainedError::Tokenizer {
-            path,
-            reason: format!(
-                "has {} tokens but the model's vocabulary is {}; the tokenizer belongs to another model",
-                tokenizer.vocab_size(),
-                a.vocab
-            ),
-        });
-    }
-    let ids = sample(&tokenizer)?;
-    if ids.is_empty() {
-        return Err(PretrainedError::Tokenizer {
-            path,
-            reason: format!("gives no tokens for {SAMPLE:?}"),
-        });
-    }
-    let mut files = vec![Artifact {
-        name: TOKENIZER.into(),
-        bytes,
-    }];
+    let mut files = vec![checked_tokenizer(bytes, &path, a)?];
     let config = dir.join(TOKENIZER_CONFIG);
     let template = dir.join(hf::CHAT_TEMPLATE);
     if config.is_file() || template.is_file() {
@@ -259,18 +270,59 @@ fn companions(dir: &Path, a: &Architecture) -> Result<Vec<Artifact>, PretrainedE
     Ok(files)
 }
 
-/// Checks a Hugging Face checkpoint folder — the configuration against the family's
-/// graph, every tensor present, shaped and used, the tokenizer against a sample and the
-/// model's vocabulary, the chat template compiled, one forward pass finite — and publishes
-/// it as the model's next version; nothing is written when any check fails.
+/// Checks a checkpoint — a Hugging Face folder or a GGUF file: the configuration against
+/// the family's graph, every tensor present, shaped and used, the tokenizer against a sample
+/// and the model's vocabulary, the chat template compiled, one forward pass finite — and
+/// publishes it as the model's next version; nothing is written when any check fails.
 pub fn import(registry: &Registry, import: &Import) -> Result<Version, PretrainedError> {
     modelforge_registry::check_name(import.name)?;
-    let dir = import.source;
-    let config_path = dir.join(hf::CONFIG);
+    let source = import.source;
+    if gguf::is_file(source) {
+        let file = gguf::GgufFile::open(source)?;
+        let architecture = file.architecture()?;
+        let tokenizer = file.tokenizer_json()?.into_bytes();
+        let mut files = vec![checked_tokenizer(
+            tokenizer,
+            &source.with_extension("gguf (tokenizer.ggml)"),
+            &architecture,
+        )?];
+        let (chat, generation) = file.companions();
+        if let Some(config) = chat {
+            ChatTemplate::from_config_value(&config, source)?;
+            files.push(Artifact {
+                name: TOKENIZER_CONFIG.into(),
+                bytes: serde_json::to_vec_pretty(&config).expect("JSON serialises"),
+            });
+        }
+        files.push(Artifact {
+            name: hf::GENERATION_CONFIG.into(),
+            bytes: serde_json::to_vec_pretty(&generation).expect("JSON serialises"),
+        });
+        let family = architecture.family;
+        let take = |wanted: &mapping::Wanted| {
+            mapping::take(&file, &|o| gguf::place(family, o), wanted, gguf::is_buffer)
+        };
+        return publish_checked(registry, import, &architecture, files, &take);
+    }
+    let config_path = source.join(hf::CONFIG);
     let (architecture, variant) = hf::read_config(&config_path)?;
-    let spec_text = stored_spec(&architecture, import.name, dir);
-    let spec = Spec::parse_stored(&spec_text, &config_path)?;
-    let files = companions(dir, &architecture)?;
+    let files = companions(source, &architecture)?;
+    let checkpoint = Checkpoint::open(source)?;
+    let take = |wanted: &mapping::Wanted| hf::take(&checkpoint, variant, wanted);
+    publish_checked(registry, import, &architecture, files, &take)
+}
+
+/// Builds the architecture's network, fills it with the tensors `take` reads, runs it once
+/// and publishes it with `files`.
+fn publish_checked(
+    registry: &Registry,
+    import: &Import,
+    architecture: &Architecture,
+    files: Vec<Artifact>,
+    take: &dyn Fn(&mapping::Wanted) -> Result<Vec<Tensor>, PretrainedError>,
+) -> Result<Version, PretrainedError> {
+    let spec_text = stored_spec(architecture, import.name, import.source);
+    let spec = Spec::parse_stored(&spec_text, import.source)?;
     let device = modelforge_model::device("cpu")?;
     let network = Network::new(&spec, &device);
     let mut tensors = network.named_tensors();
@@ -278,20 +330,19 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, Pretraine
         .iter()
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect();
-    let checkpoint = Checkpoint::open(dir)?;
-    let taken = hf::take(&checkpoint, variant, &wanted)?;
+    let taken = take(&wanted)?;
     // The input normalisation (identity for token ids) is ours, not the checkpoint's.
     tensors.retain(|t| t.name.starts_with("input_norm."));
     tensors.extend(taken);
     let network = network
         .load_named(&tensors, &device, false)
         .map_err(|reason| PretrainedError::Tensor {
-            path: mapping::Store::origin(&checkpoint).to_path_buf(),
+            path: import.source.to_path_buf(),
             name: "(weights)".into(),
             reason,
         })?;
     drop(tensors);
-    trial(&network, &files[0].bytes, dir, &device)?;
+    trial(&network, &files[0].bytes, import.source, &device)?;
     let weights = network.safetensors_bytes(BTreeMap::new());
     drop(network);
     let mut digest = modelforge_registry::sha256_hex(&weights);
@@ -302,7 +353,7 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, Pretraine
         Lineage {
             spec_hash: spec.result_hash(),
             data_fingerprint: String::new(),
-            run_id: format!("import:hf:{digest}"),
+            run_id: format!("import:{digest}"),
             created: 0,
             modelforge_version: env!("CARGO_PKG_VERSION").into(),
         },
@@ -325,10 +376,10 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, Pretraine
 fn trial(
     network: &Network,
     tokenizer: &[u8],
-    dir: &Path,
+    source: &Path,
     device: &Device,
 ) -> Result<(), PretrainedError> {
-    let tokenizer = Tokenizer::from_json(tokenizer, &dir.join(TOKENIZER))?;
+    let tokenizer = Tokenizer::from_json(tokenizer, source)?;
     let ids: Vec<i64> = sample(&tokenizer)?.into_iter().map(i64::from).collect();
     let len = ids.len().min(network.input_shape()[0]);
     let input =
@@ -341,7 +392,7 @@ fn trial(
         .expect("f32 logits");
     if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
         return Err(PretrainedError::Tensor {
-            path: dir.join(hf::WEIGHTS),
+            path: source.to_path_buf(),
             name: "(forward pass)".into(),
             reason: format!(
                 "gives a non-finite logit ({}) at position {} on a sample text; the weights are damaged",
@@ -353,10 +404,16 @@ fn trial(
     Ok(())
 }
 
-/// Writes a version of a LLaMA- or GPT-2-shaped model as a Hugging Face checkpoint folder
-/// `out` (config, F32 safetensors, tokenizer, tokenizer configuration with the chat
-/// template, generation defaults); the folder appears whole or not at all.
-pub fn export_hf(version: &Version, out: &Path) -> Result<(), PretrainedError> {
+/// A version of a LLaMA- or GPT-2-shaped model, read for export: its hyperparameters, its
+/// tensors in the family's node names, its tokenizer and its end ids.
+struct Exported {
+    architecture: Architecture,
+    tensors: Vec<Tensor>,
+    tokenizer: PathBuf,
+    special: hf::Special,
+}
+
+fn exported(version: &Version) -> Result<Exported, PretrainedError> {
     let what = || format!("{}@{}", version.manifest.name, version.manifest.version);
     let spec_path = version.dir.join(SPEC);
     let text = std::fs::read_to_string(&spec_path).map_err(io(&spec_path))?;
@@ -379,17 +436,66 @@ pub fn export_hf(version: &Version, out: &Path) -> Result<(), PretrainedError> {
             t.name = format!("{theirs}{}", &t.name[ours.len()..]);
         }
     }
-    let hf_tensors = hf::give(&architecture, &tensors);
-    drop(tensors);
-    let tokenizer_path = version.dir.join(TOKENIZER);
-    if !tokenizer_path.is_file() {
+    let tokenizer = version.dir.join(TOKENIZER);
+    if !tokenizer.is_file() {
         return Err(PretrainedError::Tokenizer {
-            path: tokenizer_path,
+            path: tokenizer,
             reason: "is missing from the version; a language model's version carries it".into(),
         });
     }
+    let special = hf::Special::read(&[version.dir.join(hf::GENERATION_CONFIG)]);
+    Ok(Exported {
+        architecture,
+        tensors,
+        tokenizer,
+        special,
+    })
+}
+
+/// Writes a version of a LLaMA- or GPT-2-shaped model as a GGUF v3 file `out` (tensors in
+/// F32, or matrices in F16), with its tokenizer, end ids and chat template; the file appears
+/// whole or not at all.
+pub fn export_gguf(
+    version: &Version,
+    out: &Path,
+    precision: gguf::Precision,
+) -> Result<(), PretrainedError> {
+    let e = exported(version)?;
+    let text = std::fs::read(&e.tokenizer).map_err(io(&e.tokenizer))?;
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|err| PretrainedError::Tokenizer {
+            path: e.tokenizer.clone(),
+            reason: format!("is not JSON: {err}"),
+        })?;
+    let chat_template = ChatTemplate::from_config(&version.dir.join(TOKENIZER_CONFIG))?
+        .map(|t| t.source().to_string());
+    let bytes = gguf::write(&gguf::Export {
+        architecture: &e.architecture,
+        tensors: &e.tensors,
+        tokenizer: &tokenizer,
+        tokenizer_path: &e.tokenizer,
+        chat_template,
+        special: &e.special,
+        name: &version.manifest.name,
+        precision,
+    })?;
+    modelforge_registry::write_atomic(out, &bytes)?;
+    Ok(())
+}
+
+/// Writes a version of a LLaMA- or GPT-2-shaped model as a Hugging Face checkpoint folder
+/// `out` (config, F32 safetensors, tokenizer, tokenizer configuration with the chat
+/// template, generation defaults); the folder appears whole or not at all.
+pub fn export_hf(version: &Version, out: &Path) -> Result<(), PretrainedError> {
+    let Exported {
+        architecture,
+        tensors,
+        tokenizer: tokenizer_path,
+        special,
+    } = exported(version)?;
+    let hf_tensors = hf::give(&architecture, &tensors);
+    drop(tensors);
     let generation = version.dir.join(hf::GENERATION_CONFIG);
-    let special = hf::Special::read(std::slice::from_ref(&generation));
     let config = hf::write_config(&architecture, &special)?;
     if out.exists() {
         return Err(PretrainedError::Exists {

@@ -31,6 +31,9 @@ pub enum Place {
     Absent,
 }
 
+/// The tensors a network wants, by name and shape.
+pub type Wanted = [(String, Vec<usize>)];
+
 /// The tensors of a checkpoint, read as f32.
 pub trait Store {
     /// The file, for messages.
@@ -48,7 +51,7 @@ pub trait Store {
 pub fn take(
     store: &dyn Store,
     place: &dyn Fn(&str) -> Option<Place>,
-    wanted: &[(String, Vec<usize>)],
+    wanted: &Wanted,
     is_buffer: fn(&str) -> bool,
 ) -> Result<Vec<Tensor>, PretrainedError> {
     let mut used = BTreeSet::new();

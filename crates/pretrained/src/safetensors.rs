@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors, tensor::Metadata};
 
-use crate::PretrainedError;
 use crate::mapping::Store;
+use crate::{PretrainedError, io};
 
 /// One mapped file with its parsed header.
 struct Shard {
@@ -26,13 +26,6 @@ pub struct Checkpoint {
     shards: Vec<Shard>,
     /// Each tensor's shard.
     names: BTreeMap<String, usize>,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PretrainedError + '_ {
-    move |source| PretrainedError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl Checkpoint {

@@ -103,6 +103,11 @@ impl ChatTemplate {
         Ok(Some(template))
     }
 
+    /// The template's Jinja text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// A template given as text (with no special tokens), checked.
     pub fn new(source: &str) -> Result<ChatTemplate, TextError> {
         let template = ChatTemplate {

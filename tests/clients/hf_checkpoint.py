@@ -187,6 +187,11 @@ def to_gguf(folder, out, kind):
         tokens[added["id"]] = added["content"]
         types[added["id"]] = 3 if added["special"] else 4
     merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"]["merges"]]
+    # A vocabulary larger than the tokenizer is padded, as llama.cpp's converter pads it
+    # (type 5, unused).
+    vocab_size = c.vocab_size
+    tokens += [f"[PAD{i}]" for i in range(len(tokens), vocab_size)]
+    types += [5] * (vocab_size - len(types))
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)

@@ -415,7 +415,13 @@ impl GgufFile {
                 ),
             ));
         }
-        let vocab = self.tokens()?.len();
+        // The embedding's rows: a tokenizer may cover fewer ids than the model has.
+        let tokens = self.tokens()?.len();
+        let vocab = self
+            .tensors
+            .get("token_embd.weight")
+            .and_then(|e| e.shape.first().copied())
+            .unwrap_or(tokens);
         let tied = !self.tensors.contains_key("output.weight");
         Ok(Architecture {
             family,

@@ -108,15 +108,12 @@ fn assert_greedy_matches(sb: &Sandbox, name: &str, theirs: &Value, what: &str) {
     );
 }
 
-/// Imports a fresh checkpoint of `kind`, compares it with `transformers`, exports it and
-/// compares the export.
-fn round_trip(kind: &str) {
-    let python = python(PACKAGES);
-    let sb = Sandbox::new();
+/// A fresh random checkpoint folder of `kind` made by `save_pretrained`.
+fn make(python: &str, sb: &Sandbox, kind: &str) -> std::path::PathBuf {
     let folder = sb.path().join(format!("hf-{kind}"));
     let corpus = data_dir().join("text/shakespeare.txt.gz");
     client_report(
-        &python,
+        python,
         "hf_checkpoint.py",
         &[
             "make",
@@ -125,6 +122,15 @@ fn round_trip(kind: &str) {
             corpus.to_str().unwrap(),
         ],
     );
+    folder
+}
+
+/// Imports a fresh checkpoint of `kind`, compares it with `transformers`, exports it and
+/// compares the export.
+fn round_trip(kind: &str) {
+    let python = python(PACKAGES);
+    let sb = Sandbox::new();
+    let folder = make(&python, &sb, kind);
     let theirs = reference(&python, &sb, &folder, 300);
     let name = format!("tiny-{kind}");
     let out = sb.ok(&[
@@ -246,18 +252,7 @@ fn a_gpt_trained_here_exports_to_transformers_and_imports_back() {
 fn gguf_round_trip(kind: &str, types: &[&str]) {
     let python = python(&[PACKAGES, &["gguf", "accelerate"]].concat());
     let sb = Sandbox::new();
-    let folder = sb.path().join(format!("hf-{kind}"));
-    let corpus = data_dir().join("text/shakespeare.txt.gz");
-    client_report(
-        &python,
-        "hf_checkpoint.py",
-        &[
-            "make",
-            kind,
-            folder.to_str().unwrap(),
-            corpus.to_str().unwrap(),
-        ],
-    );
+    let folder = make(&python, &sb, kind);
     for quant in types {
         let file = sb.path().join(format!("{kind}-{quant}.gguf"));
         client_report(

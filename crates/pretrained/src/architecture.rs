@@ -60,6 +60,16 @@ pub struct Architecture {
     pub gelu: GeluForm,
 }
 
+/// The graph of a `[model]` section's text, or why there is none.
+fn graph_of(text: &str) -> Result<Graph, String> {
+    #[derive(serde::Deserialize)]
+    struct Model {
+        model: modelforge_spec::ModelSpec,
+    }
+    let model: Model = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    modelforge_spec::graph::build(&model.model).map_err(|p| p.message)
+}
+
 /// The names the graph gives the family's nodes, which are also its tensors' prefixes.
 struct Names {
     embedding: &'static str,
@@ -175,18 +185,9 @@ impl Architecture {
 
     /// The graph of a model of this shape.
     pub fn graph(&self) -> Result<Graph, PretrainedError> {
-        let text = self.model_toml("m");
-        #[derive(serde::Deserialize)]
-        struct Model {
-            model: modelforge_spec::ModelSpec,
-        }
-        let model: Model = toml::from_str(&text).map_err(|e| PretrainedError::Unsupported {
+        graph_of(&self.model_toml("m")).map_err(|reason| PretrainedError::Unsupported {
             what: "the model".into(),
-            reason: format!("its hyperparameters make no valid graph: {}", e.message()),
-        })?;
-        modelforge_spec::graph::build(&model.model).map_err(|p| PretrainedError::Unsupported {
-            what: "the model".into(),
-            reason: format!("its hyperparameters make no valid graph: {}", p.message),
+            reason: format!("its hyperparameters make no valid graph: {reason}"),
         })
     }
 
@@ -364,12 +365,7 @@ mod tests {
             "  { add = {}, inputs = [\"mid\", \"mlp\"] },\n",
             "  { add = {}, inputs = [\"mid\", \"mlp\"] },\n  { relu = {} },\n",
         );
-        #[derive(serde::Deserialize)]
-        struct Model {
-            model: modelforge_spec::ModelSpec,
-        }
-        let model: Model = toml::from_str(&text).unwrap();
-        let graph = modelforge_spec::graph::build(&model.model).unwrap();
+        let graph = graph_of(&text).unwrap();
         let e = Architecture::recognise(&graph).unwrap_err();
         assert!(e.contains("nodes where a LLaMA model"), "{e}");
     }

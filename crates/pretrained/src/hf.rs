@@ -243,10 +243,7 @@ fn gpt2(f: &Fields) -> Result<Architecture, PretrainedError> {
             "attention here is scaled by 1/√head_dim only",
         ));
     }
-    let inner = match &f.config["n_inner"] {
-        Value::Null => 4 * dim,
-        _ => f.count("n_inner", None)?,
-    };
+    let inner = f.count("n_inner", Some(4 * dim))?;
     Ok(Architecture {
         family: Family::Gpt2,
         vocab: f.count("vocab_size", None)?,

@@ -178,12 +178,12 @@ fn stored_spec(a: &Architecture, name: &str, source: &Path) -> String {
 }
 
 /// A `tokenizer.json` (`path` names it) checked against the model: no larger than its
-/// vocabulary, and it takes and gives back a sample.
+/// vocabulary, and it takes and gives back a sample, whose ids come back with it.
 fn checked_tokenizer(
     bytes: Vec<u8>,
     path: &Path,
     a: &Architecture,
-) -> Result<Artifact, PretrainedError> {
+) -> Result<(Artifact, Vec<u32>), PretrainedError> {
     let tokenizer = Tokenizer::from_json(&bytes, path)?;
     if tokenizer.vocab_size() > a.vocab {
         return Err(PretrainedError::Tokenizer {
@@ -195,21 +195,23 @@ fn checked_tokenizer(
             ),
         });
     }
-    if sample(&tokenizer)?.is_empty() {
+    let ids = sample(&tokenizer)?;
+    if ids.is_empty() {
         return Err(PretrainedError::Tokenizer {
             path: path.to_path_buf(),
             reason: format!("gives no tokens for {SAMPLE:?}"),
         });
     }
-    Ok(Artifact {
+    let artifact = Artifact {
         name: TOKENIZER.into(),
         bytes,
-    })
+    };
+    Ok((artifact, ids))
 }
 
 /// The files of a checkpoint folder that come with its weights: the tokenizer, its
 /// configuration with the chat template folded in, and the generation defaults.
-fn companions(dir: &Path, a: &Architecture) -> Result<Vec<Artifact>, PretrainedError> {
+fn companions(dir: &Path, a: &Architecture) -> Result<(Vec<Artifact>, Vec<u32>), PretrainedError> {
     let path = dir.join(TOKENIZER);
     if !path.is_file() {
         return Err(PretrainedError::Tokenizer {
@@ -218,7 +220,8 @@ fn companions(dir: &Path, a: &Architecture) -> Result<Vec<Artifact>, PretrainedE
         });
     }
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let mut files = vec![checked_tokenizer(bytes, &path, a)?];
+    let (tokenizer, sample) = checked_tokenizer(bytes, &path, a)?;
+    let mut files = vec![tokenizer];
     let config = dir.join(TOKENIZER_CONFIG);
     let template = dir.join(hf::CHAT_TEMPLATE);
     if config.is_file() || template.is_file() {
@@ -267,7 +270,7 @@ fn companions(dir: &Path, a: &Architecture) -> Result<Vec<Artifact>, PretrainedE
         name: hf::GENERATION_CONFIG.into(),
         bytes,
     });
-    Ok(files)
+    Ok((files, sample))
 }
 
 /// Checks a checkpoint — a Hugging Face folder or a GGUF file: the configuration against
@@ -281,11 +284,12 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, Pretraine
         let file = gguf::GgufFile::open(source)?;
         let architecture = file.architecture()?;
         let tokenizer = file.tokenizer_json()?.into_bytes();
-        let mut files = vec![checked_tokenizer(
+        let (tokenizer, sample) = checked_tokenizer(
             tokenizer,
             &source.with_extension("gguf (tokenizer.ggml)"),
             &architecture,
-        )?];
+        )?;
+        let mut files = vec![tokenizer];
         let (chat, generation) = file.companions();
         if let Some(config) = chat {
             ChatTemplate::from_config_value(&config, source)?;
@@ -302,23 +306,23 @@ pub fn import(registry: &Registry, import: &Import) -> Result<Version, Pretraine
         let take = |wanted: &mapping::Wanted| {
             mapping::take(&file, &|o| gguf::place(family, o), wanted, gguf::is_buffer)
         };
-        return publish_checked(registry, import, &architecture, files, &take);
+        return publish_checked(registry, import, &architecture, (files, sample), &take);
     }
     let config_path = source.join(hf::CONFIG);
     let (architecture, variant) = hf::read_config(&config_path)?;
-    let files = companions(source, &architecture)?;
+    let companions = companions(source, &architecture)?;
     let checkpoint = Checkpoint::open(source)?;
     let take = |wanted: &mapping::Wanted| hf::take(&checkpoint, variant, wanted);
-    publish_checked(registry, import, &architecture, files, &take)
+    publish_checked(registry, import, &architecture, companions, &take)
 }
 
 /// Builds the architecture's network, fills it with the tensors `take` reads, runs it once
-/// and publishes it with `files`.
+/// over the tokenizer's sample ids and publishes it with `files`.
 fn publish_checked(
     registry: &Registry,
     import: &Import,
     architecture: &Architecture,
-    files: Vec<Artifact>,
+    (files, sample): (Vec<Artifact>, Vec<u32>),
     take: &dyn Fn(&mapping::Wanted) -> Result<Vec<Tensor>, PretrainedError>,
 ) -> Result<Version, PretrainedError> {
     let spec_text = stored_spec(architecture, import.name, import.source);
@@ -342,7 +346,7 @@ fn publish_checked(
             reason,
         })?;
     drop(tensors);
-    trial(&network, &files[0].bytes, import.source, &device)?;
+    trial(&network, &sample, import.source, &device)?;
     let weights = network.safetensors_bytes(BTreeMap::new());
     drop(network);
     let mut digest = modelforge_registry::sha256_hex(&weights);
@@ -372,15 +376,14 @@ fn publish_checked(
     Ok(registry.publish(manifest, &artifacts)?)
 }
 
-/// One forward pass over the tokenizer's sample: the logits must be finite.
+/// One forward pass over the sample's ids: the logits must be finite.
 fn trial(
     network: &Network,
-    tokenizer: &[u8],
+    sample: &[u32],
     source: &Path,
     device: &Device,
 ) -> Result<(), PretrainedError> {
-    let tokenizer = Tokenizer::from_json(tokenizer, source)?;
-    let ids: Vec<i64> = sample(&tokenizer)?.into_iter().map(i64::from).collect();
+    let ids: Vec<i64> = sample.iter().map(|&i| i64::from(i)).collect();
     let len = ids.len().min(network.input_shape()[0]);
     let input =
         BurnTensor::<2, Int>::from_data(TensorData::new(ids[..len].to_vec(), [1, len]), device);

@@ -589,18 +589,188 @@ fn loaders(compute: &Compute, max_batch_size: usize) -> Result<modelforge_serve:
         ))
 }
 
-/// `modelforge predict MODEL[@V] --input FILE.json`: a TF-Serving predict request
-/// (`{"instances": [...]}`, `{"inputs": ...}` or a bare list of instances) run offline.
-pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> Result<ExitCode> {
-    use modelforge_serve::Loader as _;
+/// A request file: a TF-Serving body (a bare list of instances taken as `instances`) or a
+/// V2 body.
+fn request_file(input: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
     let doc: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", input.display()))?;
-    let request = match doc {
+    Ok(match doc {
         Value::Array(_) => json!({ "instances": doc }),
         other => other,
+    })
+}
+
+/// The checked batch size and values of a request file for a version: a V2 body (inputs
+/// as tensor objects with a datatype) or a TF-Serving one.
+fn request_values(
+    input: &Path,
+    request: &Value,
+    info: &modelforge_serve::ModelInfo,
+) -> Result<(usize, Vec<modelforge_serve::Values>)> {
+    let v2 = request["inputs"]
+        .as_array()
+        .and_then(|i| i.first())
+        .is_some_and(|t| t.get("datatype").is_some());
+    let inputs = match v2 {
+        true => modelforge_server::v2_inputs(request.to_string().as_bytes()),
+        false => {
+            modelforge_server::tfserving::inputs(request, &info.manifest).map(|(inputs, _)| inputs)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    Ok(info.check_inputs(inputs)?)
+}
+
+/// What `modelforge explain` is asked.
+pub struct ExplainOptions<'a> {
+    /// MODEL[@VERSION|@ALIAS].
+    pub model: &'a str,
+    /// A request JSON, an image, or a CSV file of rows.
+    pub input: &'a Path,
+    /// The settings, unchecked.
+    pub asked: modelforge_explain::Asked,
+    /// The folder to write.
+    pub out: &'a Path,
+}
+
+/// The samples of an explanation's input file for a native version: raw values, batch
+/// size and, for CSV rows, the feature names.
+fn explain_input(
+    input: &Path,
+    native: &crate::native::Native,
+    info: &modelforge_serve::ModelInfo,
+) -> Result<(Vec<f32>, usize, Option<Vec<String>>)> {
+    let network = &native.network;
+    if modelforge_data::image::is_image(input) {
+        let values = modelforge_data::image::read_image(input, network.input_shape())?;
+        return Ok((values, 1, None));
+    }
+    if input.extension().is_some_and(|e| e == "csv") {
+        let table = modelforge_data::table::read_csv(input, &native.spec.data.csv)?;
+        if table.width() != network.input_len() {
+            bail!(
+                "{}: the rows have {} features but {}@{} takes {} — give the columns of its training data (categorical columns need every training category)",
+                input.display(),
+                table.width(),
+                info.name,
+                info.version,
+                network.input_len()
+            );
+        }
+        let batch = table.features.len() / table.width();
+        return Ok((table.features, batch, Some(table.feature_names)));
+    }
+    let (batch, values) = request_values(input, &request_file(input)?, info)?;
+    let values = values
+        .into_iter()
+        .next()
+        .map(|v| v.to_f32())
+        .unwrap_or_default();
+    Ok((values, batch, None))
+}
+
+/// How an explanation's samples are drawn: tokens (decoded with the version's tokenizer,
+/// if it has one) for a model that embeds ids, else by the input's shape.
+fn explain_look(
+    native: &crate::native::Native,
+    dir: &Path,
+    values: &[f32],
+    names: Option<Vec<String>>,
+) -> modelforge_report::attribution::Look {
+    use modelforge_report::attribution::Look;
+    let network = &native.network;
+    if !network.embeds_ids() {
+        return Look::of_shape(network.input_shape(), names);
+    }
+    let tokenizer =
+        modelforge_data::Tokenizer::from_file(&dir.join(modelforge_data::TOKENIZER)).ok();
+    let piece = |id: f32| {
+        tokenizer
+            .as_ref()
+            .and_then(|t| t.decode(&[id as u32]).ok())
+            .unwrap_or_else(|| format!("#{id}"))
     };
+    Look::Tokens(
+        values
+            .chunks_exact(network.input_len())
+            .map(|ids| ids.iter().map(|&id| piece(id)).collect())
+            .collect(),
+    )
+}
+
+/// `modelforge explain MODEL --input FILE -o DIR`: attributions of the model's answer for
+/// each sample of the file, as `attributions.json` and a picture per sample.
+pub fn explain(ctx: &Context, options: &ExplainOptions, compute: &Compute) -> Result<ExitCode> {
+    use modelforge_report::attribution;
+    let settings = options.asked.clone().check()?;
+    let out = options.out;
+    if out.is_dir()
+        && !out.join("attributions.json").is_file()
+        && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some())
+    {
+        bail!(
+            "{} exists and is not an earlier explanation — give a new folder with -o (it is replaced whole)",
+            out.display()
+        );
+    }
+    threads(compute, None)?;
+    let (name, version) = ctx.registry.resolve(options.model)?;
+    let stored = ctx.registry.open(&name, version)?;
+    if stored.manifest.format != crate::native::FORMAT {
+        return Err(modelforge_serve::ServeError::NotExplainable {
+            model: name,
+            version,
+            format: stored.manifest.format.clone(),
+        }
+        .into());
+    }
+    let native = crate::native::Native::load(&stored.manifest, &stored.dir, &device(compute)?)?;
+    let info = modelforge_serve::ModelInfo {
+        name: name.clone(),
+        version,
+        manifest: stored.manifest.clone(),
+    };
+    let input = options.input;
+    let (values, batch, names) = explain_input(input, &native, &info)?;
+    let attributions = native
+        .explain(&values, batch, &settings)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let labels = &stored.manifest.labels;
+    let look = explain_look(&native, &stored.dir, &values, names);
+    let document = attribution::document(&name, version, &attributions, &settings, labels);
+    let mut files = vec![(
+        "attributions.json".to_string(),
+        serde_json::to_vec_pretty(&document)?,
+    )];
+    let pictures = attribution::pictures(&look, &values, &attributions, &settings, labels);
+    files.extend(pictures.into_iter().map(|(n, svg)| (n, svg.into_bytes())));
+    modelforge_report::write_folder(out, &files)?;
+    let method = attribution::method_name(&settings);
+    println!("{name}@{version}: {method}, {batch} sample(s)");
+    for s in 0..batch {
+        let t = attributions.targets[s];
+        let label = labels.get(t).map_or(String::new(), |l| format!(" ({l})"));
+        let mut line = format!("  sample {s}: output {t}{label}");
+        if let (Some(delta), Some(gap)) = (&attributions.delta, &attributions.gap) {
+            let share = 100.0 * delta[s].abs() / gap[s].abs().max(f32::MIN_POSITIVE);
+            line += &format!(
+                ", convergence delta {:.3e} ({share:.3} % of the output's change {:.4})",
+                delta[s], gap[s]
+            );
+        }
+        println!("{line}");
+    }
+    println!("wrote {}", out.join("attributions.json").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge predict MODEL[@V] --input FILE.json`: a TF-Serving predict request
+/// (`{"instances": [...]}`, `{"inputs": ...}` or a bare list of instances) run offline.
+pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> Result<ExitCode> {
+    use modelforge_serve::Loader as _;
+    let request = request_file(input)?;
     threads(compute, None)?;
     let (name, version) = ctx.registry.resolve(model)?;
     let stored = ctx.registry.open(&name, version)?;
@@ -613,14 +783,12 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
             "{name}@{version} is a language model: sample it with `modelforge generate {name}@{version} --prompt TEXT`"
         );
     };
-    let (inputs, _) = modelforge_server::tfserving::inputs(&request, &stored.manifest)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let info = modelforge_serve::ModelInfo {
         name: name.clone(),
         version,
         manifest: stored.manifest.clone(),
     };
-    let (batch, values) = info.check_inputs(inputs)?;
+    let (batch, values) = request_values(input, &request, &info)?;
     let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;
     let all: Vec<usize> = (0..values.len()).collect();
     let outputs = info.output_tensors(batch, values, &all);

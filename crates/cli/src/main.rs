@@ -138,6 +138,49 @@ enum Command {
         #[command(flatten)]
         compute: Compute,
     },
+    /// Explain a published model's answer: how much each input value moved the output, as
+    /// attributions.json and a picture per sample (a heat map, feature bars or tokens).
+    Explain {
+        /// MODEL, MODEL@VERSION or MODEL@ALIAS.
+        model: String,
+        /// A request JSON (V2 or TF-Serving), a PNG/JPEG image, or a CSV file of rows.
+        #[arg(long)]
+        input: PathBuf,
+        /// saliency, input-x-gradient, integrated-gradients or smoothgrad.
+        #[arg(long, default_value = "integrated-gradients")]
+        method: String,
+        /// The method SmoothGrad averages over noise (default saliency).
+        #[arg(long)]
+        over: Option<String>,
+        /// Integration steps of integrated gradients (default 50, at most 1024).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Integration rule: gauss-legendre (default), riemann-left, -right, -middle or
+        /// -trapezoid.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Baseline of integrated gradients: zeros (default), mean, a number, or a JSON
+        /// file holding a tensor of the input's shape.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// The output explained (default: the predicted class; output 0 of a regression).
+        #[arg(long)]
+        target: Option<u64>,
+        /// SmoothGrad's noisy samples (default 16).
+        #[arg(long)]
+        samples: Option<u64>,
+        /// SmoothGrad's noise standard deviation (default 15 % of each sample's range).
+        #[arg(long)]
+        stdev: Option<f64>,
+        /// SmoothGrad's noise seed (default 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The folder written (replaced whole).
+        #[arg(short, long, default_value = "explanation")]
+        out: PathBuf,
+        #[command(flatten)]
+        compute: Compute,
+    },
     /// Sample text from a language model, streamed as it comes, with tokens/s at the end.
     Generate {
         /// MODEL, MODEL@VERSION or MODEL@ALIAS.
@@ -426,6 +469,29 @@ fn core_config(
     config
 }
 
+/// `--baseline`: a name or number, or a JSON file holding a tensor of the input's shape.
+fn baseline_setting(text: Option<&str>) -> anyhow::Result<Option<modelforge_explain::Baseline>> {
+    let Some(text) = text else { return Ok(None) };
+    let path = std::path::Path::new(text);
+    if !path.is_file() {
+        return Ok(Some(text.parse()?));
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)
+        .map_err(|e| anyhow::anyhow!("--baseline {text}: not JSON: {e}"))?;
+    let mut values = Vec::new();
+    let mut stack = vec![&doc];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items.iter().rev()),
+            serde_json::Value::Number(n) => values.push(n.as_f64().unwrap_or_default() as f32),
+            other => anyhow::bail!(
+                "--baseline {text}: {other} is not a number — give a nested list of numbers"
+            ),
+        }
+    }
+    Ok(Some(modelforge_explain::Baseline::Values(values)))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     modelforge_serve::heap::retain_freed_memory();
@@ -482,6 +548,42 @@ fn main() -> ExitCode {
             input,
             compute,
         } => commands::predict(&ctx, &model, &input, &compute),
+        Command::Explain {
+            model,
+            input,
+            method,
+            over,
+            steps,
+            rule,
+            baseline,
+            target,
+            samples,
+            stdev,
+            seed,
+            out,
+            compute,
+        } => baseline_setting(baseline.as_deref()).and_then(|baseline| {
+            commands::explain(
+                &ctx,
+                &commands::ExplainOptions {
+                    model: &model,
+                    input: &input,
+                    asked: modelforge_explain::Asked {
+                        method: Some(method),
+                        over,
+                        steps,
+                        rule,
+                        baseline,
+                        target,
+                        samples,
+                        stdev,
+                        seed,
+                    },
+                    out: &out,
+                },
+                &compute,
+            )
+        }),
         Command::Generate {
             model,
             prompt,

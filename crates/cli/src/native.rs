@@ -11,8 +11,8 @@ use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
 use modelforge_serve::{
-    Engine, GenerateRequest, Generator, Loader, Prompt, Runnable, SequenceId, ServeError, Token,
-    Values,
+    Engine, Explained, GenerateRequest, Generator, Loader, Prompt, Runnable, SequenceId,
+    ServeError, Token, Values,
 };
 use modelforge_spec::{Spec, Task};
 
@@ -107,28 +107,71 @@ impl Native {
     }
 }
 
+/// The one input of a native model as floats.
+fn single_input(inputs: Vec<Values>) -> Result<Vec<f32>, String> {
+    match <[Values; 1]>::try_from(inputs) {
+        Ok([Values::F32(v)]) => Ok(v),
+        Ok([other]) => Ok(other.to_f32()),
+        Err(inputs) => Err(format!(
+            "a native model takes one input, not {}",
+            inputs.len()
+        )),
+    }
+}
+
+impl Native {
+    /// Attributions of `batch` samples to one output, with the outputs.
+    pub fn explain(
+        &self,
+        input: &[f32],
+        batch: usize,
+        settings: &modelforge_explain::Explain,
+    ) -> Result<modelforge_explain::Attributions, modelforge_explain::ExplainError> {
+        // A z-scored model keeps the training mean as its normalisation's shift.
+        let norm = self.network.norm();
+        let mean = (self.spec.data.normalize == modelforge_spec::Normalize::Zscore)
+            .then_some(norm.shift.as_slice());
+        let setting = modelforge_explain::Setting {
+            device: &self.device,
+            mean,
+            budget_bytes: modelforge_explain::BUDGET_BYTES,
+            classifies: self.spec.model.output.get_ref().task != Task::Regression,
+        };
+        modelforge_explain::explain(&self.network, input, batch, settings, &setting)
+    }
+}
+
 impl Runnable for Native {
     fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String> {
-        let converted;
-        let input = match inputs.as_slice() {
-            [Values::F32(v)] => v,
-            [other] => {
-                converted = other.to_f32();
-                &converted
-            }
-            _ => {
-                return Err(format!(
-                    "a native model takes one input, not {}",
-                    inputs.len()
-                ));
-            }
-        };
+        let input = single_input(inputs)?;
         let x = self
             .network
-            .input(input, batch, &self.device)
+            .input(&input, batch, &self.device)
             .map_err(|e| e.to_string())?;
         let out = self.network.forward(x).into_data().try_to_vec::<f32>();
         Ok(vec![Values::F32(out.map_err(|e| format!("{e:?}"))?)])
+    }
+
+    fn explain(
+        &mut self,
+        inputs: Vec<Values>,
+        batch: usize,
+        settings: &modelforge_explain::Explain,
+    ) -> Option<Result<Explained, ServeError>> {
+        let explained = single_input(inputs)
+            .map_err(ServeError::BadRequest)
+            .and_then(|input| {
+                Native::explain(self, &input, batch, settings)
+                    .map_err(|e| ServeError::BadRequest(e.to_string()))
+            })
+            .map(|a| Explained {
+                outputs: vec![Values::F32(a.outputs)],
+                attributions: a.values,
+                shape: a.shape,
+                targets: a.targets,
+                delta: a.delta,
+            });
+        Some(explained)
     }
 }
 

@@ -515,6 +515,16 @@ fn a_report_shows_the_curves_in_a_headless_browser() {
     assert_eq!(
         files,
         [
+            "attribution-0.svg",
+            "attribution-1.svg",
+            "attribution-2.svg",
+            "attribution-3.svg",
+            "attribution-4.svg",
+            "attribution-5.svg",
+            "attribution-6.svg",
+            "attribution-7.svg",
+            "attribution-8.svg",
+            "attribution-9.svg",
             "confusion.svg",
             "graph.svg",
             "loss.svg",
@@ -524,7 +534,7 @@ fn a_report_shows_the_curves_in_a_headless_browser() {
         ]
     );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 5, "every chart inlined");
+    assert_eq!(html.matches("<svg").count(), 15, "every chart inlined");
     for text in [
         "validation",
         "val_accuracy",
@@ -532,6 +542,7 @@ fn a_report_shows_the_curves_in_a_headless_browser() {
         "precision",
         "Total params",
         "data fingerprint",
+        "integrated gradients (32 steps, gauss-legendre) from the training mean",
     ] {
         assert!(html.contains(text), "{text} missing");
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 #[cfg(feature = "mpi")]
 mod distributed;
+mod explain;
 mod generation;
 mod interop;
 mod language_model;

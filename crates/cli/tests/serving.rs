@@ -185,11 +185,11 @@ impl Drop for Server {
 }
 
 pub(crate) fn first_row() -> (Vec<f64>, u64) {
-    rows(1).remove(0)
+    digit_rows(1).remove(0)
 }
 
 /// The first `n` digits rows: 64 pixel values and the label.
-fn rows(n: usize) -> Vec<(Vec<f64>, u64)> {
+pub(crate) fn digit_rows(n: usize) -> Vec<(Vec<f64>, u64)> {
     use std::io::Read;
     let mut text = String::new();
     flate2::read::GzDecoder::new(
@@ -654,7 +654,7 @@ fn batched_results_equal_unbatched_results_exactly() {
         assert_eq!(status, 200, "{out}");
         out["outputs"][0]["data"].clone()
     };
-    let rows = rows(24);
+    let rows = digit_rows(24);
     // One at a time: every request is a batch of one.
     let alone: Vec<Value> = rows.iter().map(|(row, _)| infer(row)).collect();
     // All at once, several times: the queue batches them.

@@ -2,6 +2,7 @@
 //! seeded shuffling and batching.
 
 pub mod idx;
+pub mod image;
 pub mod shuffle;
 pub mod table;
 pub mod text;

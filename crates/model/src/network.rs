@@ -84,6 +84,9 @@ pub struct Network {
     input_dtype: Dtype,
     #[module(skip)]
     norm: InputNorm,
+    /// Floats every node's output holds, per sample.
+    #[module(skip)]
+    activations: usize,
 }
 
 impl Network {
@@ -126,6 +129,11 @@ impl Network {
             last.readers += 1;
         }
         let features = input.shape.iter().product();
+        let activations = graph
+            .nodes
+            .iter()
+            .map(|n| n.output_shape.iter().product::<usize>())
+            .sum();
         Network {
             blocks,
             steps,
@@ -133,6 +141,7 @@ impl Network {
             output_shape: graph.output_shape().to_vec(),
             input_dtype: input.dtype,
             norm: InputNorm::identity(features),
+            activations,
         }
     }
 
@@ -215,12 +224,62 @@ impl Network {
 
     /// Output `[batch, outputs]` for an input, through every layer.
     pub fn forward(&self, input: Activation) -> Tensor<2> {
-        rank2(self.run(input, false, &mut Context::Fresh))
+        rank2(self.run(input, None, false, &mut Context::Fresh))
     }
 
     /// Output before a trailing softmax or sigmoid: the logits the losses take.
     pub fn forward_logits(&self, input: Activation) -> Tensor<2> {
-        rank2(self.run(input, true, &mut Context::Fresh))
+        rank2(self.run(input, None, true, &mut Context::Fresh))
+    }
+
+    /// Floats the outputs of every node hold for one sample: what one row of a pass keeps
+    /// for its backward pass, to size batches by memory.
+    pub fn activation_floats_per_sample(&self) -> usize {
+        self.activations + self.input_len()
+    }
+
+    /// Output `[batch, outputs]` for raw (un-normalised) inputs `[batch, features]` already
+    /// on the device: the normalisation runs as tensor operations, so gradients reach `x`.
+    pub fn forward_raw(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = match self.norm.is_identity() {
+            true => x,
+            false => {
+                let device = x.device();
+                let n = self.norm.shift.len();
+                let row = |v: &[f32]| {
+                    Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, n]), &device)
+                };
+                (x - row(&self.norm.shift)) * row(&self.norm.scale)
+            }
+        };
+        let input = layers::reshape(Activation::R2(x), &self.input_shape);
+        rank2(self.run(input, None, false, &mut Context::Fresh))
+    }
+
+    /// Whether the network takes token ids into an embedding first: its gradients are then
+    /// taken at the embedding's output ([`Network::embed`], [`Network::forward_embedded`]).
+    pub fn embeds_ids(&self) -> bool {
+        self.input_dtype == Dtype::I64
+            && matches!(self.steps.first().map(|s| &s.op), Some(Op::Block(b)) if matches!(self.blocks[*b], Block::Embedding(_)))
+    }
+
+    /// The first embedding's vectors `[batch, len, dim]` for ids `[batch, len]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let Some(Op::Block(b)) = self.steps.first().map(|s| &s.op) else {
+            unreachable!("embed is called on networks that embed their ids")
+        };
+        rank3(self.blocks[*b].forward(Activation::Ids(ids), &mut Context::Fresh, *b))
+    }
+
+    /// Output `[batch, outputs]` with the first embedding's output replaced by `embedded`
+    /// (`[batch, len, dim]`); later layers that read the ids get `ids`.
+    pub fn forward_embedded(&self, ids: Tensor<2, Int>, embedded: Tensor<3>) -> Tensor<2> {
+        rank2(self.run(
+            Activation::Ids(ids),
+            Some(Activation::R3(embedded)),
+            false,
+            &mut Context::Fresh,
+        ))
     }
 
     /// Whether any step drops activations in training (dropout draws from the generator).
@@ -263,11 +322,11 @@ impl Network {
                     offset: cache.len,
                     slots: &mut cache.slots,
                 };
-                let out = self.run(Activation::Ids(ids), true, &mut ctx);
+                let out = self.run(Activation::Ids(ids), None, true, &mut ctx);
                 cache.len += len;
                 rank3(out)
             }
-            None => rank3(self.run(Activation::Ids(ids), true, &mut Context::Fresh)),
+            None => rank3(self.run(Activation::Ids(ids), None, true, &mut Context::Fresh)),
         }
     }
 
@@ -277,18 +336,27 @@ impl Network {
     pub fn forward_rows(&self, ids: Tensor<2, Int>, caches: &mut [&mut KvCache]) -> Tensor<3> {
         let [rows, len] = ids.dims();
         assert_eq!(rows, caches.len(), "one cache per row of ids");
-        let out = self.run(Activation::Ids(ids), true, &mut Context::Rows(caches));
+        let out = self.run(Activation::Ids(ids), None, true, &mut Context::Rows(caches));
         for cache in caches.iter_mut() {
             cache.len += len;
         }
         rank3(out)
     }
 
-    fn run(&self, input: Activation, logits: bool, ctx: &mut Context) -> Activation {
+    /// Runs every step on `input`; `first`, when given, is the first step's output instead.
+    fn run(
+        &self,
+        input: Activation,
+        first: Option<Activation>,
+        logits: bool,
+        ctx: &mut Context,
+    ) -> Activation {
         let last = self.steps.len() - 1;
         let mut values: Vec<Option<Activation>> = vec![None; self.steps.len()];
         let mut readers: Vec<usize> = self.steps.iter().map(|s| s.readers).collect();
-        for (i, step) in self.steps.iter().enumerate() {
+        let skip = first.is_some() as usize;
+        values[0] = first;
+        for (i, step) in self.steps.iter().enumerate().skip(skip) {
             let inputs: Vec<Activation> = step
                 .inputs
                 .iter()

@@ -4,6 +4,7 @@
 //! precision and recall, the model summary and graph, and the run's data fingerprint and
 //! lineage.
 
+pub mod attribution;
 pub mod chart;
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use modelforge_spec::Spec;
 use modelforge_train::Evaluation;
-use modelforge_train::run::{EVALUATION, RunInfo, utc_stamp};
+use modelforge_train::run::{EVALUATION, RunInfo, WEIGHTS, utc_stamp};
 use serde_json::Value;
 
 use chart::Series;
@@ -173,9 +174,44 @@ pub fn write(run_dir: &Path, out: &Path) -> Result<Report, ReportError> {
         charts.push(("confusion.svg", chart::confusion(&e.confusion, &labels)?));
     }
     charts.push(("graph.svg", modelforge_spec::drawing::to_svg(&spec)));
+    let attributions = attribution::of_test_samples(&spec, &run_dir.join(WEIGHTS));
+    let (note, pictures) = match attributions {
+        Ok((note, pictures)) => (note, pictures),
+        Err(why) => (format!("no attributions: {why}"), Vec::new()),
+    };
 
-    let html = page(&info, &spec, evaluation.as_ref(), &labels, &charts);
-    // Written into a fresh folder beside the target, then swapped in.
+    let html = page(
+        &info,
+        &spec,
+        evaluation.as_ref(),
+        &labels,
+        &charts,
+        (&note, &pictures),
+    );
+    let mut files: Vec<(String, Vec<u8>)> = charts
+        .iter()
+        .map(|(name, svg)| (name.to_string(), svg.clone().into_bytes()))
+        .chain(
+            pictures
+                .iter()
+                .map(|(name, svg)| (name.clone(), svg.clone().into_bytes())),
+        )
+        .collect();
+    files.push(("report.html".into(), html.into_bytes()));
+    write_folder(out, &files)?;
+    Ok(Report {
+        html: out.join("report.html"),
+        charts: charts
+            .iter()
+            .map(|(name, _)| out.join(name))
+            .chain(pictures.iter().map(|(name, _)| out.join(name)))
+            .collect(),
+    })
+}
+
+/// Writes `files` as the folder `out`: into a fresh folder beside it, then swapped in, so
+/// that `out` is never half-written.
+pub fn write_folder(out: &Path, files: &[(String, Vec<u8>)]) -> Result<(), ReportError> {
     let parent = out.parent().unwrap_or(Path::new("."));
     let io = |source| ReportError::Write {
         path: out.to_path_buf(),
@@ -189,18 +225,13 @@ pub fn write(run_dir: &Path, out: &Path) -> Result<Report, ReportError> {
     ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io)?;
-    for (name, svg) in &charts {
-        std::fs::write(staging.join(name), svg).map_err(io)?;
+    for (name, bytes) in files {
+        std::fs::write(staging.join(name), bytes).map_err(io)?;
     }
-    std::fs::write(staging.join("report.html"), html).map_err(io)?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(io)?;
     }
-    std::fs::rename(&staging, out).map_err(io)?;
-    Ok(Report {
-        html: out.join("report.html"),
-        charts: charts.iter().map(|(name, _)| out.join(name)).collect(),
-    })
+    std::fs::rename(&staging, out).map_err(io)
 }
 
 /// The HTML page, charts inlined.
@@ -210,6 +241,7 @@ fn page(
     evaluation: Option<&Evaluation>,
     labels: &[String],
     charts: &[(&str, String)],
+    (note, attributions): (&str, &[(String, String)]),
 ) -> String {
     let mut h = String::new();
     let title = format!("{} — {}", info.model, info.run_id);
@@ -288,6 +320,15 @@ fn page(
         h.push_str("</table></div>\n");
     }
 
+    let _ = writeln!(
+        h,
+        "<h2>Attributions</h2>\n<p>{}</p>\n<div class=\"charts\">",
+        escape(note)
+    );
+    for (name, svg) in attributions {
+        let _ = writeln!(h, "<figure id=\"{name}\">{svg}</figure>");
+    }
+    h.push_str("</div>\n");
     let _ = writeln!(h, "<h2>Model</h2>\n<pre>{}</pre>", escape(&spec.summary()));
     if let Some((_, svg)) = charts.iter().find(|(n, _)| *n == "graph.svg") {
         let _ = writeln!(h, "<figure id=\"graph.svg\">{svg}</figure>");

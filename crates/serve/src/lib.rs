@@ -7,6 +7,7 @@
 //! requests join and leave a running batch between decode steps and stream their text.
 //! The engine comes in through a [`Loader`].
 
+pub mod explanation;
 pub mod generator;
 pub mod heap;
 pub mod policy;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use modelforge_registry::{Manifest, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
+pub use explanation::{ExplainRequest, Explained, Explanation};
 pub use generator::{
     Event, Finish, GenerateRequest, Generation, Generator, Message, Prompt, Sampling, SequenceId,
     Summary, Token,
@@ -78,6 +80,18 @@ pub enum ServeError {
     /// The model's queue is full.
     #[error("model {0:?} is overloaded: its queue is full, retry later")]
     Overloaded(String),
+    /// An explanation went to a version whose engine has no gradients.
+    #[error(
+        "model {model:?} version {version} is a {format:?} model, and explanations need gradients, which only a native modelforge model has here — explain a native version (one trained or imported by modelforge)"
+    )]
+    NotExplainable {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+        /// Its format.
+        format: String,
+    },
     /// The compute thread failed on the request.
     #[error("inference failed: {0}")]
     Compute(String),
@@ -102,6 +116,17 @@ pub trait Runnable: Send {
     /// The outputs, in the manifest's order and datatypes, each `batch` samples long, for
     /// `batch` samples of each input (in the manifest's order, checked against it).
     fn run(&mut self, inputs: Vec<Values>, batch: usize) -> Result<Vec<Values>, String>;
+
+    /// Attributions of `batch` samples (checked as for [`Runnable::run`]) with the model's
+    /// outputs; `None` where the engine has no gradients.
+    fn explain(
+        &mut self,
+        _inputs: Vec<Values>,
+        _batch: usize,
+        _settings: &modelforge_spec::explain::Explain,
+    ) -> Option<Result<Explained, ServeError>> {
+        None
+    }
 }
 
 /// A loaded version, of either kind.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::explanation::{ExplainRequest, Explained, Explanation};
 use crate::tensor::Values;
 use crate::{InferRequest, Inference, ModelInfo, Runnable, ServeError};
 
@@ -98,6 +99,35 @@ pub struct Statistics {
     pub batch_size: Histogram,
     /// A generating version's own counters.
     pub generation: Option<crate::scheduler::GenerationStatistics>,
+    /// Explanations, counted apart from inference.
+    pub explanations: Explanations,
+}
+
+/// The counters of explanation requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanations {
+    /// Answered requests.
+    pub success: u64,
+    /// Samples in answered requests.
+    pub samples: u64,
+    /// Failed requests.
+    pub failure: u64,
+    /// Total nanoseconds of compute of answered requests.
+    pub compute_ns: u64,
+    /// Request latency (queue and compute), seconds.
+    pub latency: Histogram,
+}
+
+impl Default for Explanations {
+    fn default() -> Self {
+        Explanations {
+            success: 0,
+            samples: 0,
+            failure: 0,
+            compute_ns: 0,
+            latency: Histogram::new(SECONDS),
+        }
+    }
 }
 
 impl Statistics {
@@ -129,12 +159,14 @@ impl Default for Statistics {
             queue_time: Histogram::new(SECONDS),
             batch_size: Histogram::new(SIZES),
             generation: None,
+            explanations: Explanations::default(),
         }
     }
 }
 
 type Reply = oneshot::Sender<Result<Vec<Values>, ServeError>>;
 
+/// An inference request on its way to the compute thread.
 struct Job {
     inputs: Vec<Values>,
     batch: usize,
@@ -143,10 +175,27 @@ struct Job {
     deadline: Option<Instant>,
 }
 
+/// An explanation request on its way to the compute thread.
+struct ExplainJob {
+    inputs: Vec<Values>,
+    batch: usize,
+    settings: modelforge_spec::explain::Explain,
+    reply: oneshot::Sender<Result<Explained, ServeError>>,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+}
+
+/// What the compute thread is asked to do: inference jobs are batched together, an
+/// explanation (a batch of its own, of integration steps and noisy copies) runs alone.
+enum Task {
+    Infer(Job),
+    Explain(Box<ExplainJob>),
+}
+
 /// A served version: submit requests, read statistics.
 pub struct Queue {
     info: ModelInfo,
-    tx: SyncSender<Job>,
+    tx: SyncSender<Task>,
     stats: Arc<Mutex<Statistics>>,
 }
 
@@ -185,7 +234,7 @@ const SPIN_WHILE_BUSY_BELOW: f64 = 0.3;
 struct Worker {
     info: ModelInfo,
     runnable: Box<dyn Runnable>,
-    rx: Receiver<Job>,
+    rx: Receiver<Task>,
     stats: Arc<Mutex<Statistics>>,
     max_batch_size: usize,
     max_queue_delay: Duration,
@@ -202,7 +251,7 @@ struct Worker {
 impl Worker {
     /// The next job, polled for up to `spin` while the thread is mostly idle, then waited
     /// for parked; None once every sender is gone.
-    fn next_job(&self) -> Option<Job> {
+    fn next_job(&self) -> Option<Task> {
         let spin = match self.busy < SPIN_WHILE_BUSY_BELOW && self.last_batch_jobs == 1 {
             true => self.spin,
             false => Duration::ZERO,
@@ -219,14 +268,21 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let mut carry: Option<Job> = None;
+        let mut carry: Option<Task> = None;
         loop {
             let first = match carry.take() {
-                Some(j) => j,
+                Some(t) => t,
                 None => match self.next_job() {
-                    Some(j) => j,
+                    Some(t) => t,
                     None => return,
                 },
+            };
+            let first = match first {
+                Task::Infer(j) => j,
+                Task::Explain(e) => {
+                    self.explain(*e);
+                    continue;
+                }
             };
             let deadline = Instant::now() + self.max_queue_delay;
             let mut size = first.batch;
@@ -234,13 +290,13 @@ impl Worker {
             while size < self.max_batch_size {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(left) {
-                    Ok(j) if size + j.batch > self.max_batch_size => {
-                        carry = Some(j);
-                        break;
-                    }
-                    Ok(j) => {
+                    Ok(Task::Infer(j)) if size + j.batch <= self.max_batch_size => {
                         size += j.batch;
                         jobs.push(j);
+                    }
+                    Ok(other) => {
+                        carry = Some(other);
+                        break;
                     }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
@@ -253,6 +309,45 @@ impl Worker {
             self.busy = 0.9 * self.busy + 0.1 * busy / (busy + idle).max(f64::EPSILON);
             self.idle_since = Instant::now();
         }
+    }
+
+    /// Runs an explanation on its own, unless its caller left or its deadline passed.
+    fn explain(&mut self, job: ExplainJob) {
+        let now = Instant::now();
+        if job.deadline.is_some_and(|d| d <= now) {
+            self.stats.lock().expect("stats lock").explanations.failure += 1;
+            let waited = now.duration_since(job.enqueued);
+            let _ = job.reply.send(Err(ServeError::DeadlineExceeded(waited)));
+            return;
+        }
+        if job.reply.is_closed() {
+            return;
+        }
+        let started = Instant::now();
+        let result = match self.runnable.explain(job.inputs, job.batch, &job.settings) {
+            None => Err(ServeError::NotExplainable {
+                model: self.info.name.clone(),
+                version: self.info.version,
+                format: self.info.manifest.format.clone(),
+            }),
+            Some(Ok(e)) => check_outputs(&self.info, &e.outputs, job.batch)
+                .map(|_| e)
+                .map_err(ServeError::Compute),
+            Some(Err(e)) => Err(e),
+        };
+        let compute_ns = started.elapsed().as_nanos() as u64;
+        let mut s = self.stats.lock().expect("stats lock");
+        let counts = &mut s.explanations;
+        match result.is_ok() {
+            true => {
+                counts.success += 1;
+                counts.samples += job.batch as u64;
+                counts.compute_ns += compute_ns;
+                counts.latency.observe(job.enqueued.elapsed().as_secs_f64());
+            }
+            false => counts.failure += 1,
+        }
+        let _ = job.reply.send(result);
     }
 
     /// Drops the jobs whose callers left, answers the late ones, runs the rest as one batch.
@@ -341,7 +436,7 @@ impl Queue {
             .run(warm, 1)
             .map_err(|e| format!("warm-up failed: {e}"))?;
         check_outputs(&info, &out, 1).map_err(|e| format!("warm-up: {e}"))?;
-        let (tx, rx) = mpsc::sync_channel::<Job>(config.max_queue_len);
+        let (tx, rx) = mpsc::sync_channel::<Task>(config.max_queue_len);
         let stats = Arc::new(Mutex::new(Statistics::default()));
         let worker = Worker {
             info: info.clone(),
@@ -384,17 +479,30 @@ impl Queue {
         let (batch, inputs) = info.check_inputs(request.inputs)?;
         let deadline = request.timeout.map(|t| Instant::now() + t);
         let reply = self.submit(inputs, batch, deadline)?;
-        let answer = match request.timeout {
-            // Dropping the reply on timeout tells the compute thread to skip the request.
-            Some(t) => tokio::time::timeout(t, reply)
-                .await
-                .map_err(|_| ServeError::DeadlineExceeded(t))?,
-            None => reply.await,
-        };
-        let values =
-            answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))??;
+        let values = answer(reply, request.timeout).await?;
         let outputs = info.output_tensors(batch, values, &wanted);
         Ok(Inference { info, outputs })
+    }
+
+    /// Checks an explanation request's inputs against this version and runs it on the
+    /// compute thread, between inference batches, within its deadline.
+    pub async fn explain(&self, request: ExplainRequest) -> Result<Explanation, ServeError> {
+        let info = self.info.clone();
+        let (batch, inputs) = info.check_inputs(request.inputs)?;
+        let (reply, rx) = oneshot::channel();
+        let job = ExplainJob {
+            inputs,
+            batch,
+            settings: request.settings,
+            reply,
+            enqueued: Instant::now(),
+            deadline: request.timeout.map(|t| Instant::now() + t),
+        };
+        self.send(Task::Explain(Box::new(job)), |s| {
+            s.explanations.failure += 1
+        })?;
+        let explained = answer(rx, request.timeout).await?;
+        Ok(Explanation::new(info, batch, explained))
     }
 
     /// Enqueues a request's checked inputs (skipped if still queued at `deadline`); the
@@ -413,10 +521,17 @@ impl Queue {
             enqueued: Instant::now(),
             deadline,
         };
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(rx),
+        self.send(Task::Infer(job), |s| s.failure += 1)?;
+        Ok(rx)
+    }
+
+    /// Hands a task to the compute thread; a full queue counts as a failure (`count`) and
+    /// refuses it.
+    fn send(&self, task: Task, count: impl FnOnce(&mut Statistics)) -> Result<(), ServeError> {
+        match self.tx.try_send(task) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
-                self.stats.lock().expect("stats lock").failure += 1;
+                count(&mut self.stats.lock().expect("stats lock"));
                 Err(ServeError::Overloaded(self.info.name.clone()))
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -424,6 +539,21 @@ impl Queue {
             }
         }
     }
+}
+
+/// The compute thread's answer, waited for at most `timeout`: dropping the channel on
+/// timeout tells the compute thread to skip the request.
+async fn answer<T>(
+    reply: oneshot::Receiver<Result<T, ServeError>>,
+    timeout: Option<Duration>,
+) -> Result<T, ServeError> {
+    let answer = match timeout {
+        Some(t) => tokio::time::timeout(t, reply)
+            .await
+            .map_err(|_| ServeError::DeadlineExceeded(t))?,
+        None => reply.await,
+    };
+    answer.map_err(|_| ServeError::Compute("the compute thread stopped".into()))?
 }
 
 #[cfg(test)]

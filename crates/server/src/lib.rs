@@ -4,6 +4,7 @@
 //! shutdown and registry polling for hot reload.
 
 pub mod access;
+mod explain;
 mod generation;
 pub mod grpc;
 mod metrics;
@@ -22,6 +23,13 @@ use modelforge_serve::Core;
 use tokio::net::TcpListener;
 
 pub use rest::router;
+
+/// The input tensors of a V2 inference request body (JSON), as the REST route reads them.
+pub fn v2_inputs(body: &[u8]) -> Result<Vec<modelforge_serve::InputTensor>, String> {
+    v2::decode(&axum::http::HeaderMap::new(), body)
+        .map(|(request, _)| request.inputs)
+        .map_err(|ApiError(_, message)| message)
+}
 pub use status::{ApiError, grpc_code, http_status};
 
 /// Where the server listens.

@@ -66,7 +66,42 @@ pub fn render(stats: &[(String, u64, Statistics)]) -> String {
         }
     }
     generation(&mut out, stats);
+    explanations(&mut out, stats);
     out
+}
+
+/// The families of explanation requests, apart from inference: requests by outcome,
+/// samples explained and latency.
+fn explanations(out: &mut String, stats: &[(String, u64, Statistics)]) {
+    let name = "modelforge_explanations_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Explanation requests by outcome.\n# TYPE {name} counter"
+    );
+    for (m, v, s) in stats {
+        let e = &s.explanations;
+        let labels = format!("model=\"{m}\",version=\"{v}\"");
+        let _ = writeln!(out, "{name}{{{labels},outcome=\"success\"}} {}", e.success);
+        let _ = writeln!(out, "{name}{{{labels},outcome=\"failure\"}} {}", e.failure);
+    }
+    let name = "modelforge_explained_samples_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Samples in answered explanation requests.\n# TYPE {name} counter"
+    );
+    for (m, v, s) in stats {
+        let labels = format!("model=\"{m}\",version=\"{v}\"");
+        let _ = writeln!(out, "{name}{{{labels}}} {}", s.explanations.samples);
+    }
+    let name = "modelforge_explanation_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Explanation latency: queue and compute.\n# TYPE {name} histogram"
+    );
+    for (m, v, s) in stats {
+        let labels = format!("model=\"{m}\",version=\"{v}\"");
+        histogram(out, name, &labels, &s.explanations.latency);
+    }
 }
 
 /// The families of generating versions: tokens, sequences, cache, cancellations, time to
@@ -173,6 +208,26 @@ mod tests {
         assert!(text.contains("modelforge_batch_size_count{model=\"m\",version=\"1\"} 1"));
         assert!(text.contains("# TYPE modelforge_request_duration_seconds histogram"));
         assert!(!text.contains("modelforge_generated_tokens_total"));
+        assert!(text.contains(
+            "modelforge_explanations_total{model=\"m\",version=\"1\",outcome=\"failure\"} 0"
+        ));
+    }
+
+    #[test]
+    fn explanations_are_counted_apart_from_inference() {
+        let mut s = Statistics::default();
+        s.explanations.success = 2;
+        s.explanations.samples = 5;
+        s.explanations.latency.observe(0.02);
+        let text = render(&[("m".into(), 3, s)]);
+        for line in [
+            "modelforge_requests_total{model=\"m\",version=\"3\",outcome=\"success\"} 0",
+            "modelforge_explanations_total{model=\"m\",version=\"3\",outcome=\"success\"} 2",
+            "modelforge_explained_samples_total{model=\"m\",version=\"3\"} 5",
+            "modelforge_explanation_duration_seconds_bucket{model=\"m\",version=\"3\",le=\"0.025\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

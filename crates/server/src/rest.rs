@@ -46,6 +46,11 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
             get(version_config),
         )
         .route("/v2/models/{model}/infer", post(model_infer))
+        .route("/v2/models/{model}/explain", post(model_explain))
+        .route(
+            "/v2/models/{model}/versions/{version}/explain",
+            post(version_explain),
+        )
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(version_infer),
@@ -300,6 +305,24 @@ async fn version_infer(
     infer(core, model, Some(version), &headers, body).await
 }
 
+async fn model_explain(
+    State(core): Shared,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    crate::explain::v2(core, model, None, &headers, body).await
+}
+
+async fn version_explain(
+    State(core): Shared,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    crate::explain::v2(core, model, Some(version), &headers, body).await
+}
+
 async fn infer(
     core: Arc<Core>,
     model: String,
@@ -343,6 +366,12 @@ fn stats_json(
                     "compute_output": count_ns(s.success, 0),
                     "cache_hit": count_ns(0, 0),
                     "cache_miss": count_ns(0, 0),
+                },
+                // Not Triton's: explanations, counted apart from inference.
+                "explain_stats": {
+                    "success": count_ns(s.explanations.success, s.explanations.compute_ns),
+                    "fail": count_ns(s.explanations.failure, 0),
+                    "samples": s.explanations.samples,
                 },
                 "batch_stats": s.batches.iter().map(|(size, (count, ns))| json!({
                     "batch_size": size,
@@ -405,17 +434,29 @@ async fn repository_unload(
     Ok(StatusCode::OK)
 }
 
-/// Splits `name[/versions/N|/labels/L][:predict]`.
-fn tf_target(rest: &str) -> (String, Option<String>, bool) {
-    let (path, predict) = match rest.strip_suffix(":predict") {
-        Some(p) => (p, true),
-        None => (rest, false),
+/// The verb at the end of a TF-Serving path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    /// No verb: a status or metadata path.
+    None,
+    /// `:predict`.
+    Predict,
+    /// `:explain` (KServe V1's verb).
+    Explain,
+}
+
+/// Splits `name[/versions/N|/labels/L][:predict|:explain]`.
+fn tf_target(rest: &str) -> (String, Option<String>, Verb) {
+    let (path, verb) = match (rest.strip_suffix(":predict"), rest.strip_suffix(":explain")) {
+        (Some(p), _) => (p, Verb::Predict),
+        (_, Some(p)) => (p, Verb::Explain),
+        _ => (rest, Verb::None),
     };
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
-        [name, "versions" | "labels", v, ..] => (name.to_string(), Some(v.to_string()), predict),
-        [name, ..] => (name.to_string(), None, predict),
-        [] => (String::new(), None, predict),
+        [name, "versions" | "labels", v, ..] => (name.to_string(), Some(v.to_string()), verb),
+        [name, ..] => (name.to_string(), None, verb),
+        [] => (String::new(), None, verb),
     }
 }
 
@@ -456,12 +497,16 @@ async fn tf_predict(
     Path(rest): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (name, version, predict) = tf_target(&rest);
-    if !predict {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "TF-Serving REST supports POST …:predict".into(),
-        ));
+    let (name, version, verb) = tf_target(&rest);
+    match verb {
+        Verb::Predict => {}
+        Verb::Explain => return crate::explain::tf(core, name, version, body).await,
+        Verb::None => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "TF-Serving REST supports POST …:predict and …:explain".into(),
+            ));
+        }
     }
     let request = parse_json(&body.map_err(rejected)?)?;
     let queue = core.version(&name, version.as_deref())?;
@@ -479,22 +524,22 @@ async fn tf_predict(
 
 #[cfg(test)]
 mod tests {
-    use super::tf_target;
+    use super::{Verb, tf_target};
 
     #[test]
     fn tf_paths_split_into_name_version_and_verb() {
-        assert_eq!(tf_target("m:predict"), ("m".into(), None, true));
+        assert_eq!(tf_target("m:predict"), ("m".into(), None, Verb::Predict));
         assert_eq!(
             tf_target("m/versions/3:predict"),
-            ("m".into(), Some("3".into()), true)
+            ("m".into(), Some("3".into()), Verb::Predict)
         );
         assert_eq!(
-            tf_target("m/labels/production:predict"),
-            ("m".into(), Some("production".into()), true)
+            tf_target("m/labels/production:explain"),
+            ("m".into(), Some("production".into()), Verb::Explain)
         );
         assert_eq!(
             tf_target("m/versions/2/metadata"),
-            ("m".into(), Some("2".into()), false)
+            ("m".into(), Some("2".into()), Verb::None)
         );
     }
 }

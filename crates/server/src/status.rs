@@ -10,9 +10,10 @@ use serde_json::json;
 pub fn http_status(e: &ServeError) -> StatusCode {
     match e {
         ServeError::NoModel(_) | ServeError::NoVersion { .. } => StatusCode::NOT_FOUND,
-        ServeError::BadRequest(_) | ServeError::NotAPredictor(_) | ServeError::NotAGenerator(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        ServeError::BadRequest(_)
+        | ServeError::NotAPredictor(_)
+        | ServeError::NotAGenerator(_)
+        | ServeError::NotExplainable { .. } => StatusCode::BAD_REQUEST,
         // As Triton answers a full queue.
         ServeError::Unavailable { .. } | ServeError::Overloaded(_) => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -26,9 +27,10 @@ pub fn http_status(e: &ServeError) -> StatusCode {
 pub fn grpc_code(e: &ServeError) -> tonic::Code {
     match e {
         ServeError::NoModel(_) | ServeError::NoVersion { .. } => tonic::Code::NotFound,
-        ServeError::BadRequest(_) | ServeError::NotAPredictor(_) | ServeError::NotAGenerator(_) => {
-            tonic::Code::InvalidArgument
-        }
+        ServeError::BadRequest(_)
+        | ServeError::NotAPredictor(_)
+        | ServeError::NotAGenerator(_)
+        | ServeError::NotExplainable { .. } => tonic::Code::InvalidArgument,
         ServeError::Unavailable { .. } | ServeError::Overloaded(_) => tonic::Code::Unavailable,
         ServeError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
         ServeError::Compute(_) | ServeError::Registry(_) => tonic::Code::Internal,
@@ -41,6 +43,7 @@ pub fn grpc_status(e: ServeError) -> tonic::Status {
 }
 
 /// An error response: `{"error": "..."}` with the status of the table.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl From<ServeError> for ApiError {
@@ -90,6 +93,14 @@ mod tests {
             (ServeError::NotAPredictor("m".into()), 400),
             (ServeError::NotAGenerator("m".into()), 400),
             (
+                ServeError::NotExplainable {
+                    model: "m".into(),
+                    version: 1,
+                    format: "onnx".into(),
+                },
+                400,
+            ),
+            (
                 ServeError::DeadlineExceeded(std::time::Duration::from_millis(5)),
                 504,
             ),
@@ -112,6 +123,7 @@ mod tests {
                 InvalidArgument,
                 Unavailable,
                 Unavailable,
+                InvalidArgument,
                 InvalidArgument,
                 InvalidArgument,
                 DeadlineExceeded,

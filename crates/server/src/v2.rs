@@ -65,6 +65,13 @@ pub(crate) struct Reply {
     outputs: Value,
 }
 
+impl Reply {
+    /// The request's `parameters` (null when it had none).
+    pub(crate) fn parameters(&self) -> &Value {
+        &self.parameters
+    }
+}
+
 /// A V2 request body (with its headers, for the binary extension) as the core's request.
 pub(crate) fn decode(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, Reply), ApiError> {
     // Binary tensor data extension: the JSON header is the first N bytes, tensors follow.
@@ -164,6 +171,15 @@ pub(crate) fn decode(headers: &HeaderMap, body: &[u8]) -> Result<(InferRequest, 
 
 /// The core's answer as a V2 response: JSON, or JSON then the binary outputs.
 pub(crate) fn encode(inference: Inference, request: &Reply) -> Response {
+    encode_with(inference, request, serde_json::Map::new())
+}
+
+/// [`encode`], with `extra` fields at the top level of the JSON.
+pub(crate) fn encode_with(
+    inference: Inference,
+    request: &Reply,
+    extra: serde_json::Map<String, Value>,
+) -> Response {
     let Inference { info, outputs, .. } = inference;
     // Binary outputs: those asked for with `binary_data`, or all with `binary_data_output`.
     let all_binary = request.parameters["binary_data_output"]
@@ -200,6 +216,9 @@ pub(crate) fn encode(inference: Inference, request: &Reply) -> Response {
     });
     if let Some(id) = &request.id {
         response["id"] = id.clone();
+    }
+    for (k, v) in extra {
+        response[k] = v;
     }
     if !any_binary {
         return Json(response).into_response();

@@ -50,6 +50,16 @@ pub enum SpecError {
         /// How to fix it.
         fix: String,
     },
+    /// A request setting (an explanation's method, steps, …) is unknown or out of range.
+    #[error("{field}: {message} — {fix}")]
+    Setting {
+        /// The setting.
+        field: String,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
 }
 
 /// Line and column (both 1-based) of a byte offset in `text`.

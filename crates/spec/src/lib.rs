@@ -5,6 +5,7 @@ pub mod data;
 pub mod deploy;
 pub mod drawing;
 mod error;
+pub mod explain;
 pub mod graph;
 pub mod layer;
 pub mod model;

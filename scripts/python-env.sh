@@ -24,6 +24,7 @@ for pkg in "$@"; do
     torchserve) modules=ts ;;
     torch-model-archiver) modules=model_archiver ;;
     pyyaml) modules=yaml ;;
+    pyopenssl) modules=OpenSSL ;;
     *) modules=${name//-/_} ;;
   esac
   for module in $modules; do

@@ -836,6 +836,7 @@ pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> R
 }
 
 /// What `modelforge serve` listens on and how it batches.
+#[derive(Clone)]
 pub struct ServeOptions {
     /// REST address.
     pub http: std::net::SocketAddr,
@@ -848,9 +849,17 @@ pub struct ServeOptions {
 }
 
 /// `modelforge serve`: every registry model over REST until Ctrl-C or SIGTERM.
-pub fn serve(ctx: &Context, options: &ServeOptions, compute: &Compute) -> Result<ExitCode> {
+/// With trust keys, only versions they signed load.
+pub fn serve(
+    ctx: &Context,
+    options: &ServeOptions,
+    trust_keys: &[PathBuf],
+    compute: &Compute,
+) -> Result<ExitCode> {
     threads(compute, None)?;
-    serve_with(ctx, options, compute, None)
+    let mut options = options.clone();
+    options.config.trust = read_public_keys(trust_keys)?;
+    serve_with(ctx, &options, compute, None)
 }
 
 /// Serves until a signal; with a probe, sends it once the server listens.
@@ -931,16 +940,19 @@ fn serve_with(
 }
 
 /// `modelforge registry list`.
-pub fn registry_list(ctx: &Context) -> Result<ExitCode> {
+pub fn registry_list(ctx: &Context, keys: &[PathBuf]) -> Result<ExitCode> {
+    use modelforge_registry::SignatureState;
+    let keys = read_public_keys(keys)?;
     let models = ctx.registry.models()?;
     if models.is_empty() {
         println!("no models in {}", ctx.registry.root().display());
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>8} {:<12} {:<24} {:>10}",
-        "MODEL", "VERSION", "STATE", "ALIASES", "TEST ACC"
+        "{:<24} {:>8} {:<12} {:<10} {:<24} {:>10}",
+        "MODEL", "VERSION", "STATE", "SIGNATURE", "ALIASES", "TEST ACC"
     );
+    let mut invalid = Vec::new();
     for name in models {
         let aliases = ctx.registry.aliases(&name)?;
         for status in ctx.registry.status(&name)? {
@@ -958,13 +970,79 @@ pub fn registry_list(ctx: &Context) -> Result<ExitCode> {
                 ),
                 Err(reason) => (format!("CORRUPT: {reason}"), "-".into()),
             };
+            let signature = match ctx.registry.signature_state(&name, status.version, &keys) {
+                SignatureState::Unsigned => "unsigned",
+                SignatureState::Signed(_) => "signed",
+                SignatureState::Invalid(why) => {
+                    invalid.push(format!("{name}@{}: {why}", status.version));
+                    "INVALID"
+                }
+            };
             println!(
-                "{name:<24} {:>8} {state:<12} {:<24} {acc:>10}",
+                "{name:<24} {:>8} {state:<12} {signature:<10} {:<24} {acc:>10}",
                 status.version,
                 here.join(",")
             );
         }
     }
+    for line in &invalid {
+        println!("invalid signature: {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads public key files.
+fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<modelforge_registry::PublicKey>> {
+    Ok(paths
+        .iter()
+        .map(|p| modelforge_registry::PublicKey::read(p))
+        .collect::<Result<_, _>>()?)
+}
+
+/// `modelforge registry sign MODEL[@V] --key private.pem`.
+pub fn registry_sign(ctx: &Context, model: &str, key: &Path) -> Result<ExitCode> {
+    let key = modelforge_registry::SigningKey::read(key)?;
+    let (name, version) = ctx.registry.resolve(model)?;
+    let path = ctx.registry.sign(&name, version, &key)?;
+    let public = key.public_key();
+    println!(
+        "signed {name}@{version} with {} key {} — wrote {}",
+        public.curve(),
+        &public.hint()[..16],
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry verify MODEL[@V] --key public.pem…`.
+pub fn registry_verify(ctx: &Context, model: &str, keys: &[PathBuf]) -> Result<ExitCode> {
+    let trusted = read_public_keys(keys)?;
+    let (name, version) = ctx.registry.resolve(model)?;
+    let (_, signed, by) = ctx.registry.verify(&name, version, &trusted)?;
+    println!(
+        "{name}@{version}: signature verified — {} files, signed by {} key {}",
+        signed.files,
+        by.curve(),
+        &by.hint()[..16]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelforge registry keygen PRIVATE [--public PUBLIC] [--curve p256|p384]`.
+pub fn registry_keygen(private: &Path, public: Option<PathBuf>, curve: &str) -> Result<ExitCode> {
+    let curve: modelforge_registry::Curve = curve.parse().map_err(anyhow::Error::msg)?;
+    let public = public.unwrap_or_else(|| {
+        let mut p = private.as_os_str().to_owned();
+        p.push(".pub");
+        PathBuf::from(p)
+    });
+    let key = modelforge_registry::signature::keygen(private, &public, curve)?;
+    println!(
+        "wrote {} (private, keep it secret) and {} ({curve} public key {})",
+        private.display(),
+        public.display(),
+        &key.hint()[..16]
+    );
     Ok(ExitCode::SUCCESS)
 }
 

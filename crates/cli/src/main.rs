@@ -218,6 +218,10 @@ enum Command {
         /// gRPC address; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:8001")]
         grpc: std::net::SocketAddr,
+        /// Load only versions signed by this public key (PEM; repeatable): any other
+        /// version is UNAVAILABLE with the reason.
+        #[arg(long = "trust-key")]
+        trust_keys: Vec<PathBuf>,
         /// Largest batch one compute call takes.
         #[arg(long, default_value_t = 64)]
         max_batch_size: usize,
@@ -326,8 +330,40 @@ enum RunsCommand {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// List models with their versions and aliases.
-    List,
+    /// List models with their versions, aliases and signatures (signed, unsigned, invalid).
+    List {
+        /// Check signatures against this public key (repeatable); without one, a signature
+        /// is checked against the files only.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+    },
+    /// Sign a version in OpenSSF model-signing's format (model.sig, a Sigstore bundle).
+    Sign {
+        /// MODEL@VERSION or MODEL@ALIAS (bare MODEL: the latest).
+        model: String,
+        /// The private key (elliptic-curve PEM, P-256 or P-384).
+        #[arg(long, env = "MODELFORGE_SIGNING_KEY")]
+        key: PathBuf,
+    },
+    /// Check a version's signature against public keys and its files.
+    Verify {
+        /// MODEL@VERSION or MODEL@ALIAS (bare MODEL: the latest).
+        model: String,
+        /// A trusted public key (PEM; repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Make a signing key pair: PRIVATE (readable by you only) and PRIVATE.pub.
+    Keygen {
+        /// The private key file written (never replaced).
+        private: PathBuf,
+        /// The public key file (default: the private key's path with .pub).
+        #[arg(long)]
+        public: Option<PathBuf>,
+        /// p256 or p384.
+        #[arg(long, default_value = "p256")]
+        curve: String,
+    },
     /// Show one version's manifest and check its files.
     Show {
         /// MODEL, MODEL@VERSION or MODEL@ALIAS.
@@ -608,6 +644,7 @@ fn main() -> ExitCode {
         Command::Serve {
             http,
             grpc,
+            trust_keys,
             max_batch_size,
             max_queue_delay_us,
             compute_spin_us,
@@ -643,10 +680,20 @@ fn main() -> ExitCode {
                     log_requests,
                 },
             },
+            &trust_keys,
             &compute,
         ),
         Command::Registry(cmd) => match cmd {
-            RegistryCommand::List => commands::registry_list(&ctx),
+            RegistryCommand::List { keys } => commands::registry_list(&ctx, &keys),
+            RegistryCommand::Sign { model, key } => commands::registry_sign(&ctx, &model, &key),
+            RegistryCommand::Verify { model, keys } => {
+                commands::registry_verify(&ctx, &model, &keys)
+            }
+            RegistryCommand::Keygen {
+                private,
+                public,
+                curve,
+            } => commands::registry_keygen(&private, public, &curve),
             RegistryCommand::Show { model } => commands::registry_show(&ctx, &model),
             RegistryCommand::Alias {
                 model,

@@ -14,3 +14,4 @@ mod pretrained;
 mod resume;
 mod serving;
 mod serving_errors;
+mod trust;

@@ -3,7 +3,8 @@
 
 use modelforge_spec::explain::Rule;
 
-/// `steps` points α on [0, 1] and the weight of each, for `rule`; the weights sum to 1.
+/// `steps` points α on [0, 1] and the weight of each, for `rule`; the weights sum to 1
+/// (to (n − 1)/n for Captum's trapezoid).
 pub fn points(rule: Rule, steps: usize) -> Vec<(f64, f64)> {
     let n = steps as f64;
     match rule {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use modelforge_data::TOKENIZER;
-use modelforge_registry::{Artifact, Lineage, Manifest, Registry, RegistryError};
+use modelforge_registry::{Artifact, Lineage, Manifest, Registry, RegistryError, SigningKey};
 use modelforge_spec::Spec;
 use modelforge_train::Evaluation;
 use modelforge_train::run::{EVALUATION, RunInfo, WEIGHTS};
@@ -245,8 +245,26 @@ pub fn judge(
     })
 }
 
+/// The environment variable naming a key that signs what `run` publishes when the spec
+/// names none.
+pub const SIGNING_KEY_ENV: &str = "MODELFORGE_SIGNING_KEY";
+
+/// The key that signs a spec's published versions: `[deploy] sign.key`, else the one
+/// `MODELFORGE_SIGNING_KEY` names, else none.
+pub fn signing_key(spec: &Spec) -> Result<Option<SigningKey>, RegistryError> {
+    let path = match &spec.deploy.sign {
+        Some(sign) => sign.get_ref().key.clone(),
+        None => match std::env::var_os(SIGNING_KEY_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => return Ok(None),
+        },
+    };
+    SigningKey::read(&path).map(Some)
+}
+
 /// Publishes a candidate as a version (reusing the version an earlier publish of the same run
-/// made), then gives it the spec's aliases when the gate passed (or there is none).
+/// made; signed with the spec's key, see [`signing_key`]), then gives it the spec's aliases
+/// when the gate passed (or there is none).
 pub fn publish(
     spec: &Spec,
     candidate: &Candidate,
@@ -263,8 +281,19 @@ pub fn publish(
         Err(RegistryError::NoModel { .. }) => None,
         Err(e) => return Err(e.into()),
     };
+    // The key is read before anything is written: a bad key publishes nothing.
+    let signer = signing_key(spec)?;
     let version = match earlier {
-        Some(version) => registry.open(spec.name(), version)?,
+        Some(version) => {
+            // An earlier publish of this run left the version unsigned: sign it now.
+            if let Some(key) = &signer
+                && registry.signature_state(spec.name(), version, &[])
+                    == modelforge_registry::SignatureState::Unsigned
+            {
+                registry.sign(spec.name(), version, key)?;
+            }
+            registry.open(spec.name(), version)?
+        }
         None => {
             let mut artifacts = vec![
                 Artifact {
@@ -287,7 +316,7 @@ pub fn publish(
                     bytes: tokenizer.clone(),
                 });
             }
-            registry.publish(manifest(spec, candidate), &artifacts)?
+            registry.publish_signed(manifest(spec, candidate), &artifacts, signer.as_ref())?
         }
     };
     let mut aliases = Vec::new();

@@ -9,6 +9,7 @@
 
 mod lock;
 pub mod manifest;
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use lock::NameLock;
 pub use manifest::{Lineage, Manifest, NATIVE_FORMAT, TensorInfo};
+pub use signature::{Curve, PublicKey, SIGNATURE, Signed, SigningKey};
 
 /// The manifest file name inside a version folder.
 pub const MANIFEST: &str = "manifest.json";
@@ -90,6 +92,45 @@ pub enum RegistryError {
         /// The aliases pointing at it.
         aliases: String,
     },
+    /// A key file cannot be used.
+    #[error(
+        "{}: {reason} — give an elliptic-curve key (P-256 or P-384) in PEM, e.g. one that `modelforge registry keygen` makes",
+        path.display()
+    )]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A version or folder carries no signature.
+    #[error(
+        "{} is not signed (it has no {SIGNATURE}) — sign it with `modelforge registry sign MODEL@VERSION --key private.pem`",
+        dir.display()
+    )]
+    Unsigned {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A signature file is malformed, or was not made by a trusted key.
+    #[error("{}: {reason}", path.display())]
+    BadSignature {
+        /// The signature file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A folder's files differ from what was signed.
+    #[error(
+        "{} does not match its signature: {problems} — restore the signed files, or sign again if the change is yours",
+        dir.display()
+    )]
+    Tampered {
+        /// The folder.
+        dir: PathBuf,
+        /// Each difference, naming its file.
+        problems: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
@@ -124,6 +165,17 @@ pub struct VersionStatus {
     pub version: u64,
     /// Manifest when it verified, or why it did not.
     pub state: Result<Manifest, String>,
+}
+
+/// Whether a version carries a valid signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureState {
+    /// It has no `model.sig`.
+    Unsigned,
+    /// Its signature holds.
+    Signed(Signed),
+    /// Its signature is malformed, made by another key, or its files changed: why.
+    Invalid(String),
 }
 
 /// A model registry rooted at a folder.
@@ -209,6 +261,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
     }
     written?;
     sync_dir(dir)
+}
+
+/// Writes a new file that only its owner may read (a private key): a temp file made with
+/// that mode, then renamed into place; an existing file is never replaced.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+        std::process::id()
+    ));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(io(&tmp))
+        .and_then(|()| fs::hard_link(&tmp, path).map_err(io(path)));
+    let _ = fs::remove_file(&tmp);
+    written
 }
 
 fn sync_dir(dir: &Path) -> Result<(), RegistryError> {
@@ -380,6 +453,50 @@ impl Registry {
         Ok(Version { dir, manifest })
     }
 
+    /// Signs a stored version (its checksums checked first): writes its `model.sig`,
+    /// replacing an earlier signature, and returns its path.
+    pub fn sign(
+        &self,
+        name: &str,
+        version: u64,
+        key: &SigningKey,
+    ) -> Result<PathBuf, RegistryError> {
+        let stored = self.open(name, version)?;
+        let _lock = NameLock::acquire(&self.model_dir(name))?;
+        let bundle = signature::sign_folder(&stored.dir, &format!("{name}@{version}"), key)?;
+        let path = stored.dir.join(SIGNATURE);
+        write_atomic(&path, &bundle)?;
+        Ok(path)
+    }
+
+    /// Opens a version whose signature verifies against one of `keys` and matches every
+    /// file; returns it with what the check found and the key that signed.
+    pub fn verify(
+        &self,
+        name: &str,
+        version: u64,
+        keys: &[PublicKey],
+    ) -> Result<(Version, Signed, PublicKey), RegistryError> {
+        let stored = self.open(name, version)?;
+        let (signed, key) = signature::verify_folder(&stored.dir, keys)?;
+        Ok((stored, signed, key))
+    }
+
+    /// Whether a stored version is signed: checked against `keys`, or, with none given,
+    /// only against its own files (whole and unchanged, whoever signed).
+    pub fn signature_state(&self, name: &str, version: u64, keys: &[PublicKey]) -> SignatureState {
+        let dir = self.model_dir(name).join(version.to_string());
+        let checked = match keys.is_empty() {
+            true => signature::inspect_folder(&dir),
+            false => signature::verify_folder(&dir, keys).map(|(s, _)| s),
+        };
+        match checked {
+            Ok(s) => SignatureState::Signed(s),
+            Err(RegistryError::Unsigned { .. }) => SignatureState::Unsigned,
+            Err(e) => SignatureState::Invalid(e.to_string()),
+        }
+    }
+
     /// Every version of a model with its check result.
     pub fn status(&self, name: &str) -> Result<Vec<VersionStatus>, RegistryError> {
         self.versions(name)?
@@ -399,8 +516,18 @@ impl Registry {
     /// creation time are filled in here.
     pub fn publish(
         &self,
+        manifest: Manifest,
+        artifacts: &[Artifact],
+    ) -> Result<Version, RegistryError> {
+        self.publish_signed(manifest, artifacts, None)
+    }
+
+    /// [`Registry::publish`], signing the version with `signer` before it becomes visible.
+    pub fn publish_signed(
+        &self,
         mut manifest: Manifest,
         artifacts: &[Artifact],
+        signer: Option<&SigningKey>,
     ) -> Result<Version, RegistryError> {
         let name = manifest.name.clone();
         check_name(&name)?;
@@ -440,6 +567,10 @@ impl Registry {
                 sums += &format!("{}  {file}\n", sha256_hex(bytes));
             }
             write_synced(&staging.join(CHECKSUMS), sums.as_bytes())?;
+            if let Some(key) = signer {
+                let bundle = signature::sign_folder(&staging, &format!("{name}@{version}"), key)?;
+                write_synced(&staging.join(SIGNATURE), &bundle)?;
+            }
             sync_dir(&staging)?;
             write_atomic(
                 &model_dir.join(LAST_VERSION),

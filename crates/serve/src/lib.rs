@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use modelforge_registry::{Manifest, TensorInfo};
+pub use modelforge_registry::{Manifest, PublicKey, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
 pub use explanation::{ExplainRequest, Explained, Explanation};
@@ -95,6 +95,18 @@ pub enum ServeError {
     /// The compute thread failed on the request.
     #[error("inference failed: {0}")]
     Compute(String),
+    /// The compute thread panicked on the request; the version is reloaded.
+    #[error(
+        "model {model:?} version {version} crashed on this request ({message}); it was reloaded and keeps serving other requests — report the input that caused it"
+    )]
+    Crashed {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+        /// The panic's message.
+        message: String,
+    },
     /// The registry could not be read.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -185,6 +197,9 @@ pub struct CoreConfig {
     pub policies: BTreeMap<String, VersionPolicy>,
     /// Limits of each generating version's scheduler.
     pub generation: SchedulerConfig,
+    /// Public keys a version's signature must verify against before it loads; empty:
+    /// every version loads, signed or not.
+    pub trust: Vec<PublicKey>,
 }
 
 impl CoreConfig {
@@ -204,6 +219,7 @@ impl Default for CoreConfig {
             policy: VersionPolicy::default(),
             policies: BTreeMap::new(),
             generation: SchedulerConfig::default(),
+            trust: Vec::new(),
         }
     }
 }
@@ -237,6 +253,14 @@ impl Served {
     /// Whether it generates text.
     pub fn is_generator(&self) -> bool {
         matches!(self, Served::Generator(_))
+    }
+
+    /// Why it stopped answering, when a panic on its compute thread could not be healed.
+    pub fn failed(&self) -> Option<String> {
+        match self {
+            Served::Predictor(q) => q.failed(),
+            Served::Generator(_) => None,
+        }
     }
 }
 
@@ -297,6 +321,22 @@ struct ModelEntry {
     aliases: Option<BTreeMap<String, u64>>,
 }
 
+/// Opens a version after checking its checksums and, when `trust` names keys, that one of
+/// them signed it as it is.
+fn open_checked(
+    registry: &Registry,
+    trust: &[PublicKey],
+    name: &str,
+    version: u64,
+) -> Result<modelforge_registry::Version, RegistryError> {
+    match trust.is_empty() {
+        true => registry.open(name, version),
+        false => registry
+            .verify(name, version, trust)
+            .map(|(opened, _, _)| opened),
+    }
+}
+
 /// The shared inference core behind every protocol.
 pub struct Core {
     registry: Registry,
@@ -304,6 +344,25 @@ pub struct Core {
     config: CoreConfig,
     models: RwLock<BTreeMap<String, ModelEntry>>,
     unloaded: RwLock<std::collections::BTreeSet<String>>,
+    untrusted: std::sync::Mutex<Untrusted>,
+}
+
+/// A version refused because no trusted key signed it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The model.
+    pub model: String,
+    /// The version.
+    pub version: u64,
+    /// Why: unsigned, signed by another key, or files changed since signing.
+    pub reason: String,
+}
+
+/// Versions refused for trust: counts per model, and the refusals not yet logged.
+#[derive(Debug, Default)]
+struct Untrusted {
+    counts: BTreeMap<String, u64>,
+    unlogged: Vec<Refusal>,
 }
 
 impl Core {
@@ -315,6 +374,7 @@ impl Core {
             config,
             models: RwLock::new(BTreeMap::new()),
             unloaded: RwLock::new(Default::default()),
+            untrusted: Default::default(),
         }
     }
 
@@ -367,7 +427,12 @@ impl Core {
             .unwrap_or_default();
         let aliases = self.registry.aliases(name).ok();
         let state_of = |version: u64| match current.get(&version) {
-            Some(VersionState::Ready(q)) => VersionState::Ready(q.clone()),
+            // A version that a panic left without a runnable is listed with the reason.
+            Some(VersionState::Ready(q)) => match q.failed() {
+                None => VersionState::Ready(q.clone()),
+                Some(reason) if !retry => VersionState::Unavailable(reason),
+                Some(_) => self.load_version(name, version),
+            },
             Some(VersionState::Unavailable(reason)) if !retry => {
                 VersionState::Unavailable(reason.clone())
             }
@@ -422,10 +487,64 @@ impl Core {
         Ok(())
     }
 
+    /// What rebuilds a predicting version after its compute thread panicked: the version
+    /// opened and checked (checksums, and the signature when keys are trusted) and loaded
+    /// again.
+    fn reloader(&self, name: &str, version: u64) -> queue::Reload {
+        let (registry, trust) = (self.registry.clone(), self.config.trust.clone());
+        let (loader, name) = (self.loader.clone(), name.to_string());
+        Box::new(move || {
+            let opened =
+                open_checked(&registry, &trust, &name, version).map_err(|e| e.to_string())?;
+            match loader.load(&opened.manifest, &opened.dir)? {
+                Engine::Predictor(runnable) => Ok(runnable),
+                Engine::Generator(_) => Err("it reloaded as a language model".into()),
+            }
+        })
+    }
+
+    /// Opens a version, checking its signature against the trusted keys when there are
+    /// any; a version no trusted key signed as it is counts as refused.
+    fn open_trusted(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<modelforge_registry::Version, String> {
+        match open_checked(&self.registry, &self.config.trust, name, version) {
+            Ok(opened) => Ok(opened),
+            Err(
+                e @ (RegistryError::Unsigned { .. }
+                | RegistryError::BadSignature { .. }
+                | RegistryError::Tampered { .. }),
+            ) => {
+                let reason = format!("untrusted: {e}");
+                let mut untrusted = self.untrusted.lock().expect("lock");
+                *untrusted.counts.entry(name.to_string()).or_default() += 1;
+                untrusted.unlogged.push(Refusal {
+                    model: name.to_string(),
+                    version,
+                    reason: reason.clone(),
+                });
+                Err(reason)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Versions refused for trust so far, per model.
+    pub fn untrusted_counts(&self) -> BTreeMap<String, u64> {
+        self.untrusted.lock().expect("lock").counts.clone()
+    }
+
+    /// The refusals since the last call, for the log.
+    pub fn take_refusals(&self) -> Vec<Refusal> {
+        std::mem::take(&mut self.untrusted.lock().expect("lock").unlogged)
+    }
+
     fn load_version(&self, name: &str, version: u64) -> VersionState {
-        let opened = match self.registry.open(name, version) {
+        let opened = match self.open_trusted(name, version) {
             Ok(v) => v,
-            Err(e) => return VersionState::Unavailable(e.to_string()),
+            Err(reason) => return VersionState::Unavailable(reason),
         };
         let engine = match self.loader.load(&opened.manifest, &opened.dir) {
             Ok(e) => e,
@@ -444,7 +563,9 @@ impl Core {
         };
         let served = match engine {
             Engine::Predictor(runnable) => {
-                Queue::start(info, runnable, config).map(|q| Served::Predictor(Arc::new(q)))
+                let reload = self.reloader(name, version);
+                Queue::start(info, runnable, config, Some(reload))
+                    .map(|q| Served::Predictor(Arc::new(q)))
             }
             Engine::Generator(generator) => {
                 let info = generator::described(info);
@@ -631,5 +752,93 @@ impl Core {
             .filter(|(_, state)| matches!(state, VersionState::Ready(_)))
             .map(|(v, _)| *v)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::tests::{Fragile, info};
+
+    /// Loads every version as a [`Fragile`] runnable.
+    struct FragileLoader;
+
+    impl Loader for FragileLoader {
+        fn load(&self, _: &Manifest, dir: &std::path::Path) -> Result<Engine, String> {
+            match dir.join("weights.bin").is_file() {
+                true => Ok(Engine::Predictor(Box::new(Fragile))),
+                false => Err("weights.bin is missing".into()),
+            }
+        }
+    }
+
+    fn ask(core: &Core, version: &str, v: f32) -> Result<Inference, ServeError> {
+        let queue = core.version("m", Some(version))?;
+        let request = InferRequest {
+            inputs: vec![InputTensor {
+                name: Some("x".into()),
+                datatype: "FP32".into(),
+                shape: vec![1, 2],
+                data: Ok(Values::F32(vec![v, 1.0])),
+            }],
+            outputs: Vec::new(),
+            timeout: None,
+        };
+        block_on(queue.infer(request))
+    }
+
+    /// Runs a future to completion on a fresh runtime.
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_crash_heals_its_version_and_leaves_the_others_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        let weights = [modelforge_registry::Artifact {
+            name: "weights.bin".into(),
+            bytes: vec![1, 2, 3],
+        }];
+        for _ in 0..2 {
+            registry.publish(info().manifest, &weights).unwrap();
+        }
+        let config = CoreConfig {
+            policy: VersionPolicy::All,
+            ..Default::default()
+        };
+        let core = Core::new(registry, Arc::new(FragileLoader), config);
+        core.refresh().unwrap();
+        let crashed = ask(&core, "1", 13.0).unwrap_err();
+        assert!(
+            matches!(crashed, ServeError::Crashed { version: 1, .. }),
+            "{crashed}"
+        );
+        // Reloaded: version 1 answers again; version 2 never noticed.
+        assert!(ask(&core, "1", 2.0).is_ok());
+        assert!(ask(&core, "2", 2.0).is_ok());
+        // A crash whose reload fails (the version's files were damaged since it loaded):
+        // version 1 becomes unavailable with the reason, version 2 keeps answering.
+        std::fs::remove_file(dir.path().join("m/1/weights.bin")).unwrap();
+        assert!(matches!(
+            ask(&core, "1", 13.0),
+            Err(ServeError::Crashed { .. })
+        ));
+        let later = ask(&core, "1", 2.0).unwrap_err();
+        assert!(matches!(later, ServeError::Unavailable { .. }), "{later}");
+        core.refresh().unwrap();
+        let index = core.index().unwrap();
+        let one = index.iter().find(|e| e.version == 1).unwrap();
+        assert_eq!(one.state, ModelState::Unavailable);
+        assert!(
+            one.reason.contains("thirteen") && one.reason.contains("weights.bin"),
+            "{}",
+            one.reason
+        );
+        assert!(ask(&core, "2", 2.0).is_ok());
     }
 }

@@ -166,6 +166,67 @@ impl Default for Statistics {
 
 type Reply = oneshot::Sender<Result<Vec<Values>, ServeError>>;
 
+/// Builds a fresh runnable of the same version (its files checked again), for a compute
+/// thread to heal with after a panic.
+pub type Reload = Box<dyn FnMut() -> Result<Box<dyn Runnable>, String> + Send>;
+
+/// What became of a version's compute thread after panics.
+#[derive(Debug, Default)]
+struct Health {
+    /// Panics caught on the compute thread.
+    crashes: u64,
+    /// Set when the version could not be rebuilt after a panic: why.
+    failed: Option<String>,
+}
+
+/// How a compute call failed, to answer each request of its batch.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The runnable returned an error.
+    Compute(String),
+    /// The runnable panicked: the panic's message.
+    Crashed(String),
+    /// An earlier panic left the version without a runnable: why.
+    Unavailable(String),
+}
+
+impl Failure {
+    /// The error a request of `info` gets.
+    fn error(&self, info: &ModelInfo) -> ServeError {
+        match self {
+            Failure::Compute(e) => ServeError::Compute(e.clone()),
+            Failure::Crashed(message) => ServeError::Crashed {
+                model: info.name.clone(),
+                version: info.version,
+                message: message.clone(),
+            },
+            Failure::Unavailable(reason) => ServeError::Unavailable {
+                model: info.name.clone(),
+                version: info.version,
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// The message a panic carried.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs a runnable once on one sample of zeros and checks what it gives.
+fn warm(info: &ModelInfo, runnable: &mut dyn Runnable) -> Result<(), String> {
+    let zeros = crate::tensor::zeros_for(&info.manifest.inputs)?;
+    let out = runnable
+        .run(zeros, 1)
+        .map_err(|e| format!("warm-up failed: {e}"))?;
+    check_outputs(info, &out, 1).map_err(|e| format!("warm-up: {e}"))
+}
+
 /// An inference request on its way to the compute thread.
 struct Job {
     inputs: Vec<Values>,
@@ -197,6 +258,7 @@ pub struct Queue {
     info: ModelInfo,
     tx: SyncSender<Task>,
     stats: Arc<Mutex<Statistics>>,
+    health: Arc<Mutex<Health>>,
 }
 
 /// Checks that a compute call gave one output per manifest output, each with `batch`
@@ -246,6 +308,10 @@ struct Worker {
     last_batch_jobs: usize,
     /// How long to poll before parking.
     spin: Duration,
+    /// Rebuilds the runnable after a panic.
+    reload: Option<Reload>,
+    /// Panics caught, and whether the version survived them.
+    health: Arc<Mutex<Health>>,
 }
 
 impl Worker {
@@ -311,6 +377,52 @@ impl Worker {
         }
     }
 
+    /// Runs `f` on the runnable, catching a panic: the request fails with the panic's
+    /// message (500) and the version is rebuilt, or, when that fails, answers every later
+    /// request as unavailable with the reason.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut dyn Runnable) -> T) -> Result<T, Failure> {
+        if let Some(reason) = &self.health.lock().expect("health lock").failed {
+            return Err(Failure::Unavailable(reason.clone()));
+        }
+        let runnable = self.runnable.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(runnable))) {
+            Ok(v) => Ok(v),
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                self.heal(&message);
+                Err(Failure::Crashed(message))
+            }
+        }
+    }
+
+    /// Replaces a runnable that panicked with a fresh, warmed one; or records why not.
+    fn heal(&mut self, message: &str) {
+        let info = &self.info;
+        let rebuilt = match &mut self.reload {
+            None => Err("this version cannot be reloaded".to_string()),
+            Some(reload) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut fresh = reload()?;
+                warm(info, fresh.as_mut()).map(|()| fresh)
+            }))
+            .unwrap_or_else(|p| {
+                Err(format!(
+                    "the reload panicked too: {}",
+                    panic_message(p.as_ref())
+                ))
+            }),
+        };
+        let mut health = self.health.lock().expect("health lock");
+        health.crashes += 1;
+        match rebuilt {
+            Ok(fresh) => self.runnable = fresh,
+            Err(e) => {
+                health.failed = Some(format!(
+                    "its compute thread crashed ({message}) and reloading it failed: {e}"
+                ))
+            }
+        }
+    }
+
     /// Runs an explanation on its own, unless its caller left or its deadline passed.
     fn explain(&mut self, job: ExplainJob) {
         let now = Instant::now();
@@ -324,16 +436,18 @@ impl Worker {
             return;
         }
         let started = Instant::now();
-        let result = match self.runnable.explain(job.inputs, job.batch, &job.settings) {
-            None => Err(ServeError::NotExplainable {
+        let (inputs, batch, settings) = (job.inputs, job.batch, &job.settings);
+        let result = match self.guarded(|r| r.explain(inputs, batch, settings)) {
+            Err(failure) => Err(failure.error(&self.info)),
+            Ok(None) => Err(ServeError::NotExplainable {
                 model: self.info.name.clone(),
                 version: self.info.version,
                 format: self.info.manifest.format.clone(),
             }),
-            Some(Ok(e)) => check_outputs(&self.info, &e.outputs, job.batch)
+            Ok(Some(Ok(e))) => check_outputs(&self.info, &e.outputs, job.batch)
                 .map(|_| e)
                 .map_err(ServeError::Compute),
-            Some(Err(e)) => Err(e),
+            Ok(Some(Err(e))) => Err(e),
         };
         let compute_ns = started.elapsed().as_nanos() as u64;
         let mut s = self.stats.lock().expect("stats lock");
@@ -379,19 +493,25 @@ impl Worker {
                 .collect(),
         };
         let started = Instant::now();
-        let result = inputs
-            .and_then(|inputs| self.runnable.run(inputs, size))
-            .and_then(|outputs| check_outputs(&self.info, &outputs, size).map(|_| outputs));
+        let result = inputs.map_err(Failure::Compute).and_then(|inputs| {
+            match self.guarded(|r| r.run(inputs, size)) {
+                Ok(Ok(outputs)) => check_outputs(&self.info, &outputs, size)
+                    .map(|_| outputs)
+                    .map_err(Failure::Compute),
+                Ok(Err(e)) => Err(Failure::Compute(e)),
+                Err(failure) => Err(failure),
+            }
+        });
         let compute_ns = started.elapsed().as_nanos() as u64;
         let mut s = self.stats.lock().expect("stats lock");
         s.executions += 1;
         s.record_execution(size, compute_ns);
         let outputs = match result {
             Ok(outputs) => outputs,
-            Err(e) => {
+            Err(failure) => {
                 for j in jobs {
                     s.failure += 1;
-                    let _ = j.reply.send(Err(ServeError::Compute(e.clone())));
+                    let _ = j.reply.send(Err(failure.error(&self.info)));
                 }
                 return;
             }
@@ -425,19 +545,18 @@ impl Worker {
 }
 
 impl Queue {
-    /// Warms the runnable with one sample of zeros, then starts its compute thread.
+    /// Warms the runnable with one sample of zeros, then starts its compute thread, which
+    /// heals with `reload` after a panic.
     pub fn start(
         info: ModelInfo,
         mut runnable: Box<dyn Runnable>,
         config: QueueConfig,
+        reload: Option<Reload>,
     ) -> Result<Queue, String> {
-        let warm = crate::tensor::zeros_for(&info.manifest.inputs)?;
-        let out = runnable
-            .run(warm, 1)
-            .map_err(|e| format!("warm-up failed: {e}"))?;
-        check_outputs(&info, &out, 1).map_err(|e| format!("warm-up: {e}"))?;
+        warm(&info, runnable.as_mut())?;
         let (tx, rx) = mpsc::sync_channel::<Task>(config.max_queue_len);
         let stats = Arc::new(Mutex::new(Statistics::default()));
+        let health = Arc::new(Mutex::new(Health::default()));
         let worker = Worker {
             info: info.clone(),
             runnable,
@@ -453,12 +572,29 @@ impl Queue {
             idle_since: Instant::now(),
             last_batch_jobs: 1,
             spin: config.spin,
+            reload,
+            health: health.clone(),
         };
         std::thread::Builder::new()
             .name(format!("compute-{}-{}", info.name, info.version))
             .spawn(move || worker.run())
             .map_err(|e| format!("cannot start a compute thread: {e}"))?;
-        Ok(Queue { info, tx, stats })
+        Ok(Queue {
+            info,
+            tx,
+            stats,
+            health,
+        })
+    }
+
+    /// Panics caught on this version's compute thread so far.
+    pub fn crashes(&self) -> u64 {
+        self.health.lock().expect("health lock").crashes
+    }
+
+    /// Why the version stopped answering, when a panic left it without a runnable.
+    pub fn failed(&self) -> Option<String> {
+        self.health.lock().expect("health lock").failed.clone()
     }
 
     /// What this version computes.
@@ -613,7 +749,8 @@ pub(crate) mod tests {
             max_queue_len: 16,
             spin: Duration::ZERO,
         };
-        let q = Arc::new(Queue::start(info(), Box::new(Double(calls.clone())), config).unwrap());
+        let q =
+            Arc::new(Queue::start(info(), Box::new(Double(calls.clone())), config, None).unwrap());
         let mut handles = Vec::new();
         for i in 0..4 {
             let q = q.clone();
@@ -646,6 +783,72 @@ pub(crate) mod tests {
         assert_eq!(s.batch_size.count, s.executions);
     }
 
+    /// Doubles its input, and panics on an input value of 13.
+    pub(crate) struct Fragile;
+
+    impl Runnable for Fragile {
+        fn run(&mut self, inputs: Vec<Values>, _batch: usize) -> Result<Vec<Values>, String> {
+            let x = inputs[0].to_f32();
+            if x.contains(&13.0) {
+                panic!("thirteen");
+            }
+            Ok(vec![Values::F32(x.iter().map(|v| v * 2.0).collect())])
+        }
+    }
+
+    fn one_at_a_time() -> QueueConfig {
+        QueueConfig {
+            max_batch_size: 1,
+            max_queue_delay: Duration::ZERO,
+            max_queue_len: 16,
+            spin: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_fails_its_request_and_the_version_heals() {
+        let reloads = Arc::new(Mutex::new(0));
+        let counter = reloads.clone();
+        let reload: Reload = Box::new(move || {
+            *counter.lock().unwrap() += 1;
+            Ok(Box::new(Fragile) as Box<dyn Runnable>)
+        });
+        let q = Queue::start(info(), Box::new(Fragile), one_at_a_time(), Some(reload)).unwrap();
+        let ask = |v: f32| q.submit(vec![Values::F32(vec![v, 1.0])], 1, None).unwrap();
+        let e = ask(13.0).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&e, ServeError::Crashed { message, .. } if message == "thirteen"),
+            "{e}"
+        );
+        assert_eq!(
+            ask(2.0).await.unwrap().unwrap(),
+            vec![Values::F32(vec![4.0, 2.0])]
+        );
+        assert_eq!((q.crashes(), *reloads.lock().unwrap()), (1, 1));
+        assert_eq!(q.failed(), None);
+        let s = q.statistics();
+        assert_eq!((s.success, s.failure), (1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_that_cannot_be_rebuilt_answers_unavailable_with_the_reason() {
+        let reload: Reload = Box::new(|| Err("weights.safetensors is missing".into()));
+        let q = Queue::start(info(), Box::new(Fragile), one_at_a_time(), Some(reload)).unwrap();
+        let ask = |v: f32| q.submit(vec![Values::F32(vec![v, 1.0])], 1, None).unwrap();
+        let crashed = ask(13.0).await.unwrap().unwrap_err();
+        assert!(matches!(crashed, ServeError::Crashed { .. }), "{crashed}");
+        let later = ask(2.0).await.unwrap().unwrap_err();
+        let reason = q.failed().expect("failed");
+        assert!(
+            reason.contains("thirteen") && reason.contains("weights.safetensors is missing"),
+            "{reason}"
+        );
+        assert!(
+            matches!(&later, ServeError::Unavailable { reason: r, .. } if *r == reason),
+            "{later}"
+        );
+    }
+
     /// Takes 300 ms per call after warm-up and records the batch sizes it saw.
     struct Slow(Arc<Mutex<Vec<usize>>>);
 
@@ -669,7 +872,7 @@ pub(crate) mod tests {
             max_queue_len: 16,
             spin: Duration::ZERO,
         };
-        let q = Queue::start(info(), Box::new(Slow(calls.clone())), config).unwrap();
+        let q = Queue::start(info(), Box::new(Slow(calls.clone())), config, None).unwrap();
         // The first request occupies the compute thread for 300 ms; the second may wait 50.
         let f32s = |v: &[f32]| vec![Values::F32(v.to_vec())];
         let first = q.submit(f32s(&[1.0, 2.0]), 1, None).unwrap();
@@ -696,7 +899,7 @@ pub(crate) mod tests {
             max_queue_len: 16,
             spin: Duration::from_millis(5),
         };
-        let q = Queue::start(info(), Box::new(Double(calls.clone())), config).unwrap();
+        let q = Queue::start(info(), Box::new(Double(calls.clone())), config, None).unwrap();
         for i in 0..20 {
             let v = i as f32;
             let answer = q
@@ -716,6 +919,122 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the compute thread outlived its queue");
+    }
+
+    /// Doubles its input; explains by returning the input as its attributions.
+    struct Explains;
+
+    impl Runnable for Explains {
+        fn run(&mut self, inputs: Vec<Values>, _batch: usize) -> Result<Vec<Values>, String> {
+            Ok(vec![Values::F32(
+                inputs[0].to_f32().iter().map(|v| v * 2.0).collect(),
+            )])
+        }
+
+        fn explain(
+            &mut self,
+            inputs: Vec<Values>,
+            batch: usize,
+            settings: &modelforge_spec::explain::Explain,
+        ) -> Option<Result<Explained, ServeError>> {
+            let x = inputs[0].to_f32();
+            if settings.target == modelforge_spec::explain::Target::Index(9) {
+                return Some(Err(ServeError::BadRequest("target 9".into())));
+            }
+            Some(Ok(Explained {
+                outputs: self.run(inputs, batch).unwrap(),
+                attributions: x,
+                shape: vec![2],
+                targets: vec![0; batch],
+                delta: None,
+            }))
+        }
+    }
+
+    fn explain_request(x: &[f32], target: Option<usize>) -> ExplainRequest {
+        ExplainRequest {
+            inputs: vec![crate::InputTensor {
+                name: Some("x".into()),
+                datatype: "FP32".into(),
+                shape: vec![(x.len() / 2) as i64, 2],
+                data: Ok(Values::F32(x.to_vec())),
+            }],
+            settings: modelforge_spec::explain::Explain {
+                target: target.map_or(modelforge_spec::explain::Target::Predicted, |t| {
+                    modelforge_spec::explain::Target::Index(t)
+                }),
+                ..Default::default()
+            },
+            timeout: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn explanations_run_between_inference_batches_and_count_apart() {
+        let config = QueueConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::from_millis(20),
+            max_queue_len: 16,
+            spin: Duration::ZERO,
+        };
+        let q = Arc::new(Queue::start(info(), Box::new(Explains), config, None).unwrap());
+        let inferring = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                q.submit(vec![Values::F32(vec![1.0, 2.0])], 1, None)
+                    .unwrap()
+                    .await
+            })
+        };
+        let e = q
+            .explain(explain_request(&[3.0, 4.0, 5.0, 6.0], None))
+            .await
+            .unwrap();
+        assert_eq!(e.attributions.shape, vec![2, 2]);
+        assert_eq!(e.attributions.data, Values::F32(vec![3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(e.outputs[0].data, Values::F32(vec![6.0, 8.0, 10.0, 12.0]));
+        assert_eq!(
+            inferring.await.unwrap().unwrap().unwrap(),
+            vec![Values::F32(vec![2.0, 4.0])]
+        );
+        let refused = q
+            .explain(explain_request(&[1.0, 1.0], Some(9)))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, ServeError::BadRequest(_)), "{refused}");
+        // A malformed request is refused before the queue and counts nowhere.
+        let mut bad = explain_request(&[1.0, 1.0], None);
+        bad.inputs[0].shape = vec![1, 3];
+        assert!(q.explain(bad).await.is_err());
+        let s = q.statistics();
+        assert_eq!((s.success, s.inferences), (1, 1));
+        let e = &s.explanations;
+        assert_eq!(
+            (e.success, e.samples, e.failure, e.latency.count),
+            (1, 2, 1, 1)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_engine_without_gradients_says_so() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let config = QueueConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::ZERO,
+            max_queue_len: 16,
+            spin: Duration::ZERO,
+        };
+        let q = Queue::start(info(), Box::new(Double(calls)), config, None).unwrap();
+        let e = q
+            .explain(explain_request(&[1.0, 2.0], None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ServeError::NotExplainable { ref format, .. } if format == "test"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("explanations need gradients"));
+        assert_eq!(q.statistics().explanations.failure, 1);
     }
 
     #[test]

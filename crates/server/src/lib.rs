@@ -67,6 +67,17 @@ impl Limits {
     }
 }
 
+/// Logs each version refused for trust since the last call.
+fn log_refusals(core: &Core) {
+    for r in core.take_refusals() {
+        access::event(
+            "warn",
+            "version refused: not signed by a trusted key",
+            serde_json::json!({ "model": r.model, "version": r.version, "reason": r.reason }),
+        );
+    }
+}
+
 /// Serves REST and gRPC until `shutdown` resolves, polling the registry every `limits.poll`.
 pub async fn serve(
     core: Arc<Core>,
@@ -76,6 +87,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let poll = limits.poll;
     let poller = core.clone();
+    log_refusals(&core);
     let polling = tokio::spawn(async move {
         loop {
             tokio::time::sleep(poll).await;
@@ -88,6 +100,7 @@ pub async fn serve(
                     serde_json::json!({ "error": e.to_string() }),
                 );
             }
+            log_refusals(&poller);
         }
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);

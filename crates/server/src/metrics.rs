@@ -184,9 +184,32 @@ fn generation(out: &mut String, stats: &[(String, u64, Statistics)]) {
     }
 }
 
+/// The family of versions refused because no trusted key signed them, per model (every
+/// model, with 0 where none was, once the server trusts keys).
+pub fn untrusted(counts: &std::collections::BTreeMap<String, u64>, models: &[String]) -> String {
+    let name = "modelforge_untrusted_versions_total";
+    let mut out = format!(
+        "# HELP {name} Versions refused: unsigned, signed by an untrusted key, or changed since signing.\n# TYPE {name} counter\n"
+    );
+    for model in models {
+        let n = counts.get(model).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}{{model=\"{model}\"}} {n}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_versions_are_counted_per_model() {
+        let counts = std::collections::BTreeMap::from([("m".to_string(), 2)]);
+        let text = untrusted(&counts, &["m".into(), "n".into()]);
+        assert!(text.contains("# TYPE modelforge_untrusted_versions_total counter"));
+        assert!(text.contains("modelforge_untrusted_versions_total{model=\"m\"} 2"));
+        assert!(text.contains("modelforge_untrusted_versions_total{model=\"n\"} 0"));
+    }
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {

@@ -144,13 +144,28 @@ pub fn router(core: Arc<Core>, limits: crate::Limits) -> Router {
         .with_state(core)
 }
 
+/// Every family: the versions' own, then the trust refusals when keys are trusted.
+fn metrics_text(core: &Core) -> String {
+    let stats = core.statistics();
+    let mut text = crate::metrics::render(&stats);
+    if !core.config().trust.is_empty() {
+        let counts = core.untrusted_counts();
+        let mut models: Vec<String> = stats.into_iter().map(|(m, _, _)| m).collect();
+        models.extend(counts.keys().cloned());
+        models.sort();
+        models.dedup();
+        text += &crate::metrics::untrusted(&counts, &models);
+    }
+    text
+}
+
 async fn metrics(State(core): Shared) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::metrics::render(&core.statistics()),
+        metrics_text(&core),
     )
 }
 

@@ -19,7 +19,9 @@ pub fn http_status(e: &ServeError) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ServeError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-        ServeError::Compute(_) | ServeError::Registry(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServeError::Compute(_) | ServeError::Crashed { .. } | ServeError::Registry(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
@@ -33,7 +35,9 @@ pub fn grpc_code(e: &ServeError) -> tonic::Code {
         | ServeError::NotExplainable { .. } => tonic::Code::InvalidArgument,
         ServeError::Unavailable { .. } | ServeError::Overloaded(_) => tonic::Code::Unavailable,
         ServeError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
-        ServeError::Compute(_) | ServeError::Registry(_) => tonic::Code::Internal,
+        ServeError::Compute(_) | ServeError::Crashed { .. } | ServeError::Registry(_) => {
+            tonic::Code::Internal
+        }
     }
 }
 
@@ -106,6 +110,14 @@ mod tests {
             ),
             (ServeError::Compute("c".into()), 500),
             (
+                ServeError::Crashed {
+                    model: "m".into(),
+                    version: 1,
+                    message: "index out of bounds".into(),
+                },
+                500,
+            ),
+            (
                 ServeError::Registry(modelforge_registry::RegistryError::BadName("b".into())),
                 500,
             ),
@@ -127,6 +139,7 @@ mod tests {
                 InvalidArgument,
                 InvalidArgument,
                 DeadlineExceeded,
+                Internal,
                 Internal,
                 Internal
             ]

@@ -1,5 +1,7 @@
 //! The `[deploy]` section: where a trained model goes (parsed and validated only).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -17,6 +19,17 @@ pub struct DeploySpec {
     /// Serve the new version after publishing (`modelforge run`).
     #[serde(default = "yes")]
     pub serve: bool,
+    /// Sign what `run` publishes with this key (else `MODELFORGE_SIGNING_KEY`, if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign: Option<Spanned<Sign>>,
+}
+
+/// `sign = { key = "private.pem" }`: how published versions are signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sign {
+    /// The private key (elliptic-curve PEM), relative to the spec's folder.
+    pub key: PathBuf,
 }
 
 fn yes() -> bool {

@@ -138,6 +138,11 @@ impl Spec {
         {
             *path = base.join(&*path);
         }
+        if let Some(sign) = self.deploy.sign.as_mut().map(|s| s.get_mut())
+            && sign.key.is_relative()
+        {
+            sign.key = base.join(&sign.key);
+        }
     }
 
     /// The model as a checked graph: every node with its inputs, shapes and parameters.
@@ -869,6 +874,19 @@ impl Spec {
 
     fn validate_deploy(&self, at: &Locator) -> Result<(), SpecError> {
         let d = &self.deploy;
+        if let Some(sign) = &d.sign
+            && at.data_must_exist
+            && !sign.get_ref().key.is_file()
+        {
+            return Err(at.invalid(
+                sign.span(),
+                format!(
+                    "deploy.sign.key: {} does not exist",
+                    sign.get_ref().key.display()
+                ),
+                "give a private key PEM relative to the spec file's folder (`modelforge registry keygen KEY.pem` makes one)",
+            ));
+        }
         if let Some(gate) = &d.gate {
             let g = gate.get_ref();
             let known: &[&str] = match self.model.output.get_ref().task {

@@ -1,0 +1,369 @@
+//! Signed versions: OpenSSF model-signing's format both ways with the real `model-signing`
+//! tool from PyPI, tampering named by both, and a server that serves only what a trusted
+//! key signed, under load while unsigned and tampered versions are published.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::{Sandbox, digits_spec, python_in};
+use crate::serving::{Server, first_row, wait_for};
+
+/// The python of a venv with `model-signing` (1.1.1: its CLI's flags are pinned here).
+fn model_signing() -> String {
+    python_in(".venv-sign", &["model-signing==1.1.1", "pyopenssl"])
+}
+
+/// Runs `python -m model_signing ARGS`; returns whether it succeeded and what it said.
+fn tool(python: &str, args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new(python)
+        .args(["-m", "model_signing"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// A sandbox with the digits model trained for 2 epochs (one version).
+fn digits() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write(
+        "spec.toml",
+        digits_spec(&sb, 0.0).replace("epochs = 20", "epochs = 2"),
+    );
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    sb
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The three ways a signed folder is changed, each with the file a message must name.
+fn tamper(dir: &Path, how: &str) -> &'static str {
+    match how {
+        "change" => {
+            let path = dir.join("weights.safetensors");
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[200] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+            "weights.safetensors"
+        }
+        "add" => {
+            std::fs::write(dir.join("extra.bin"), b"smuggled").unwrap();
+            "extra.bin"
+        }
+        _ => {
+            std::fs::remove_file(dir.join("evaluation.json")).unwrap();
+            "evaluation.json"
+        }
+    }
+}
+
+#[test]
+fn signatures_interoperate_with_model_signing_both_ways_and_tampering_is_named() {
+    let python = model_signing();
+    let sb = digits();
+    let version = sb.path().join("models/digits/1");
+    let version_arg = version.to_str().unwrap();
+    let signature = version.join("model.sig");
+    let signature_arg = signature.to_str().unwrap();
+    // Unsigned until signed.
+    let listed = sb.ok(&["registry", "list"]);
+    assert!(listed.contains("unsigned"), "{listed}");
+    let made = sb.ok(&["registry", "keygen", "ours.pem"]);
+    assert!(made.contains("ours.pem.pub"), "{made}");
+    sb.ok(&["registry", "sign", "digits@1", "--key", "ours.pem"]);
+    let listed = sb.ok(&["registry", "list", "--key", "ours.pem.pub"]);
+    assert!(listed.contains(" signed "), "{listed}");
+
+    // modelforge's signature verifies with the real tool, and with modelforge.
+    let ours_pub = sb.path().join("ours.pem.pub");
+    let verify_with_tool = |key: &Path| {
+        tool(
+            &python,
+            &[
+                "verify",
+                "key",
+                version_arg,
+                "--signature",
+                signature_arg,
+                "--public_key",
+                key.to_str().unwrap(),
+            ],
+            sb.path(),
+        )
+    };
+    let (ok, said) = verify_with_tool(&ours_pub);
+    assert!(ok, "model_signing refused modelforge's signature: {said}");
+    let said = sb.ok(&["registry", "verify", "digits@1", "--key", "ours.pem.pub"]);
+    assert!(said.contains("signature verified"), "{said}");
+
+    // Each change makes both refuse, naming the file.
+    let pristine = sb.path().join("pristine");
+    copy_dir(&version, &pristine);
+    for how in ["change", "add", "remove"] {
+        let file = tamper(&version, how);
+        let (ok, said) = verify_with_tool(&ours_pub);
+        assert!(
+            !ok && said.contains(file),
+            "model_signing after {how}: {said}"
+        );
+        let out = sb.run(&["registry", "verify", "digits@1", "--key", "ours.pem.pub"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(file),
+            "modelforge after {how}: {err}"
+        );
+        std::fs::remove_dir_all(&version).unwrap();
+        copy_dir(&pristine, &version);
+    }
+    let listed = sb.ok(&["registry", "list"]);
+    assert!(listed.contains(" signed "), "{listed}");
+
+    // A P-384 key (SEC1 PEM, as OpenSSL writes it) made and used by the real tool.
+    let made = Command::new(&python)
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.asymmetric import ec\n\
+             from cryptography.hazmat.primitives import serialization as s\n\
+             k = ec.generate_private_key(ec.SECP384R1())\n\
+             open('theirs.pem', 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.TraditionalOpenSSL, s.NoEncryption()))\n\
+             open('theirs.pub', 'wb').write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))",
+        ])
+        .current_dir(sb.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::remove_file(&signature).unwrap();
+    let (ok, said) = tool(
+        &python,
+        &[
+            "sign",
+            "key",
+            version_arg,
+            "--signature",
+            signature_arg,
+            "--private_key",
+            "theirs.pem",
+        ],
+        sb.path(),
+    );
+    assert!(ok, "model_signing sign: {said}");
+    std::fs::remove_dir_all(&pristine).unwrap();
+    copy_dir(&version, &pristine);
+    let said = sb.ok(&["registry", "verify", "digits@1", "--key", "theirs.pub"]);
+    assert!(said.contains("P-384"), "{said}");
+    // Signed by them, not by us: our key is refused.
+    let out = sb.run(&["registry", "verify", "digits@1", "--key", "ours.pem.pub"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("none of the 1 trusted key"),
+        "{err}"
+    );
+    for how in ["change", "add", "remove"] {
+        let file = tamper(&version, how);
+        let out = sb.run(&["registry", "verify", "digits@1", "--key", "theirs.pub"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(file),
+            "after {how}: {err}"
+        );
+        std::fs::remove_dir_all(&version).unwrap();
+        copy_dir(&pristine, &version);
+    }
+}
+
+#[test]
+fn bad_keys_and_unsigned_versions_get_one_clear_message() {
+    let sb = digits();
+    sb.write("not-a-key.pem", "hello");
+    for (args, says) in [
+        (
+            vec!["registry", "sign", "digits@1", "--key", "not-a-key.pem"],
+            "no PEM private key",
+        ),
+        (
+            vec!["registry", "sign", "digits@1", "--key", "missing.pem"],
+            "missing.pem",
+        ),
+        (
+            vec!["registry", "verify", "digits@1", "--key", "not-a-key.pem"],
+            "no PEM public key",
+        ),
+        (
+            vec!["registry", "keygen", "k.pem", "--curve", "ed25519"],
+            "unknown curve",
+        ),
+    ] {
+        let out = sb.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    sb.ok(&["registry", "keygen", "k.pem"]);
+    let out = sb.run(&["registry", "keygen", "k.pem"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwritten"));
+    let out = sb.run(&["registry", "verify", "digits@1", "--key", "k.pem.pub"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not signed") && err.contains("registry sign"),
+        "{err}"
+    );
+    // A private key given where a public one is expected says so.
+    let out = sb.run(&["registry", "verify", "digits@1", "--key", "k.pem"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a private key"));
+    // A spec naming a key that is not there fails before training, at its line.
+    let spec = std::fs::read_to_string(sb.path().join("spec.toml")).unwrap();
+    sb.write(
+        "bad.toml",
+        spec.replace("[deploy]", "[deploy]\nsign = { key = \"nowhere.pem\" }"),
+    );
+    let out = sb.run(&["run", "--no-serve", "bad.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("deploy.sign.key") && err.contains("keygen"),
+        "{err}"
+    );
+}
+
+/// Publishes a tampered copy of signed version `from` as version `to`: one weight changed
+/// and the manifest and checksums rewritten to match, as someone who can write the
+/// registry (but has no key) would do it.
+fn publish_tampered(sb: &Sandbox, from: u64, to: u64) {
+    let models = sb.path().join("models/digits");
+    let staging = models.join(".tampered");
+    copy_dir(&models.join(from.to_string()), &staging);
+    let weights = staging.join("weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes[300] ^= 0x40;
+    std::fs::write(&weights, bytes).unwrap();
+    let manifest = staging.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["version"] = json!(to);
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let sums = std::fs::read_to_string(staging.join("checksums.sha256")).unwrap();
+    let sums: String = sums
+        .lines()
+        .map(|line| {
+            let file = line.split_once("  ").unwrap().1;
+            let bytes = std::fs::read(staging.join(file)).unwrap();
+            format!("{}  {file}\n", modelforge_registry::sha256_hex(&bytes))
+        })
+        .collect();
+    std::fs::write(staging.join("checksums.sha256"), sums).unwrap();
+    std::fs::rename(&staging, models.join(to.to_string())).unwrap();
+}
+
+#[test]
+fn a_server_that_trusts_a_key_never_serves_an_unsigned_or_tampered_version() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sb = Sandbox::new();
+    sb.ok(&["registry", "keygen", "key.pem"]);
+    let signed_spec = digits_spec(&sb, 0.0)
+        .replace("epochs = 20", "epochs = 2")
+        .replace("[deploy]", "[deploy]\nsign = { key = \"key.pem\" }");
+    sb.write("spec.toml", &signed_spec);
+    // `run` signs what it publishes.
+    sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
+    sb.ok(&["registry", "verify", "digits@1", "--key", "key.pem.pub"]);
+    let server = Server::start_with(&sb, &["--trust-key", "key.pem.pub"]);
+    let (row, _) = first_row();
+    let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
+    let stop = AtomicBool::new(false);
+    let answers: Mutex<Vec<(u16, Value)>> = Mutex::new(Vec::new());
+    let unavailable = |version: &str, says: &str| {
+        wait_for(&format!("version {version} refused"), || {
+            let index = server.call("POST", "/v2/repository/index", None).1;
+            index.as_array().unwrap().iter().any(|e| {
+                e["version"] == version
+                    && e["state"] == "UNAVAILABLE"
+                    && e["reason"].as_str().unwrap().contains(says)
+            })
+        })
+    };
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, out) = server.call("POST", "/v2/models/digits/infer", Some(&body));
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push((status, out["model_version"].clone()));
+                }
+            });
+        }
+        // A signed new version takes over.
+        sb.retrain();
+        wait_for("version 2", || {
+            server.call("GET", "/v2/models/digits", None).1["versions"] == json!(["2"])
+        });
+        // An unsigned one (MODELFORGE_SIGNING_KEY unset, no key in the spec) is refused.
+        sb.write(
+            "spec.toml",
+            signed_spec.replace("sign = { key = \"key.pem\" }\n", ""),
+        );
+        sb.retrain();
+        unavailable("3", "is not signed");
+        // So is a copy of version 2 with one weight changed and its checksums redone.
+        publish_tampered(&sb, 2, 4);
+        unavailable("4", "weights.safetensors changed");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let answers = answers.into_inner().unwrap();
+    let failed = answers.iter().filter(|(status, _)| *status != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", answers.len());
+    let served: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(_, v)| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(served.contains("2"), "version 2 never answered: {served:?}");
+    assert!(!served.contains("3") && !served.contains("4"), "{served:?}");
+    assert_eq!(
+        server
+            .call("GET", "/v2/models/digits/versions/4/ready", None)
+            .0,
+        503
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let text = agent
+        .get(format!("{}/metrics", server.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        text.contains("modelforge_untrusted_versions_total{model=\"digits\"} 2"),
+        "{text}"
+    );
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains("version refused") && logs.contains("\"version\":4"),
+        "{logs}"
+    );
+    eprintln!(
+        "{} requests while an unsigned and a tampered version were published, none failed",
+        answers.len()
+    );
+}

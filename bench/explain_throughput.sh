@@ -7,11 +7,11 @@
 # and 8.
 #   bench/explain_throughput.sh [SECONDS_PER_POINT]     (default 10)
 # Captum and PyTorch are installed from PyPI into .venv/ on first use; wrk comes from the
-# system (Debian: apt-get install wrk).
+# system (scripts/system-deps.sh bench installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-command -v wrk >/dev/null || { echo "error: wrk is missing — apt-get install wrk" >&2; exit 2; }
+scripts/system-deps.sh bench
 
 . bench/lib.sh
 trap stop_servers EXIT

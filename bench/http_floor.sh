@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
-command -v wrk >/dev/null || { echo "error: wrk is missing — apt-get install wrk" >&2; exit 2; }
+scripts/system-deps.sh bench
 command -v nginx >/dev/null || { echo "error: nginx is missing — apt-get install nginx-light" >&2; exit 2; }
 
 . bench/lib.sh

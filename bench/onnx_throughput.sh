@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
-command -v wrk >/dev/null || { echo "error: wrk is missing — apt-get install wrk" >&2; exit 2; }
+scripts/system-deps.sh bench
 
 . bench/lib.sh
 trap stop_servers EXIT

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-command -v wrk >/dev/null || { echo "error: wrk is missing — apt-get install wrk" >&2; exit 2; }
+scripts/system-deps.sh bench
 command -v h2load >/dev/null || { echo "error: h2load is missing — apt-get install nghttp2-client" >&2; exit 2; }
 command -v java >/dev/null || { echo "error: java is missing — TorchServe needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 2; }
 

@@ -4,7 +4,8 @@
 #            the test that makes hosts in network namespaces)
 #   browser  Chromium, for the test that opens a run report headless
 #   perf     libb64, which Triton's perf_analyzer (from the tritonclient wheel) links to
-# Usage: scripts/system-deps.sh [mpi] [browser] [perf]. Debian/Ubuntu (apt-get).
+#   bench    wrk, the HTTP load generator of the serving benchmarks in bench/
+# Usage: scripts/system-deps.sh [mpi] [browser] [perf] [bench]. Debian/Ubuntu (apt-get).
 set -euo pipefail
 
 have_mpi() {
@@ -17,6 +18,9 @@ have_browser() {
 }
 have_perf() {
   ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'
+}
+have_bench() {
+  command -v wrk >/dev/null 2>&1
 }
 
 packages=()
@@ -32,8 +36,10 @@ for group in "$@"; do
     perf)
       have_perf || packages+=(libb64-0d)
       skip+=("MODELFORGE_PERF=0") ;;
+    bench)
+      have_bench || packages+=(wrk) ;;
     *)
-      echo "error: unknown group $group — use mpi, browser and/or perf" >&2
+      echo "error: unknown group $group — use mpi, browser, perf and/or bench" >&2
       exit 2 ;;
   esac
 done

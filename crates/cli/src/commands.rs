@@ -429,6 +429,7 @@ pub fn run(
             token_everywhere: false,
             log_requests: true,
         },
+        tls: None,
     };
     serve_with(ctx, &options, compute, Some(probe))
 }
@@ -846,6 +847,8 @@ pub struct ServeOptions {
     pub config: modelforge_serve::CoreConfig,
     /// Body limit and registry poll interval.
     pub limits: modelforge_server::Limits,
+    /// TLS on both sockets, when given.
+    pub tls: Option<modelforge_server::TlsFiles>,
 }
 
 /// `modelforge serve`: every registry model over REST until Ctrl-C or SIGTERM.
@@ -869,6 +872,13 @@ fn serve_with(
     compute: &Compute,
     probe: Option<Probe>,
 ) -> Result<ExitCode> {
+    // Certificates are checked before any model loads.
+    let tls = options
+        .tls
+        .as_ref()
+        .map(modelforge_server::Tls::load)
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let core = std::sync::Arc::new(modelforge_serve::Core::new(
         ctx.registry.clone(),
         std::sync::Arc::new(loaders(compute, options.config.max_batch_size)?),
@@ -899,12 +909,12 @@ fn serve_with(
             );
         }
         println!(
-            "REST on http://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1/models, OpenAI under /v1)"
+            "REST on {scheme}://{addr} (Open Inference Protocol V2 under /v2, TF-Serving under /v1/models, OpenAI under /v1)"
         );
         println!("gRPC on {grpc_addr} (inference.GRPCInferenceService, grpc.health.v1.Health)");
         match index.iter().find(|e| e.state == modelforge_serve::ModelState::Ready) {
-            Some(e) => println!("try: curl http://{addr}/v2/models/{}", e.name),
-            None => println!("try: curl -X POST http://{addr}/v2/repository/index"),
+            Some(e) => println!("try: curl {scheme}://{addr}/v2/models/{}", e.name),
+            None => println!("try: curl -X POST {scheme}://{addr}/v2/repository/index"),
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;
@@ -921,6 +931,7 @@ fn serve_with(
         let listeners = modelforge_server::Listeners {
             http: listener,
             grpc,
+            tls,
         };
         let server = tokio::spawn(modelforge_server::serve(
             core,

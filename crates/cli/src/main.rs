@@ -222,6 +222,15 @@ enum Command {
         /// version is UNAVAILABLE with the reason.
         #[arg(long = "trust-key")]
         trust_keys: Vec<PathBuf>,
+        /// TLS on both sockets: the server's certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: clients must present a certificate this CA signed (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
         /// Largest batch one compute call takes.
         #[arg(long, default_value_t = 64)]
         max_batch_size: usize,
@@ -645,6 +654,9 @@ fn main() -> ExitCode {
             http,
             grpc,
             trust_keys,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
             max_batch_size,
             max_queue_delay_us,
             compute_spin_us,
@@ -662,6 +674,13 @@ fn main() -> ExitCode {
             &commands::ServeOptions {
                 http,
                 grpc,
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| modelforge_server::TlsFiles {
+                        cert,
+                        key,
+                        client_ca: tls_client_ca,
+                    }),
                 config: modelforge_serve::CoreConfig {
                     compute_spin: std::time::Duration::from_micros(compute_spin_us),
                     generation: generation.config(),

@@ -86,6 +86,11 @@ fn cases() -> Vec<Case> {
         case("wrong type", s.replace("units = 16", "units = \"sixteen\""), CHECK, "spec.toml:6:"),
         case("negative size", s.replace("units = 16", "units = -16"), CHECK, "invalid value: integer `-16`"),
         case("zero size", s.replace("units = 16", "units = 0"), CHECK, "layer 1 (dense): `units` is 0"),
+        // Refused with the memory it would take, at the layer, before anything is allocated.
+        case("absurd width", s.replace("units = 16", "units = 100000000000"), TRAIN, "spec.toml:6:3: training this model needs"),
+        case("absurd width, checked", s.replace("units = 16", "units = 100000000000"), CHECK, "more than this machine's"),
+        case("absurd input", s.replace("shape = [4]", "shape = [4000000000000000000, 4000000000000000000]").replace("{ dense = { units = 16 } },", "{ flatten = {} }, { dense = { units = 16 } },"), CHECK, "holds more values than any machine can address"),
+        case("absurd batch", s.replace("batch_size = 16", "batch_size = 100000000000000"), TRAIN, "activations"),
         case(
             "shape mismatch",
             s.replace("shape = [4]", "shape = [1, 2, 2]"),

@@ -367,3 +367,120 @@ fn a_server_that_trusts_a_key_never_serves_an_unsigned_or_tampered_version() {
         answers.len()
     );
 }
+
+/// A certificate authority made for a test.
+fn authority(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// Writes `NAME.pem` and `NAME.key`: a certificate for `names` signed by `issuer`.
+fn issue(
+    sb: &Sandbox,
+    issuer: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
+    name: &str,
+    names: &[&str],
+) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    sb.write(&format!("tls/{name}.pem"), cert.pem());
+    sb.write(&format!("tls/{name}.key"), key.serialize_pem());
+}
+
+#[test]
+fn tls_and_mutual_tls_serve_tritonclient_and_refuse_everyone_else() {
+    let python = crate::common::python(&["tritonclient[http,grpc]", "numpy"]);
+    let sb = digits();
+    let (ca, other) = (authority("modelforge test CA"), authority("someone else"));
+    sb.write("tls/ca.pem", ca.pem());
+    issue(&sb, &ca, "server", &["localhost", "127.0.0.1"]);
+    issue(&sb, &ca, "client", &["client"]);
+    issue(&sb, &other, "stranger", &["stranger"]);
+    let server = Server::start_with(
+        &sb,
+        &[
+            "--tls-cert",
+            "tls/server.pem",
+            "--tls-key",
+            "tls/server.key",
+            "--tls-client-ca",
+            "tls/ca.pem",
+            "--token-everywhere",
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let port = |url: &str| url.rsplit(':').next().unwrap().to_string();
+    let (row, _) = first_row();
+    sb.write("row.json", serde_json::to_string(&row).unwrap());
+    let file = |name: &str| sb.path().join(name).to_str().unwrap().to_string();
+    let report = crate::common::client_report(
+        &python,
+        "triton_tls.py",
+        &[
+            &format!("localhost:{}", port(&server.base)),
+            &format!("localhost:{}", port(&server.grpc)),
+            "digits",
+            &file("row.json"),
+            &file("tls"),
+            "s3cret",
+        ],
+    );
+    eprintln!("{report}");
+    let https = report["https"][0].as_array().unwrap();
+    assert_eq!(https.len(), 10, "{report}");
+    assert_eq!(report["https"], report["grpc"], "{report}");
+    for refusal in [
+        "no_token",
+        "plain_text",
+        "stranger",
+        "grpc_stranger",
+        "grpc_anonymous",
+    ] {
+        assert!(
+            report[refusal].is_string(),
+            "{refusal} was let in: {report}"
+        );
+    }
+    // A plain-text request to the TLS port gets no HTTP answer; the server keeps serving.
+    let plain = ureq::get(format!(
+        "http://127.0.0.1:{}/v2/health/live",
+        port(&server.base)
+    ))
+    .call();
+    assert!(plain.is_err(), "plain text answered: {plain:?}");
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("TLS handshake refused"), "{logs}");
+}
+
+#[test]
+fn bad_tls_files_stop_the_server_before_it_listens() {
+    let sb = digits();
+    sb.write("junk.pem", "not a certificate");
+    let out = sb.run(&[
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "junk.pem",
+        "--tls-key",
+        "junk.pem",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("junk.pem") && err.contains("no certificate"),
+        "{err}"
+    );
+    let out = sb.run(&["serve", "--tls-cert", "junk.pem"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}

@@ -13,6 +13,7 @@ mod rest;
 mod status;
 mod tensor;
 pub mod tfserving;
+pub mod tls;
 mod v2;
 
 use std::future::Future;
@@ -23,6 +24,20 @@ use modelforge_serve::Core;
 use tokio::net::TcpListener;
 
 pub use rest::router;
+pub use tls::{Tls, TlsFiles};
+
+/// What can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A TLS certificate, key or CA file cannot be used.
+    #[error("{}: {reason} — give PEM files: the server's certificate chain, its private key, and for --tls-client-ca the CA that signs client certificates", path.display())]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// The input tensors of a V2 inference request body (JSON), as the REST route reads them.
 pub fn v2_inputs(body: &[u8]) -> Result<Vec<modelforge_serve::InputTensor>, String> {
@@ -38,6 +53,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// gRPC.
     pub grpc: TcpListener,
+    /// TLS on both, when given.
+    pub tls: Option<Tls>,
 }
 
 /// Limits and access rules of the protocol surfaces.
@@ -126,7 +143,13 @@ pub async fn serve(
     // The builder's own tcp_nodelay applies only to addresses it binds itself.
     let grpc_incoming =
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc_server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &listeners.tls {
+        builder = builder
+            .tls_config(tls.grpc())
+            .map_err(std::io::Error::other)?;
+    }
+    let grpc_server = builder
         .layer(access::AccessLog {
             protocol: "grpc",
             all: limits.log_requests,
@@ -135,14 +158,29 @@ pub async fn serve(
         .add_service(inference)
         .serve_with_incoming_shutdown(grpc_incoming, wait(stopped.clone()));
     use axum::serve::ListenerExt;
-    let http = listeners.http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    use std::future::IntoFuture;
     let app = router(core, limits.clone()).layer(access::AccessLog {
         protocol: "rest",
         all: limits.log_requests,
     });
-    let rest_server = axum::serve(http, app).with_graceful_shutdown(wait(stopped));
+    let rest_server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        match &listeners.tls {
+            Some(tls) => Box::pin(
+                axum::serve(tls::TlsListener::start(listeners.http, tls)?, app)
+                    .with_graceful_shutdown(wait(stopped))
+                    .into_future(),
+            ),
+            None => {
+                let http = listeners.http.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                Box::pin(
+                    axum::serve(http, app)
+                        .with_graceful_shutdown(wait(stopped))
+                        .into_future(),
+                )
+            }
+        };
     let (rest, grpc) = tokio::join!(rest_server, grpc_server);
     polling.abort();
     rest?;

@@ -570,14 +570,15 @@ impl LayerSpec {
                 }
                 Ok(vec![c, (h - size) / stride + 1, (w - size) / stride + 1])
             }
-            LayerSpec::Flatten {} => Ok(vec![input.iter().product()]),
+            LayerSpec::Flatten {} => Ok(vec![values(input)?]),
             LayerSpec::Reshape { shape } => {
-                let total: usize = input.iter().product();
-                let known: usize = shape
+                let total = values(input)?;
+                let sizes: Vec<usize> = shape
                     .iter()
                     .filter(|&&d| d > 0)
                     .map(|&d| d as usize)
-                    .product();
+                    .collect();
+                let known = values(&sizes)?;
                 let inferred = shape.contains(&-1);
                 let fits = if inferred {
                     known > 0 && total.is_multiple_of(known)
@@ -690,12 +691,16 @@ impl LayerSpec {
         }
     }
 
-    /// Trainable parameter count for an input per-sample shape (already checked to fit).
+    /// Trainable parameter count for an input per-sample shape (already checked to fit);
+    /// a count past `usize::MAX` (an absurd size in a file) saturates, for the memory
+    /// check to refuse.
     pub fn parameters(&self, input: &[usize]) -> usize {
-        match self {
+        let n = |v: usize| v as u128;
+        let last = n(input.last().copied().unwrap_or(0));
+        let first = n(input.first().copied().unwrap_or(0));
+        let count: u128 = match self {
             LayerSpec::Dense { units, bias } => {
-                let fan_in = *input.last().unwrap_or(&0);
-                fan_in * units + if *bias { *units } else { 0 }
+                last * n(*units) + if *bias { n(*units) } else { 0 }
             }
             LayerSpec::Conv2d {
                 filters,
@@ -703,32 +708,46 @@ impl LayerSpec {
                 bias,
                 ..
             } => {
-                let channels = input.first().copied().unwrap_or(0);
-                channels * filters * kernel * kernel + if *bias { *filters } else { 0 }
+                first * n(*filters) * n(*kernel) * n(*kernel) + if *bias { n(*filters) } else { 0 }
             }
-            LayerSpec::BatchNorm { .. } => 2 * input.first().copied().unwrap_or(0),
-            LayerSpec::LayerNorm { .. } => 2 * input.last().copied().unwrap_or(0),
-            LayerSpec::Embedding { vocab, dim } => vocab * dim,
-            LayerSpec::PositionalEmbedding { context } => context * input.last().unwrap_or(&0),
-            LayerSpec::RmsNorm { .. } => *input.last().unwrap_or(&0),
+            LayerSpec::BatchNorm { .. } => 2 * first,
+            LayerSpec::LayerNorm { .. } => 2 * last,
+            LayerSpec::Embedding { vocab, dim } => n(*vocab) * n(*dim),
+            LayerSpec::PositionalEmbedding { context } => n(*context) * last,
+            LayerSpec::RmsNorm { .. } => last,
             LayerSpec::SelfAttention {
                 heads,
                 kv_heads,
                 bias,
                 ..
             } => {
-                let dim = *input.last().unwrap_or(&0);
-                let kv_dim = dim / heads * kv_heads.unwrap_or(*heads);
-                let weights = 2 * dim * dim + 2 * dim * kv_dim;
-                weights + if *bias { 2 * dim + 2 * kv_dim } else { 0 }
+                let kv_dim = last / n(*heads).max(1) * n(kv_heads.unwrap_or(*heads));
+                let weights = 2 * last * last + 2 * last * kv_dim;
+                weights + if *bias { 2 * last + 2 * kv_dim } else { 0 }
             }
             LayerSpec::Swiglu { hidden, bias } => {
-                let dim = *input.last().unwrap_or(&0);
-                3 * dim * hidden + if *bias { 2 * hidden + dim } else { 0 }
+                3 * last * n(*hidden) + if *bias { 2 * n(*hidden) + last } else { 0 }
             }
             _ => 0,
-        }
+        };
+        count.min(usize::MAX as u128) as usize
     }
+}
+
+/// The number of values in a shape, refused when it cannot even be counted.
+pub(crate) fn values(shape: &[usize]) -> Result<usize, ShapeProblem> {
+    shape
+        .iter()
+        .try_fold(1usize, |total, &d| total.checked_mul(d))
+        .ok_or_else(|| {
+            problem(
+                format!(
+                    "{} holds more values than any machine can address",
+                    show_shape(shape)
+                ),
+                "use sizes a machine can hold (a few million values per sample at most)",
+            )
+        })
 }
 
 fn positive_f(name: &str, v: f64) -> Result<(), ShapeProblem> {

@@ -8,6 +8,7 @@ mod error;
 pub mod explain;
 pub mod graph;
 pub mod layer;
+pub mod memory;
 pub mod model;
 pub mod train;
 pub mod tune;
@@ -247,14 +248,30 @@ impl Spec {
             out += &format!("{a:<w0$}   {b:<w1$}   {c:>w2$}\n");
         }
         let output = self.model.output.get_ref();
+        let need = self.memory_need();
         out += &format!(
-            "{rule}\nTotal params: {}\nOutput: {} ({}), loss {}\n",
+            "{rule}\nTotal params: {}\nOutput: {} ({}), loss {}\nMemory to train at batch {}: {} (weights {}, gradients {}, optimiser state {}, activations {})\n",
             group_thousands(graph.parameters()),
             output.name,
             output.task.name(),
-            self.loss().name()
+            self.loss().name(),
+            self.train.batch_size.get_ref(),
+            memory::human(need.total()),
+            memory::human(need.parameters),
+            memory::human(need.gradients),
+            memory::human(need.optimizer),
+            memory::human(need.activations),
         );
         out
+    }
+
+    /// What training this model needs in memory at its batch size.
+    pub fn memory_need(&self) -> memory::Need {
+        memory::need(
+            &self.graph(),
+            self.train.optimizer.get_ref(),
+            *self.train.batch_size.get_ref(),
+        )
     }
 
     fn validate(&self, at: &Locator) -> Result<(), SpecError> {
@@ -262,7 +279,55 @@ impl Spec {
         self.validate_data(at)?;
         self.validate_train(at)?;
         self.validate_deploy(at)?;
-        self.validate_tune(at)
+        self.validate_tune(at)?;
+        self.validate_memory(at)
+    }
+
+    /// Refuses a model whose training cannot fit in this machine's memory, before any of
+    /// it is allocated (a spec stored with a version is not checked again).
+    fn validate_memory(&self, at: &Locator) -> Result<(), SpecError> {
+        let Some(machine) = memory::machine().filter(|_| at.data_must_exist) else {
+            return Ok(());
+        };
+        let need = self.memory_need();
+        if need.total() <= machine {
+            return Ok(());
+        }
+        // Point at the entry holding the most: a top-level layer by index or name, or the
+        // block placement its name starts with.
+        let m = &self.model;
+        let span = need
+            .largest
+            .as_deref()
+            .and_then(|node| {
+                let index = node
+                    .strip_prefix("layers.")
+                    .and_then(|i| i.parse::<usize>().ok());
+                m.layers.iter().enumerate().find_map(|(i, entry)| {
+                    let name = entry.get_ref().name.as_deref();
+                    let named =
+                        name.is_some_and(|n| node == n || node.starts_with(&format!("{n}.")));
+                    (index == Some(i) || named).then(|| entry.span())
+                })
+            })
+            .unwrap_or_else(|| m.input.span());
+        Err(at.invalid(
+            span,
+            format!(
+                "training this model needs {} (weights {}, gradients {}, optimiser state {}, activations {} at batch {}), more than this machine's {}",
+                memory::human(need.total()),
+                memory::human(need.parameters),
+                memory::human(need.gradients),
+                memory::human(need.optimizer),
+                memory::human(need.activations),
+                self.train.batch_size.get_ref(),
+                memory::human(machine),
+            ),
+            &format!(
+                "shrink the largest layer ({}), the input or the batch size",
+                need.largest.as_deref().unwrap_or("the model")
+            ),
+        ))
     }
 
     fn validate_tune(&self, at: &Locator) -> Result<(), SpecError> {

@@ -417,7 +417,7 @@ fn rest_protocols_statistics_metrics_and_repository() {
     assert_eq!(server.call("GET", "/v2/models/digits/ready", None).0, 200);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::common::{Sandbox, digits_spec, python_in};
-use crate::serving::{Server, first_row, wait_for};
+use crate::serving::{Server, copy_dir, first_row, wait_for};
 
 /// The python of a venv with `model-signing` (1.1.1: its CLI's flags are pinned here).
 fn model_signing() -> String {
@@ -40,14 +40,6 @@ fn digits() -> Sandbox {
     );
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     sb
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 /// The three ways a signed folder is changed, each with the file a message must name.

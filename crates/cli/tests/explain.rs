@@ -514,12 +514,7 @@ fn the_server_explains_beside_inference_and_keeps_serving() {
     assert_eq!(entry["explain_stats"]["success"]["count"], 2, "{entry}");
     assert_eq!(entry["explain_stats"]["fail"]["count"], 2, "{entry}");
     assert_eq!(entry["inference_stats"]["success"]["count"], 1, "{entry}");
-    let metrics = ureq::get(&format!("{}/metrics", server.base))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = server.metrics_page();
     assert!(
         metrics.contains(
             "modelforge_explanations_total{model=\"mnist-mlp\",version=\"1\",outcome=\"success\"} 2"

@@ -68,17 +68,7 @@ fn next_event(stream: &mut BufReader<TcpStream>) -> Option<String> {
 
 /// A counter of the Prometheus page for the served model.
 fn metric(server: &Server, name: &str) -> f64 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let page = agent
-        .get(format!("{}/metrics", server.base))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let page = server.metrics_page();
     page.lines()
         .find(|l| l.starts_with(&format!("{name}{{")))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())

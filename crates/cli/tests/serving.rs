@@ -76,6 +76,16 @@ impl Server {
         }
     }
 
+    /// The Prometheus page, as text.
+    pub(crate) fn metrics_page(&self) -> String {
+        ureq::get(format!("{}/metrics", self.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         self.call_as(method, path, body, None)
     }

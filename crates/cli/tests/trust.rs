@@ -334,17 +334,7 @@ fn a_server_that_trusts_a_key_never_serves_an_unsigned_or_tampered_version() {
             .0,
         503
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let text = agent
-        .get(format!("{}/metrics", server.base))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = server.metrics_page();
     assert!(
         text.contains("modelforge_untrusted_versions_total{model=\"digits\"} 2"),
         "{text}"

@@ -1032,7 +1032,7 @@ pub fn registry_verify(ctx: &Context, model: &str, keys: &[PathBuf]) -> Result<E
     let (_, signed, by) = ctx.registry.verify(&name, version, &trusted)?;
     println!(
         "{name}@{version}: signature verified — {} files, signed by {} key {}",
-        signed.files,
+        signed.files(),
         by.curve(),
         &by.hint()[..16]
     );

@@ -285,14 +285,14 @@ pub fn publish(
     let signer = signing_key(spec)?;
     let version = match earlier {
         Some(version) => {
+            let stored = registry.open(spec.name(), version)?;
             // An earlier publish of this run left the version unsigned: sign it now.
             if let Some(key) = &signer
-                && registry.signature_state(spec.name(), version, &[])
-                    == modelforge_registry::SignatureState::Unsigned
+                && !stored.dir.join(modelforge_registry::SIGNATURE).is_file()
             {
                 registry.sign(spec.name(), version, key)?;
             }
-            registry.open(spec.name(), version)?
+            stored
         }
         None => {
             let mut artifacts = vec![

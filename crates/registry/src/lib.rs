@@ -403,14 +403,31 @@ impl Registry {
 
     /// Opens a version after checking every file against `checksums.sha256`.
     pub fn open(&self, name: &str, version: u64) -> Result<Version, RegistryError> {
+        self.open_with(name, version, &BTreeMap::new())
+    }
+
+    /// A version's folder, which must exist.
+    fn version_dir(&self, name: &str, version: u64) -> Result<PathBuf, RegistryError> {
         let dir = self.model_dir(name).join(version.to_string());
-        if !dir.is_dir() {
-            return Err(RegistryError::NoVersion {
+        match dir.is_dir() {
+            true => Ok(dir),
+            false => Err(RegistryError::NoVersion {
                 name: name.into(),
                 reference: version.to_string(),
                 known: format!("{:?}", self.versions(name)?),
-            });
+            }),
         }
+    }
+
+    /// [`Registry::open`], taking the SHA-256 of the files in `known` (just read by a
+    /// signature check) instead of reading them again.
+    fn open_with(
+        &self,
+        name: &str,
+        version: u64,
+        known: &BTreeMap<String, String>,
+    ) -> Result<Version, RegistryError> {
+        let dir = self.version_dir(name, version)?;
         let corrupt = |reason: String| RegistryError::Corrupt {
             name: name.into(),
             version,
@@ -432,7 +449,10 @@ impl Registry {
             if !path.is_file() {
                 return Err(corrupt(format!("{file} is missing")));
             }
-            let actual = sha256_file(&path)?;
+            let actual = match known.get(file) {
+                Some(digest) => digest.clone(),
+                None => sha256_file(&path)?,
+            };
             if actual != sum {
                 return Err(corrupt(format!("{file} does not match its checksum")));
             }
@@ -470,15 +490,17 @@ impl Registry {
     }
 
     /// Opens a version whose signature verifies against one of `keys` and matches every
-    /// file; returns it with what the check found and the key that signed.
+    /// file; returns it with what the check found and the key that signed. Each file is
+    /// read once: its checksum is checked against the digest the signature check took.
     pub fn verify(
         &self,
         name: &str,
         version: u64,
         keys: &[PublicKey],
     ) -> Result<(Version, Signed, PublicKey), RegistryError> {
-        let stored = self.open(name, version)?;
-        let (signed, key) = signature::verify_folder(&stored.dir, keys)?;
+        let dir = self.version_dir(name, version)?;
+        let (signed, key) = signature::verify_folder(&dir, keys)?;
+        let stored = self.open_with(name, version, &signed.digests)?;
         Ok((stored, signed, key))
     }
 

@@ -481,8 +481,16 @@ pub fn sign_folder(dir: &Path, name: &str, key: &SigningKey) -> Result<Vec<u8>, 
 pub struct Signed {
     /// The hint of the key named in the bundle (the SHA-256 of its PEM), if it names one.
     pub hint: Option<String>,
+    /// The SHA-256 (hex) of each file the signature covers, by its path in the folder, as
+    /// the check read them.
+    pub digests: BTreeMap<String, String>,
+}
+
+impl Signed {
     /// Files the signature covers.
-    pub files: usize,
+    pub fn files(&self) -> usize {
+        self.digests.len()
+    }
 }
 
 /// A signature read and its statement decoded, not yet checked against a key.
@@ -579,8 +587,9 @@ fn read(dir: &Path) -> Result<Read, RegistryError> {
     })
 }
 
-/// Compares a folder's files with the signed resources, naming each difference.
-fn compare(dir: &Path, read: &Read) -> Result<usize, RegistryError> {
+/// Compares a folder's files with the signed resources, naming each difference; returns
+/// the files' digests when they all match.
+fn compare(dir: &Path, read: &Read) -> Result<BTreeMap<String, String>, RegistryError> {
     let serialization = &read.statement.predicate.serialization;
     let mut ignored: Vec<String> = serialization.ignore_paths.clone();
     ignored.extend(
@@ -612,7 +621,7 @@ fn compare(dir: &Path, read: &Read) -> Result<usize, RegistryError> {
         }
     }
     match problems.is_empty() {
-        true => Ok(signed.len()),
+        true => Ok(actual),
         false => Err(RegistryError::Tampered {
             dir: dir.to_path_buf(),
             problems: problems.join("; "),
@@ -624,14 +633,14 @@ fn compare(dir: &Path, read: &Read) -> Result<usize, RegistryError> {
 /// file matches it. Says nothing about who signed (see [`verify_folder`]).
 pub fn inspect_folder(dir: &Path) -> Result<Signed, RegistryError> {
     let read = read(dir)?;
-    let files = compare(dir, &read)?;
+    let digests = compare(dir, &read)?;
     Ok(Signed {
         hint: read
             .bundle
             .verification_material
             .public_key
             .and_then(|k| k.hint),
-        files,
+        digests,
     })
 }
 
@@ -684,8 +693,8 @@ pub fn verify_folder(dir: &Path, keys: &[PublicKey]) -> Result<(Signed, PublicKe
         .ok_or_else(|| {
             bad("its signature does not verify with the trusted key: the statement or the signature was altered, or another key signed it".into())
         })?;
-    let files = compare(dir, &read)?;
-    Ok((Signed { hint, files }, signer.clone()))
+    let digests = compare(dir, &read)?;
+    Ok((Signed { hint, digests }, signer.clone()))
 }
 
 #[cfg(test)]
@@ -714,10 +723,10 @@ mod tests {
             let key = SigningKey::generate(curve);
             let dir = signed(&key);
             let (s, by) = verify_folder(dir.path(), &[key.public_key()]).unwrap();
-            assert_eq!(s.files, 3);
+            assert_eq!(s.files(), 3);
             assert_eq!(by.curve(), curve);
             assert_eq!(s.hint, Some(key.public_key().hint()));
-            assert_eq!(inspect_folder(dir.path()).unwrap().files, 3);
+            assert_eq!(inspect_folder(dir.path()).unwrap().files(), 3);
         }
     }
 

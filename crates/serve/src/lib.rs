@@ -95,9 +95,10 @@ pub enum ServeError {
     /// The compute thread failed on the request.
     #[error("inference failed: {0}")]
     Compute(String),
-    /// The compute thread panicked on the request; the version is reloaded.
+    /// The compute thread panicked on the request; the version is rebuilt, or listed
+    /// unavailable when that fails.
     #[error(
-        "model {model:?} version {version} crashed on this request ({message}); it was reloaded and keeps serving other requests — report the input that caused it"
+        "model {model:?} version {version} crashed on this request ({message}) — report the input that caused it; the version is rebuilt for the requests after it (or listed unavailable with the reason if that fails)"
     )]
     Crashed {
         /// The model.

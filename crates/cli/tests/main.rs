@@ -6,6 +6,7 @@ mod common;
 #[cfg(feature = "mpi")]
 mod distributed;
 mod explain;
+mod full_disk;
 mod generation;
 mod interop;
 mod language_model;

@@ -26,7 +26,8 @@ fn only_run(sb: &Sandbox, runs: &str) -> PathBuf {
     sb.path().join(runs).join(&entries[0])
 }
 
-fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+/// The weights of a run's newest checkpoint.
+pub fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())

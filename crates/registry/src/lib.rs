@@ -34,7 +34,7 @@ const LAST_VERSION: &str = ".last-version";
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// A file or folder could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}{}", path.display(), full_disk_fix(source))]
     Io {
         /// The path.
         path: PathBuf,
@@ -137,6 +137,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     move |source| RegistryError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// The fix for a full disk or quota: what failed was left unchanged, so room and a rerun
+/// are all it takes.
+fn full_disk_fix(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            " — nothing was changed: free space on that file system (or point --registry / \
+             MODELFORGE_REGISTRY at another) and run again"
+        }
+        _ => "",
     }
 }
 

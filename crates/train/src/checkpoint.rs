@@ -154,13 +154,19 @@ pub fn save(
     let tmp = root.join(format!(".tmp-{name}"));
     let dest = root.join(&name);
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    for (file, bytes) in FILES
-        .iter()
-        .zip([&snapshot.weights, &snapshot.optimizer, &snapshot.state])
-    {
-        crate::run::write_atomic(&tmp.join(file), bytes)?;
+    let written = fs::create_dir_all(&tmp)
+        .map_err(|e| TrainError::io(&tmp, e))
+        .and_then(|()| {
+            FILES
+                .iter()
+                .zip([&snapshot.weights, &snapshot.optimizer, &snapshot.state])
+                .try_for_each(|(file, bytes)| crate::run::write_atomic(&tmp.join(file), bytes))
+        });
+    if written.is_err() {
+        // A full disk: the half-written checkpoint would only hold the space.
+        let _ = fs::remove_dir_all(&tmp);
     }
+    written?;
     if dest.exists() {
         fs::remove_dir_all(&dest).map_err(|e| TrainError::io(&dest, e))?;
     }

@@ -34,7 +34,7 @@ use parallel::{Collective, Communicator, Distributed, Solo};
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A run file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}{}", path.display(), full_disk_fix(source))]
     Io {
         /// The file.
         path: PathBuf,
@@ -116,6 +116,18 @@ impl TrainError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// The fix for a full disk or quota: room, then the run continues from its last whole
+/// checkpoint (what was being written is never left half there).
+fn full_disk_fix(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            " — free space on that file system (or lower `checkpoint.keep`), then continue \
+             the run with `modelforge train SPEC --resume RUN`"
+        }
+        _ => "",
     }
 }
 

@@ -243,7 +243,7 @@ fn a_run_that_fills_the_disk_resumes_from_its_last_whole_checkpoint() {
     let disk = SmallDisk::mount(&sb.path().join("disk"), 32);
     let runs = disk.path().join("runs");
     let runs_arg = runs.to_str().unwrap().to_string();
-    let mut child = sb
+    let child = sb
         .command(&["train", "spec.toml", "--threads", "1", "--runs", &runs_arg])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -4,7 +4,8 @@
 #            the test that makes hosts in network namespaces)
 #   browser  Chromium, for the test that opens a run report headless
 #   perf     libb64, which Triton's perf_analyzer (from the tritonclient wheel) links to
-#   bench    wrk, the HTTP load generator of the serving benchmarks in bench/
+#   bench    wrk and h2load (HTTP/1 and HTTP/2 load generators) for the serving benchmarks
+#            and the soak in bench/
 # Usage: scripts/system-deps.sh [mpi] [browser] [perf] [bench]. Debian/Ubuntu (apt-get).
 set -euo pipefail
 
@@ -20,7 +21,7 @@ have_perf() {
   ldconfig -p 2>/dev/null | grep -q 'libb64\.so\.0d'
 }
 have_bench() {
-  command -v wrk >/dev/null 2>&1
+  command -v wrk >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1
 }
 
 packages=()
@@ -37,7 +38,7 @@ for group in "$@"; do
       have_perf || packages+=(libb64-0d)
       skip+=("MODELFORGE_PERF=0") ;;
     bench)
-      have_bench || packages+=(wrk) ;;
+      have_bench || packages+=(wrk nghttp2-client) ;;
     *)
       echo "error: unknown group $group — use mpi, browser, perf and/or bench" >&2
       exit 2 ;;

@@ -615,7 +615,7 @@ fn request_values(
         .and_then(|i| i.first())
         .is_some_and(|t| t.get("datatype").is_some());
     let inputs = match v2 {
-        true => modelforge_server::v2_inputs(request.to_string().as_bytes()),
+        true => modelforge_server::v2_inputs(request.to_string().as_bytes(), None),
         false => {
             modelforge_server::tfserving::inputs(request, &info.manifest).map(|(inputs, _)| inputs)
         }

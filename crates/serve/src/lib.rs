@@ -260,7 +260,7 @@ impl Served {
     pub fn failed(&self) -> Option<String> {
         match self {
             Served::Predictor(q) => q.failed(),
-            Served::Generator(_) => None,
+            Served::Generator(g) => g.failed(),
         }
     }
 }
@@ -488,19 +488,20 @@ impl Core {
         Ok(())
     }
 
-    /// What rebuilds a predicting version after its compute thread panicked: the version
+    /// What rebuilds a version after its compute or scheduler thread panicked: the version
     /// opened and checked (checksums, and the signature when keys are trusted) and loaded
     /// again.
-    fn reloader(&self, name: &str, version: u64) -> queue::Reload {
+    fn reloader(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Box<dyn FnMut() -> Result<Engine, String> + Send> {
         let (registry, trust) = (self.registry.clone(), self.config.trust.clone());
         let (loader, name) = (self.loader.clone(), name.to_string());
         Box::new(move || {
             let opened =
                 open_checked(&registry, &trust, &name, version).map_err(|e| e.to_string())?;
-            match loader.load(&opened.manifest, &opened.dir)? {
-                Engine::Predictor(runnable) => Ok(runnable),
-                Engine::Generator(_) => Err("it reloaded as a language model".into()),
-            }
+            loader.load(&opened.manifest, &opened.dir)
         })
     }
 
@@ -564,14 +565,28 @@ impl Core {
         };
         let served = match engine {
             Engine::Predictor(runnable) => {
-                let reload = self.reloader(name, version);
+                let mut reload = self.reloader(name, version);
+                let reload: queue::Reload = Box::new(move || match reload()? {
+                    Engine::Predictor(runnable) => Ok(runnable),
+                    Engine::Generator(_) => Err("it reloaded as a language model".into()),
+                });
                 Queue::start(info, runnable, config, Some(reload))
                     .map(|q| Served::Predictor(Arc::new(q)))
             }
             Engine::Generator(generator) => {
                 let info = generator::described(info);
-                Scheduler::start(info, generator, self.config.generation.clone())
-                    .map(|g| Served::Generator(Arc::new(g)))
+                let mut reload = self.reloader(name, version);
+                let reload: scheduler::Reload = Box::new(move || match reload()? {
+                    Engine::Generator(generator) => Ok(generator),
+                    Engine::Predictor(_) => Err("it reloaded as a predicting model".into()),
+                });
+                Scheduler::start(
+                    info,
+                    generator,
+                    self.config.generation.clone(),
+                    Some(reload),
+                )
+                .map(|g| Served::Generator(Arc::new(g)))
             }
         };
         match served {

@@ -172,11 +172,11 @@ pub type Reload = Box<dyn FnMut() -> Result<Box<dyn Runnable>, String> + Send>;
 
 /// What became of a version's compute thread after panics.
 #[derive(Debug, Default)]
-struct Health {
+pub(crate) struct Health {
     /// Panics caught on the compute thread.
-    crashes: u64,
+    pub(crate) crashes: u64,
     /// Set when the version could not be rebuilt after a panic: why.
-    failed: Option<String>,
+    pub(crate) failed: Option<String>,
 }
 
 /// How a compute call failed, to answer each request of its batch.
@@ -210,7 +210,7 @@ impl Failure {
 }
 
 /// The message a panic carried.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

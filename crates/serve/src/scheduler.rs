@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc as events;
 
 use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
-use crate::queue::{Histogram, SECONDS, Statistics};
+use crate::queue::{Health, Histogram, SECONDS, Statistics, panic_message};
 use crate::{ModelInfo, ServeError};
 
 /// Limits of a generating version's scheduler.
@@ -87,6 +87,10 @@ struct Submission {
     submitted: Instant,
 }
 
+/// Builds a fresh generator of the same version (its files checked again), for the
+/// scheduler thread to heal with after a panic.
+pub type Reload = Box<dyn FnMut() -> Result<Box<dyn Generator>, String> + Send>;
+
 /// A served generating version: submit requests, read statistics.
 pub struct Scheduler {
     info: ModelInfo,
@@ -94,14 +98,16 @@ pub struct Scheduler {
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     stats: Arc<Mutex<Statistics>>,
+    health: Arc<Mutex<Health>>,
 }
 
 impl Scheduler {
-    /// Starts the scheduler thread of a generator.
+    /// Starts the scheduler thread of a generator; `reload` rebuilds it after a panic.
     pub fn start(
         info: ModelInfo,
         generator: Box<dyn Generator>,
         config: SchedulerConfig,
+        reload: Option<Reload>,
     ) -> Result<Scheduler, String> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(Statistics {
@@ -109,9 +115,13 @@ impl Scheduler {
             ..Statistics::default()
         }));
         let waiting = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(Mutex::new(Health::default()));
         let one_sequence = generator.context() * generator.cache_bytes_per_token();
         let worker = Worker {
+            info: info.clone(),
             generator,
+            reload,
+            health: health.clone(),
             rx,
             stats: stats.clone(),
             waiting_count: waiting.clone(),
@@ -133,7 +143,18 @@ impl Scheduler {
             waiting,
             max_waiting: config.max_waiting,
             stats,
+            health,
         })
+    }
+
+    /// Panics caught on the scheduler thread so far.
+    pub fn crashes(&self) -> u64 {
+        self.health.lock().expect("health lock").crashes
+    }
+
+    /// Why the version stopped generating, when a panic left it without a generator.
+    pub fn failed(&self) -> Option<String> {
+        self.health.lock().expect("health lock").failed.clone()
     }
 
     /// What this version is.
@@ -213,9 +234,21 @@ impl Sequence {
     }
 }
 
+/// Runs `f` on the generator, catching a panic: `Err` holds the panic's message.
+fn guarded<T>(
+    generator: &mut dyn Generator,
+    f: impl FnOnce(&mut dyn Generator) -> T,
+) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(generator)))
+        .map_err(|p| panic_message(p.as_ref()))
+}
+
 /// The scheduler thread's state.
 struct Worker {
+    info: ModelInfo,
     generator: Box<dyn Generator>,
+    reload: Option<Reload>,
+    health: Arc<Mutex<Health>>,
     rx: Receiver<Submission>,
     stats: Arc<Mutex<Statistics>>,
     waiting_count: Arc<AtomicUsize>,
@@ -234,6 +267,10 @@ impl Worker {
         loop {
             if !self.intake() {
                 return;
+            }
+            if let Some(reason) = self.failed() {
+                self.refuse_all(&reason);
+                continue;
             }
             self.leave_cancelled();
             self.admit();
@@ -313,15 +350,23 @@ impl Worker {
                 return;
             };
             if s.admitted.is_none() {
-                match self.generator.admit(s.id, &s.submission.request) {
-                    Ok(n) => {
+                match guarded(self.generator.as_mut(), |g| {
+                    g.admit(s.id, &s.submission.request)
+                }) {
+                    Ok(Ok(n)) => {
                         s.prompt_tokens = n;
                         s.admitted = Some(Instant::now());
                         s.send(Event::Started { prompt_tokens: n });
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         self.leave(s, Outcome::Failed(e), false);
                         continue;
+                    }
+                    Err(message) => {
+                        // Whatever the panic left half-admitted is in the dead generator.
+                        self.heal(&message);
+                        self.leave(s, Outcome::Failed(self.crashed(&message)), false);
+                        return;
                     }
                 }
             }
@@ -349,6 +394,7 @@ impl Worker {
         let mut budget = self.max_step_tokens - decoding;
         let mut ran = 0;
         let mut failed = Vec::new();
+        let mut panicked = None;
         for (i, s) in self.running.iter_mut().enumerate() {
             if budget == 0 {
                 break;
@@ -357,7 +403,15 @@ impl Worker {
                 continue;
             }
             let left = s.prompt_tokens - s.prefilled;
-            match self.generator.prefill(s.id, budget.min(left)) {
+            let (id, chunk) = (s.id, budget.min(left));
+            let step = match guarded(self.generator.as_mut(), |g| g.prefill(id, chunk)) {
+                Ok(step) => step,
+                Err(message) => {
+                    panicked = Some(message);
+                    break;
+                }
+            };
+            match step {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     ran += n;
@@ -373,6 +427,9 @@ impl Worker {
             let s = self.running.remove(i);
             self.leave(s, Outcome::Failed(e), true);
         }
+        if let Some(message) = panicked {
+            self.heal(&message);
+        }
         ran
     }
 
@@ -387,9 +444,13 @@ impl Worker {
         if ids.is_empty() {
             return 0;
         }
-        let tokens = match self.generator.decode(&ids) {
-            Ok(t) => t,
-            Err(e) => {
+        let tokens = match guarded(self.generator.as_mut(), |g| g.decode(&ids)) {
+            Ok(Ok(t)) => t,
+            Err(message) => {
+                self.heal(&message);
+                return ids.len();
+            }
+            Ok(Err(e)) => {
                 let (failed, running): (Vec<_>, Vec<_>) =
                     self.running.drain(..).partition(|s| ids.contains(&s.id));
                 self.running = running;
@@ -429,6 +490,78 @@ impl Worker {
             self.leave(s, outcome, true);
         }
         ids.len()
+    }
+
+    /// The error of a request that a panic on this thread ended.
+    fn crashed(&self, message: &str) -> ServeError {
+        ServeError::Crashed {
+            model: self.info.name.clone(),
+            version: self.info.version,
+            message: message.to_string(),
+        }
+    }
+
+    /// Why the version stopped generating, once a panic could not be healed.
+    fn failed(&self) -> Option<String> {
+        self.health.lock().expect("health lock").failed.clone()
+    }
+
+    /// After a panic in the generator: every sequence with a cache in it fails with the
+    /// panic's message (their caches die with it) and a freshly loaded generator takes
+    /// over; when none can be built, the version is marked failed and every request from
+    /// now on is refused as unavailable with the reason.
+    fn heal(&mut self, message: &str) {
+        let rebuilt = match &mut self.reload {
+            None => Err("this version cannot be reloaded".to_string()),
+            Some(reload) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(reload))
+                .unwrap_or_else(|p| {
+                    Err(format!(
+                        "the reload panicked too: {}",
+                        panic_message(p.as_ref())
+                    ))
+                }),
+        };
+        {
+            let mut health = self.health.lock().expect("health lock");
+            health.crashes += 1;
+            match rebuilt {
+                Ok(fresh) => self.generator = fresh,
+                Err(e) => {
+                    health.failed = Some(format!(
+                        "its scheduler thread crashed ({message}) and reloading it failed: {e}"
+                    ))
+                }
+            }
+        }
+        // The version's health is settled before any client hears of the crash.
+        let running: Vec<Sequence> = self.running.drain(..).collect();
+        let (admitted, waiting): (Vec<_>, Vec<_>) =
+            self.waiting.drain(..).partition(|s| s.admitted.is_some());
+        self.waiting = waiting.into();
+        for (mut s, was_running) in running
+            .into_iter()
+            .map(|s| (s, true))
+            .chain(admitted.into_iter().map(|s| (s, false)))
+        {
+            // Nothing to release: the cache went with the generator.
+            s.admitted = None;
+            let error = self.crashed(message);
+            self.leave(s, Outcome::Failed(error), was_running);
+        }
+    }
+
+    /// Refuses every request held or arriving once the version has failed.
+    fn refuse_all(&mut self, reason: &str) {
+        let waiting: Vec<Sequence> = self.waiting.drain(..).collect();
+        for mut s in waiting {
+            s.admitted = None;
+            let error = ServeError::Unavailable {
+                model: self.info.name.clone(),
+                version: self.info.version,
+                reason: reason.to_string(),
+            };
+            self.leave(s, Outcome::Failed(error), false);
+        }
     }
 
     /// A sequence leaves: its cache is freed, its client told, the counters kept.
@@ -528,11 +661,13 @@ mod tests {
     }
 
     /// Each prompt character is a token; each step emits the sequence's next letter of
-    /// "abcdef…" and ends after `max_tokens`. A prompt of "bad" is refused. Every step
-    /// takes a millisecond, so that concurrent clients overlap.
+    /// "abcdef…" and ends after `max_tokens`. A prompt of "bad" is refused; a decode step
+    /// with a sequence whose prompt is "panic" panics. Every step takes a millisecond, so
+    /// that concurrent clients overlap.
     struct Letters {
         log: Arc<Mutex<Log>>,
         sequences: HashMap<SequenceId, (usize, usize)>,
+        doomed: Vec<SequenceId>,
     }
 
     impl Generator for Letters {
@@ -549,6 +684,9 @@ mod tests {
             if prompt == "bad" {
                 return Err(ServeError::BadRequest("a bad prompt".into()));
             }
+            if prompt == "panic" {
+                self.doomed.push(id);
+            }
             self.sequences.insert(id, (0, r.sampling.max_tokens));
             Ok(prompt.chars().count())
         }
@@ -558,6 +696,10 @@ mod tests {
         }
         fn decode(&mut self, ids: &[SequenceId]) -> Result<Vec<Token>, ServeError> {
             std::thread::sleep(Duration::from_millis(1));
+            assert!(
+                !ids.iter().any(|id| self.doomed.contains(id)),
+                "index out of bounds in the key/value cache"
+            );
             let mut log = self.log.lock().unwrap();
             log.batches.push(ids.len());
             Ok(ids
@@ -585,13 +727,25 @@ mod tests {
         (b'a' + (i % 26) as u8) as char
     }
 
-    fn scheduler(config: SchedulerConfig) -> (Scheduler, Arc<Mutex<Log>>) {
-        let log = Arc::new(Mutex::new(Log::default()));
-        let generator = Letters {
+    fn letters(log: &Arc<Mutex<Log>>) -> Box<dyn Generator> {
+        Box::new(Letters {
             log: log.clone(),
             sequences: HashMap::new(),
-        };
-        let s = Scheduler::start(crate::queue::tests::info(), Box::new(generator), config);
+            doomed: Vec::new(),
+        })
+    }
+
+    fn scheduler(config: SchedulerConfig) -> (Scheduler, Arc<Mutex<Log>>) {
+        scheduler_with(config, None)
+    }
+
+    fn scheduler_with(
+        config: SchedulerConfig,
+        reload: Option<Reload>,
+    ) -> (Scheduler, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let info = crate::queue::tests::info();
+        let s = Scheduler::start(info, letters(&log), config, reload);
         (s.unwrap(), log)
     }
 
@@ -728,5 +882,57 @@ mod tests {
         assert!(log.prefills.iter().all(|&n| n <= 8), "{:?}", log.prefills);
         assert_eq!(log.prefills.iter().sum::<usize>(), 40);
         assert!(log.batches.iter().all(|&b| b == 1), "{:?}", log.batches);
+    }
+
+    #[test]
+    fn a_panic_in_a_decode_step_fails_its_batch_and_a_reloaded_generator_carries_on() {
+        let reloads = Arc::new(Mutex::new(0));
+        let (log, counted) = (Arc::new(Mutex::new(Log::default())), reloads.clone());
+        let reload: Reload = Box::new(move || {
+            *counted.lock().unwrap() += 1;
+            Ok(letters(&log))
+        });
+        let (s, _) = scheduler_with(SchedulerConfig::default(), Some(reload));
+        let rt = runtime();
+        let doomed = s.submit(request("panic", 5)).unwrap();
+        let beside = s.submit(request("hi", 10_000)).unwrap();
+        for generation in [doomed, beside] {
+            match rt.block_on(generation.collect()) {
+                Err(ServeError::Crashed { message, .. }) => {
+                    assert!(message.contains("key/value cache"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let (text, _) = rt
+            .block_on(s.submit(request("ok", 3)).unwrap().collect())
+            .unwrap();
+        assert_eq!(text, "abc");
+        assert_eq!((s.crashes(), *reloads.lock().unwrap()), (1, 1));
+        assert_eq!(s.failed(), None);
+        assert_eq!(s.statistics().failure, 2);
+    }
+
+    #[test]
+    fn a_generator_that_cannot_be_reloaded_refuses_later_requests_with_the_reason() {
+        let reload: Reload = Box::new(|| Err("weights.safetensors is missing".into()));
+        let (s, _) = scheduler_with(SchedulerConfig::default(), Some(reload));
+        let rt = runtime();
+        let crashed = rt.block_on(s.submit(request("panic", 5)).unwrap().collect());
+        assert!(
+            matches!(crashed, Err(ServeError::Crashed { .. })),
+            "{crashed:?}"
+        );
+        let reason = s.failed().expect("marked failed");
+        assert!(
+            reason.contains("weights.safetensors is missing"),
+            "{reason}"
+        );
+        match rt.block_on(s.submit(request("ok", 3)).unwrap().collect()) {
+            Err(ServeError::Unavailable { reason, .. }) => {
+                assert!(reason.contains("crashed"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

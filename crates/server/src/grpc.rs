@@ -102,7 +102,7 @@ fn typed(datatype: &str, c: &InferTensorContents) -> Result<Values, String> {
 
 /// The request's input tensors, decoded: raw bytes (`raw_input_contents`, one per input
 /// in order) or typed contents.
-fn inputs(request: &ModelInferRequest) -> Result<Vec<InputTensor>, Status> {
+pub fn inputs(request: &ModelInferRequest) -> Result<Vec<InputTensor>, Status> {
     let raw = &request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(Status::invalid_argument(format!(

@@ -39,9 +39,18 @@ pub enum ServerError {
     },
 }
 
-/// The input tensors of a V2 inference request body (JSON), as the REST route reads them.
-pub fn v2_inputs(body: &[u8]) -> Result<Vec<modelforge_serve::InputTensor>, String> {
-    v2::decode(&axum::http::HeaderMap::new(), body)
+/// The input tensors of a V2 inference request body as the REST route reads them: JSON, or
+/// with `header_length` (binary tensor data extension) a JSON header of that many bytes
+/// followed by the tensors' bytes.
+pub fn v2_inputs(
+    body: &[u8],
+    header_length: Option<usize>,
+) -> Result<Vec<modelforge_serve::InputTensor>, String> {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(n) = header_length {
+        headers.insert(v2::HEADER_LENGTH, n.into());
+    }
+    v2::decode(&headers, body)
         .map(|(request, _)| request.inputs)
         .map_err(|ApiError(_, message)| message)
 }

@@ -14,7 +14,7 @@ use crate::status::ApiError;
 use crate::tensor::{JsonData, to_json};
 
 /// The binary tensor data extension's header naming the JSON part's length.
-const HEADER_LENGTH: &str = "inference-header-content-length";
+pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// What the inputs of a V2 request must be, said when they are not.
 const NEEDS_INPUTS: &str =

@@ -11,6 +11,17 @@ pub fn data_dir() -> PathBuf {
         .expect("data folder")
 }
 
+/// The arguments that train and publish a new version of `spec.toml` on one thread.
+pub const RETRAIN: &[&str] = &[
+    "run",
+    "--no-serve",
+    "spec.toml",
+    "--threads",
+    "1",
+    "--from",
+    "train",
+];
+
 /// A temporary working folder for one test.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -65,15 +76,7 @@ impl Sandbox {
 
     /// Trains and publishes a new version of `spec.toml` (`run --from train`, one thread).
     pub fn retrain(&self) -> String {
-        self.ok(&[
-            "run",
-            "--no-serve",
-            "spec.toml",
-            "--threads",
-            "1",
-            "--from",
-            "train",
-        ])
+        self.ok(RETRAIN)
     }
 
     /// Entries of a sandbox folder (empty when it does not exist).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Sandbox, digits_spec, mnist_spec};
+use crate::common::{RETRAIN, Sandbox, digits_spec, mnist_spec};
 use crate::resume::final_weights;
 
 /// A tmpfs of a fixed size in a mount namespace of its own.
@@ -164,15 +164,7 @@ fn publishing_and_signing_on_a_full_disk_leave_the_registry_as_it_was() {
 
     // Room for the first files of a version, not for its weights.
     disk.fill(8 << 10);
-    let out = with_registry(&[
-        "run",
-        "--no-serve",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--from",
-        "train",
-    ]);
+    let out = with_registry(RETRAIN);
     assert_says_disk_full(&failed(&out, "publish"), &registry);
     assert_eq!(
         ok(&["registry", "list"]),
@@ -197,15 +189,7 @@ fn publishing_and_signing_on_a_full_disk_leave_the_registry_as_it_was() {
 
     // With room again, both work, and the failed publish used no version number.
     disk.empty();
-    let published = ok(&[
-        "run",
-        "--no-serve",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--from",
-        "train",
-    ]);
+    let published = ok(RETRAIN);
     assert!(published.contains("digits version 2"), "{published}");
     ok(&["registry", "sign", "digits@1", "--key", "key.pem"]);
     ok(&["registry", "verify", "digits@1", "--key", "key.pem.pub"]);

@@ -209,6 +209,35 @@ impl Failure {
     }
 }
 
+/// Why a version without a reloader stays down after a panic.
+pub(crate) const NOT_RELOADABLE: &str = "this version cannot be reloaded";
+
+/// After a panic on a version's `thread` (compute or scheduler): builds its replacement
+/// (a panic in that too is caught), counts the crash in `health` and, when no replacement
+/// came, records why the version is down.
+pub(crate) fn rebuild<T>(
+    health: &Mutex<Health>,
+    thread: &str,
+    message: &str,
+    build: impl FnOnce() -> Result<T, String>,
+) -> Option<T> {
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).unwrap_or_else(|p| {
+        Err(format!(
+            "the reload panicked too: {}",
+            panic_message(p.as_ref())
+        ))
+    });
+    let mut health = health.lock().expect("health lock");
+    health.crashes += 1;
+    built
+        .map_err(|e| {
+            health.failed = Some(format!(
+                "its {thread} thread crashed ({message}) and reloading it failed: {e}"
+            ))
+        })
+        .ok()
+}
+
 /// The message a panic carried.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -398,28 +427,13 @@ impl Worker {
     /// Replaces a runnable that panicked with a fresh, warmed one; or records why not.
     fn heal(&mut self, message: &str) {
         let info = &self.info;
-        let rebuilt = match &mut self.reload {
-            None => Err("this version cannot be reloaded".to_string()),
-            Some(reload) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut fresh = reload()?;
-                warm(info, fresh.as_mut()).map(|()| fresh)
-            }))
-            .unwrap_or_else(|p| {
-                Err(format!(
-                    "the reload panicked too: {}",
-                    panic_message(p.as_ref())
-                ))
-            }),
-        };
-        let mut health = self.health.lock().expect("health lock");
-        health.crashes += 1;
-        match rebuilt {
-            Ok(fresh) => self.runnable = fresh,
-            Err(e) => {
-                health.failed = Some(format!(
-                    "its compute thread crashed ({message}) and reloading it failed: {e}"
-                ))
-            }
+        let reload = self.reload.as_mut();
+        let fresh = rebuild(&self.health, "compute", message, || {
+            let mut fresh = reload.ok_or(NOT_RELOADABLE)?()?;
+            warm(info, fresh.as_mut()).map(|()| fresh)
+        });
+        if let Some(fresh) = fresh {
+            self.runnable = fresh;
         }
     }
 

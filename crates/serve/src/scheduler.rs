@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc as events;
 
 use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
-use crate::queue::{Health, Histogram, SECONDS, Statistics, panic_message};
+use crate::queue::{
+    Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, panic_message, rebuild,
+};
 use crate::{ModelInfo, ServeError};
 
 /// Limits of a generating version's scheduler.
@@ -511,27 +513,12 @@ impl Worker {
     /// over; when none can be built, the version is marked failed and every request from
     /// now on is refused as unavailable with the reason.
     fn heal(&mut self, message: &str) {
-        let rebuilt = match &mut self.reload {
-            None => Err("this version cannot be reloaded".to_string()),
-            Some(reload) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(reload))
-                .unwrap_or_else(|p| {
-                    Err(format!(
-                        "the reload panicked too: {}",
-                        panic_message(p.as_ref())
-                    ))
-                }),
-        };
-        {
-            let mut health = self.health.lock().expect("health lock");
-            health.crashes += 1;
-            match rebuilt {
-                Ok(fresh) => self.generator = fresh,
-                Err(e) => {
-                    health.failed = Some(format!(
-                        "its scheduler thread crashed ({message}) and reloading it failed: {e}"
-                    ))
-                }
-            }
+        let reload = self.reload.as_mut();
+        let fresh = rebuild(&self.health, "scheduler", message, || {
+            reload.ok_or(NOT_RELOADABLE)?()
+        });
+        if let Some(fresh) = fresh {
+            self.generator = fresh;
         }
         // The version's health is settled before any client hears of the crash.
         let running: Vec<Sequence> = self.running.drain(..).collect();

@@ -76,18 +76,42 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("gzip stream is damaged ({e}) — download or copy the file again"),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    match raw.starts_with(&[0x1f, 0x8b]) {
+        // A few kilobytes of gzip can stand for terabytes: stop at the machine's memory.
+        true => gunzip_within(
+            &raw,
+            path,
+            modelforge_spec::memory::machine().unwrap_or(u128::MAX),
+        ),
+        false => Ok(raw),
     }
+}
+
+/// Decompresses a gzip file's bytes, refusing one that would grow past `limit` bytes
+/// before it gets there.
+fn gunzip_within(raw: &[u8], path: &Path, limit: u128) -> Result<Vec<u8>, DataError> {
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            corrupt(format!(
+                "gzip stream is damaged ({e}) — download or copy the file again"
+            ))
+        })?;
+    if out.len() as u64 > limit {
+        return Err(corrupt(format!(
+            "decompresses to more than this machine's {} of memory — unpack it and read it \
+             in parts, or use a machine with more memory",
+            modelforge_spec::memory::human(u128::from(limit))
+        )));
+    }
+    Ok(out)
 }
 
 /// What each example is labelled with.
@@ -621,5 +645,38 @@ impl RawLabels {
                 Ok((out, lines))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_file_that_grows_past_the_limit_is_refused_before_it_is_held() {
+        let bomb = gzip(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 2048, "{} bytes", bomb.len());
+        let path = Path::new("bomb.csv.gz");
+        assert_eq!(gunzip_within(&bomb, path, 1 << 20).unwrap().len(), 1 << 20);
+        let err = gunzip_within(&bomb, path, (1 << 20) - 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("bomb.csv.gz: decompresses to more than") && err.contains("memory"),
+            "{err}"
+        );
+        let damaged = gunzip_within(&bomb[..bomb.len() / 2], path, 1 << 30).unwrap_err();
+        assert!(
+            damaged.to_string().contains("gzip stream is damaged"),
+            "{damaged}"
+        );
     }
 }

@@ -15,7 +15,8 @@ shift || true
 export RUSTC_BOOTSTRAP=1
 sanitizer=${SANITIZER:-address}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-cargo build --release -p modelforge >/dev/null
+# MODELFORGE_BIN: a modelforge binary already built from this checkout (skips the build).
+[ -n "${MODELFORGE_BIN:-}" ] || cargo build --release -p modelforge >/dev/null
 work=target/fuzz
 fuzz/seeds.sh "$work/seeds"
 cargo fuzz build -O -s "$sanitizer" --fuzz-dir fuzz >/dev/null

@@ -15,8 +15,9 @@ scripts/system-deps.sh bench
 . bench/lib.sh
 trap stop_servers EXIT
 
-cargo build --release --bin modelforge >&2
-exe=target/release/modelforge
+# MODELFORGE_BIN: a modelforge binary already built from this checkout (skips the build).
+exe=${MODELFORGE_BIN:-target/release/modelforge}
+[ -n "${MODELFORGE_BIN:-}" ] || cargo build --release --bin modelforge >&2
 quick_mnist "$work" "$exe"
 port=$(free_port)
 grpc=$(free_port)

@@ -13,8 +13,16 @@ fuzz_target!(|data: &[u8]| {
         header: options & 1 != 0,
         skip_rows: usize::from(options >> 1 & 1),
         label: LabelColumn::Index(if options & 4 != 0 { 0 } else { -1 }),
-        categorical: if options & 8 != 0 { vec!["colour".into()] } else { Vec::new() },
-        missing: if options & 16 != 0 { Missing::Mean } else { Missing::default() },
+        categorical: if options & 8 != 0 {
+            vec!["colour".into()]
+        } else {
+            Vec::new()
+        },
+        missing: if options & 16 != 0 {
+            Missing::Mean
+        } else {
+            Missing::default()
+        },
     };
     let path = modelforge_fuzz::scratch_file("input.csv", text);
     let _ = modelforge_data::table::read_csv(&path, &options);

@@ -8,7 +8,10 @@ use modelforge_registry::Registry;
 use sha2::{Digest, Sha256};
 
 fuzz_target!(|data: &[u8]| {
-    let sum: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+    let sum: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     scratch_file("registry/m/1/manifest.json", data);
     scratch_file(
         "registry/m/1/checksums.sha256",

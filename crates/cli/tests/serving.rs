@@ -701,11 +701,15 @@ fn publish_broken(sb: &Sandbox, from: u64, to: u64) {
     std::fs::rename(models.join(".broken"), models.join(to.to_string())).unwrap();
 }
 
-#[test]
-fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
+/// Four clients ask the digits model for `row` over V2 REST while `meanwhile` runs, and half
+/// a second after; asserts that no request failed and returns how many there were and the
+/// versions that answered.
+pub fn under_load(
+    server: &Server,
+    meanwhile: impl FnOnce(),
+) -> (usize, std::collections::BTreeSet<String>) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let (sb, server) = published_digits(0.5, 2);
     let (row, _) = first_row();
     let body = json!({ "inputs": [{ "name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row }] }).to_string();
     let stop = AtomicBool::new(false);
@@ -722,25 +726,7 @@ fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
                 }
             });
         }
-        // New versions published while the clients run: each is loaded, warmed and takes
-        // over; the one it replaces finishes what it has in flight.
-        for version in 2..=4 {
-            sb.retrain();
-            wait_for(&format!("version {version}"), || {
-                server.call("GET", "/v2/models/digits", None).1["versions"]
-                    == json!([version.to_string()])
-            });
-        }
-        // A broken newer version is listed UNAVAILABLE with its reason; 4 keeps serving.
-        publish_broken(&sb, 4, 5);
-        wait_for("version 5 listed", || {
-            let index = server.call("POST", "/v2/repository/index", None).1;
-            index.as_array().unwrap().iter().any(|e| {
-                e["version"] == "5"
-                    && e["state"] == "UNAVAILABLE"
-                    && e["reason"].as_str().unwrap().contains("checksum")
-            })
-        });
+        meanwhile();
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
     });
@@ -755,10 +741,43 @@ fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
         failed.len(),
         answers.len()
     );
-    let served: std::collections::BTreeSet<String> = answers
+    let served = answers
         .iter()
         .map(|(_, v)| v.as_str().unwrap().to_string())
         .collect();
+    (answers.len(), served)
+}
+
+/// Waits until the repository index lists `version` as UNAVAILABLE with a reason that
+/// contains `says`.
+pub fn wait_unavailable(server: &Server, version: &str, says: &str) {
+    wait_for(&format!("version {version} unavailable"), || {
+        let index = server.call("POST", "/v2/repository/index", None).1;
+        index.as_array().unwrap().iter().any(|e| {
+            e["version"] == version
+                && e["state"] == "UNAVAILABLE"
+                && e["reason"].as_str().unwrap().contains(says)
+        })
+    })
+}
+
+#[test]
+fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
+    let (sb, server) = published_digits(0.5, 2);
+    let (requests, served) = under_load(&server, || {
+        // New versions published while the clients run: each is loaded, warmed and takes
+        // over; the one it replaces finishes what it has in flight.
+        for version in 2..=4 {
+            sb.retrain();
+            wait_for(&format!("version {version}"), || {
+                server.call("GET", "/v2/models/digits", None).1["versions"]
+                    == json!([version.to_string()])
+            });
+        }
+        // A broken newer version is listed UNAVAILABLE with its reason; 4 keeps serving.
+        publish_broken(&sb, 4, 5);
+        wait_unavailable(&server, "5", "checksum");
+    });
     assert!(served.contains("4"), "version 4 never answered: {served:?}");
     assert!(!served.contains("5"), "the broken version answered");
     // Listed but not ready: 503, as Triton answers for an UNAVAILABLE version.
@@ -768,10 +787,7 @@ fn hot_swap_under_load_loses_no_request_and_never_serves_a_broken_version() {
             .0,
         503
     );
-    eprintln!(
-        "{} requests across three swaps and a broken publish, none failed",
-        answers.len()
-    );
+    eprintln!("{requests} requests across three swaps and a broken publish, none failed");
 }
 
 #[test]

@@ -181,7 +181,7 @@ pub(crate) struct Health {
 
 /// How a compute call failed, to answer each request of its batch.
 #[derive(Debug, Clone)]
-enum Failure {
+pub(crate) enum Failure {
     /// The runnable returned an error.
     Compute(String),
     /// The runnable panicked: the panic's message.
@@ -192,7 +192,7 @@ enum Failure {
 
 impl Failure {
     /// The error a request of `info` gets.
-    fn error(&self, info: &ModelInfo) -> ServeError {
+    pub(crate) fn error(&self, info: &ModelInfo) -> ServeError {
         match self {
             Failure::Compute(e) => ServeError::Compute(e.clone()),
             Failure::Crashed(message) => ServeError::Crashed {

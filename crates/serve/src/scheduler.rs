@@ -13,7 +13,7 @@ use tokio::sync::mpsc as events;
 
 use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
 use crate::queue::{
-    Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, panic_message, rebuild,
+    Failure, Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, panic_message, rebuild,
 };
 use crate::{ModelInfo, ServeError};
 
@@ -367,7 +367,8 @@ impl Worker {
                     Err(message) => {
                         // Whatever the panic left half-admitted is in the dead generator.
                         self.heal(&message);
-                        self.leave(s, Outcome::Failed(self.crashed(&message)), false);
+                        let error = Failure::Crashed(message).error(&self.info);
+                        self.leave(s, Outcome::Failed(error), false);
                         return;
                     }
                 }
@@ -494,15 +495,6 @@ impl Worker {
         ids.len()
     }
 
-    /// The error of a request that a panic on this thread ended.
-    fn crashed(&self, message: &str) -> ServeError {
-        ServeError::Crashed {
-            model: self.info.name.clone(),
-            version: self.info.version,
-            message: message.to_string(),
-        }
-    }
-
     /// Why the version stopped generating, once a panic could not be healed.
     fn failed(&self) -> Option<String> {
         self.health.lock().expect("health lock").failed.clone()
@@ -532,7 +524,7 @@ impl Worker {
         {
             // Nothing to release: the cache went with the generator.
             s.admitted = None;
-            let error = self.crashed(message);
+            let error = Failure::Crashed(message.to_string()).error(&self.info);
             self.leave(s, Outcome::Failed(error), was_running);
         }
     }
@@ -542,11 +534,7 @@ impl Worker {
         let waiting: Vec<Sequence> = self.waiting.drain(..).collect();
         for mut s in waiting {
             s.admitted = None;
-            let error = ServeError::Unavailable {
-                model: self.info.name.clone(),
-                version: self.info.version,
-                reason: reason.to_string(),
-            };
+            let error = Failure::Unavailable(reason.to_string()).error(&self.info);
             self.leave(s, Outcome::Failed(error), false);
         }
     }

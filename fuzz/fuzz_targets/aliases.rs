@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelforge_fuzz::{MANIFEST, scratch, scratch_file};
+use modelforge_fuzz::{MANIFEST, fixtures, scratch, scratch_file};
 use modelforge_registry::Registry;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let (aliases, last) = (&data[..cut], data.get(cut + 1..).unwrap_or_default());
     scratch_file("aliases/m/aliases.json", aliases);
     scratch_file("aliases/m/.last-version", last);
-    scratch_file("aliases/m/1/manifest.json", MANIFEST.as_bytes());
+    fixtures(&[("aliases/m/1/manifest.json", MANIFEST.as_bytes())]);
     let registry = Registry::new(scratch().join("aliases"));
     let _ = registry.aliases("m");
     let _ = registry.resolve("m@production");

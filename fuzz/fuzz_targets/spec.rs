@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelforge_fuzz::{scratch, scratch_file};
+use modelforge_fuzz::{fixtures, scratch};
 use modelforge_spec::Spec;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,8 +11,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The seeds name these data files; they exist so that checks past the paths run.
-    scratch_file("d.csv", b"1,2,0\n3,4,1\n");
-    scratch_file("corpus.txt", b"to be or not to be\n");
+    fixtures(&[
+        ("d.csv", b"1,2,0\n3,4,1\n"),
+        ("corpus.txt", b"to be or not to be\n"),
+    ]);
     let path = scratch().join("spec.toml");
     if let Ok(spec) = Spec::parse(text, &path, scratch()) {
         let _ = spec.summary();

@@ -37,6 +37,17 @@ pub fn scratch() -> &'static Path {
     })
 }
 
+/// Writes the files a target only reads (`name`, `bytes` pairs) under the scratch folder
+/// on the process's first call, not on every input (a target has one call site).
+pub fn fixtures(files: &[(&str, &[u8])]) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        for (name, bytes) in files {
+            scratch_file(name, bytes);
+        }
+    });
+}
+
 /// Writes `bytes` to `name` under the scratch folder; returns its path.
 pub fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
     let path = scratch().join(name);

@@ -205,6 +205,12 @@ gate = {{ metric = "test_accuracy", min = {gate_min} }}
     )
 }
 
+/// The digits spec trained for 2 epochs instead of 20: enough for tests that need a model,
+/// not an accurate one.
+pub fn quick_digits_spec(sb: &Sandbox, gate_min: f64) -> String {
+    digits_spec(sb, gate_min).replace("epochs = 20", "epochs = 2")
+}
+
 /// The weights of a version folder, every tensor's f32 values in file order.
 pub fn weights(dir: &Path) -> Vec<f32> {
     tensors(&dir.join("weights.safetensors"))

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{MLP, Sandbox, client_report, digits_spec, mnist_spec, python};
+use crate::common::{
+    MLP, Sandbox, client_report, digits_spec, mnist_spec, python, quick_digits_spec,
+};
 use crate::serving::Server;
 
 /// The first `n` MNIST test images, 784 raw pixel values (0–255) each.
@@ -326,10 +328,7 @@ fn explain_writes_attributions_and_pictures_for_images_and_tables() {
 
     // A table: CSV rows in the training file's layout; bars by feature.
     let tabular = Sandbox::new();
-    tabular.write(
-        "spec.toml",
-        digits_spec(&tabular, 0.5).replace("epochs = 20", "epochs = 2"),
-    );
+    tabular.write("spec.toml", quick_digits_spec(&tabular, 0.5));
     tabular.ok(&["run", "--no-serve", "spec.toml", "--threads", "2"]);
     let rows: Vec<String> = crate::serving::digit_rows(2)
         .into_iter()

@@ -9,10 +9,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::common::{RETRAIN, Sandbox, digits_spec, mnist_spec};
-use crate::resume::final_weights;
+use crate::common::{RETRAIN, Sandbox, mnist_spec, quick_digits_spec};
+use crate::resume::{final_weights, first_checkpointed_run};
 
 /// A tmpfs of a fixed size in a mount namespace of its own.
 struct SmallDisk {
@@ -135,10 +134,7 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn publishing_and_signing_on_a_full_disk_leave_the_registry_as_it_was() {
     let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.0).replace("epochs = 20", "epochs = 2"),
-    );
+    sb.write("spec.toml", quick_digits_spec(&sb, 0.0));
     sb.ok(&["registry", "keygen", "key.pem"]);
     let disk = SmallDisk::mount(&sb.path().join("disk"), 16);
     let registry = disk.path().join("registry");
@@ -234,35 +230,7 @@ fn a_run_that_fills_the_disk_resumes_from_its_last_whole_checkpoint() {
         .spawn()
         .unwrap();
     // The disk fills once the first checkpoint is whole.
-    let start = Instant::now();
-    let run = loop {
-        let first = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut r| r.next())
-            .map(|e| e.unwrap().path());
-        if let Some(run) = first {
-            let whole = std::fs::read_dir(run.join("checkpoints"))
-                .map(|r| {
-                    r.filter(|e| {
-                        e.as_ref()
-                            .unwrap()
-                            .file_name()
-                            .to_string_lossy()
-                            .starts_with("step-")
-                    })
-                    .count()
-                })
-                .unwrap_or(0);
-            if whole > 0 {
-                break run;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let run = first_checkpointed_run(&runs);
     disk.fill(0);
     let out = child.wait_with_output().unwrap();
     assert_says_disk_full(&failed(&out, "train"), &run);

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Sandbox, digits_spec, python};
+use crate::common::{Sandbox, digits_spec, python, quick_digits_spec};
 use crate::serving::{Server, first_row};
 
 /// The first output of a V2 answer as numbers.
@@ -293,10 +293,7 @@ fn assert_predictions_match(predicted: &Value, rows: &[Vec<f64>], runtime: &str)
 /// returns the export's stdout and `modelforge predict`'s answer for `rows.json` (two rows).
 fn exported(format: &str, file: &str) -> (Sandbox, String, Value) {
     let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.5).replace("epochs = 20", "epochs = 2"),
-    );
+    sb.write("spec.toml", quick_digits_spec(&sb, 0.5));
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     let stdout = sb.ok(&["export", "digits@1", "--format", format, "-o", file]);
     let (row, _) = first_row();

@@ -26,10 +26,13 @@ fn only_run(sb: &Sandbox, runs: &str) -> PathBuf {
     sb.path().join(runs).join(&entries[0])
 }
 
-/// The weights of a run's newest checkpoint.
-pub fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
-        .unwrap()
+/// A run's whole checkpoints (`step-…`, not the one being written), oldest first; none
+/// while it has no checkpoint folder.
+fn checkpoints(run: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(run.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut whole: Vec<PathBuf> = entries
         .map(|e| e.unwrap().path())
         .filter(|p| {
             p.file_name()
@@ -38,8 +41,36 @@ pub fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
                 .starts_with("step-")
         })
         .collect();
-    let last = ckpts.iter().max().expect("a checkpoint");
+    whole.sort();
+    whole
+}
+
+/// The weights of a run's newest checkpoint.
+pub fn final_weights(run: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let last = checkpoints(run).pop().expect("a checkpoint");
     tensors(&last.join("weights.safetensors"))
+}
+
+/// Waits until the first run under `runs` (a training started by the test) has a whole
+/// checkpoint; returns its folder.
+pub fn first_checkpointed_run(runs: &std::path::Path) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        let run = std::fs::read_dir(runs).ok().and_then(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        });
+        if let Some(run) = run.filter(|run| !checkpoints(run).is_empty()) {
+            return run;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared under {}",
+            runs.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
@@ -100,22 +131,7 @@ pub fn killed_and_resumed_ends_bit_identical(sb: &Sandbox, spec: &str) {
         .command(&["train", "spec.toml", "--threads", "1", "--runs", "c"])
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let written = std::fs::read_dir(sb.path().join("c"))
-            .ok()
-            .and_then(|mut r| r.next())
-            .and_then(|e| std::fs::read_dir(e.unwrap().path().join("checkpoints")).ok())
-            .map_or(0, |r| r.count());
-        if written > 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    first_checkpointed_run(&sb.path().join("c"));
     std::thread::sleep(delay);
     child.kill().unwrap();
     let status = child.wait().unwrap();

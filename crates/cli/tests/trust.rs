@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{Sandbox, digits_spec, python_in};
+use crate::common::{Sandbox, python_in, quick_digits_spec};
 use crate::serving::{Server, copy_dir, first_row, under_load, wait_for, wait_unavailable};
 
 /// The python of a venv with `model-signing` (1.1.1: its CLI's flags are pinned here).
@@ -34,10 +34,7 @@ fn tool(python: &str, args: &[&str], dir: &Path) -> (bool, String) {
 /// A sandbox with the digits model trained for 2 epochs (one version).
 fn digits() -> Sandbox {
     let sb = Sandbox::new();
-    sb.write(
-        "spec.toml",
-        digits_spec(&sb, 0.0).replace("epochs = 20", "epochs = 2"),
-    );
+    sb.write("spec.toml", quick_digits_spec(&sb, 0.0));
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);
     sb
 }
@@ -265,9 +262,8 @@ fn publish_tampered(sb: &Sandbox, from: u64, to: u64) {
 fn a_server_that_trusts_a_key_never_serves_an_unsigned_or_tampered_version() {
     let sb = Sandbox::new();
     sb.ok(&["registry", "keygen", "key.pem"]);
-    let signed_spec = digits_spec(&sb, 0.0)
-        .replace("epochs = 20", "epochs = 2")
-        .replace("[deploy]", "[deploy]\nsign = { key = \"key.pem\" }");
+    let signed_spec =
+        quick_digits_spec(&sb, 0.0).replace("[deploy]", "[deploy]\nsign = { key = \"key.pem\" }");
     sb.write("spec.toml", &signed_spec);
     // `run` signs what it publishes.
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "1"]);

@@ -27,8 +27,8 @@ pub struct Context {
     pub runs: PathBuf,
 }
 
-/// Sizes the compute thread pool once; returns the thread count in force.
-fn threads(compute: &Compute, spec: Option<&Spec>) -> Result<usize> {
+/// The compute threads asked for: the flag, else the spec's, else one per core.
+fn thread_count(compute: &Compute, spec: Option<&Spec>) -> Result<usize> {
     let n = compute
         .threads
         .or_else(|| spec.and_then(|s| s.train.threads.as_ref().map(|t| *t.get_ref())))
@@ -36,11 +36,29 @@ fn threads(compute: &Compute, spec: Option<&Spec>) -> Result<usize> {
     if n == 0 {
         bail!("--threads 0: use 1 or more threads");
     }
+    Ok(n)
+}
+
+/// Sizes the global compute thread pool once (training and serving start their own pools
+/// of that size); returns the thread count in force.
+fn threads(compute: &Compute, spec: Option<&Spec>) -> Result<usize> {
+    let n = thread_count(compute, spec)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
         .context("cannot size the compute thread pool")?;
     Ok(n)
+}
+
+/// Runs an offline command's `work` on a thread of its own compute pool: the engine's
+/// parallel kernels then run there and on the pool's peers, instead of each being handed
+/// from this thread to a pool and waited for (a wake-up and a sleep per kernel).
+fn computing<T: Send>(compute: &Compute, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(thread_count(compute, None)?)
+        .build()
+        .context("cannot start the compute thread pool")?
+        .install(work)
 }
 
 fn device(compute: &Compute) -> Result<Device> {
@@ -57,33 +75,34 @@ pub fn generate(
     compute: &Compute,
 ) -> Result<ExitCode> {
     use std::io::Write as _;
-    threads(compute, None)?;
-    let device = device(compute)?;
-    let (manifest, lm) = Native::open_language_model(&ctx.registry, model, &device)?;
-    let mut out = std::io::stdout().lock();
-    let mut sequence = lm.start(prompt, sampling)?;
-    write!(out, "{prompt}")?;
-    out.flush()?;
-    lm.prefill(&mut sequence, usize::MAX);
-    while sequence.finish().is_none() {
-        for piece in lm.step(&mut [&mut sequence])? {
-            write!(out, "{piece}")?;
-            out.flush()?;
+    computing(compute, || {
+        let device = device(compute)?;
+        let (manifest, lm) = Native::open_language_model(&ctx.registry, model, &device)?;
+        let mut out = std::io::stdout().lock();
+        let mut sequence = lm.start(prompt, sampling)?;
+        write!(out, "{prompt}")?;
+        out.flush()?;
+        lm.prefill(&mut sequence, usize::MAX);
+        while sequence.finish().is_none() {
+            for piece in lm.step(&mut [&mut sequence])? {
+                write!(out, "{piece}")?;
+                out.flush()?;
+            }
         }
-    }
-    writeln!(out)?;
-    let done = sequence.finished();
-    eprintln!(
-        "{}@{}: {} prompt + {} generated tokens ({}), first token after {:.1} ms, {:.1} tokens/s",
-        manifest.name,
-        manifest.version,
-        done.prompt_tokens,
-        done.tokens,
-        done.finish.name(),
-        done.time_to_first_token.as_secs_f64() * 1e3,
-        done.decode_tokens_per_second()
-    );
-    Ok(ExitCode::SUCCESS)
+        writeln!(out)?;
+        let done = sequence.finished();
+        eprintln!(
+            "{}@{}: {} prompt + {} generated tokens ({}), first token after {:.1} ms, {:.1} tokens/s",
+            manifest.name,
+            manifest.version,
+            done.prompt_tokens,
+            done.tokens,
+            done.finish.name(),
+            done.time_to_first_token.as_secs_f64() * 1e3,
+            done.decode_tokens_per_second()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `modelforge check FILE [--graph out.svg|.dot]`.
@@ -514,66 +533,67 @@ pub fn eval(
     data_spec: Option<&Path>,
     compute: &Compute,
 ) -> Result<ExitCode> {
-    threads(compute, None)?;
-    let started = modelforge_train::run::unix_now();
-    let device = device(compute)?;
-    let (manifest, native) = Native::open(&ctx.registry, model, &device)?;
-    let describe = format!("{}@{}", manifest.name, manifest.version);
-    let spec = match data_spec {
-        Some(path) => {
-            let other = Spec::load(path)?;
-            let mut spec = native.spec.clone();
-            spec.data = other.data;
-            spec
+    computing(compute, || {
+        let started = modelforge_train::run::unix_now();
+        let device = device(compute)?;
+        let (manifest, native) = Native::open(&ctx.registry, model, &device)?;
+        let describe = format!("{}@{}", manifest.name, manifest.version);
+        let spec = match data_spec {
+            Some(path) => {
+                let other = Spec::load(path)?;
+                let mut spec = native.spec.clone();
+                spec.data = other.data;
+                spec
+            }
+            None => native.spec.clone(),
+        };
+        let data = modelforge_data::prepare(&spec)?;
+        let eval = evaluate_test(&spec, &native.network, &data, &device)?;
+        let run_dir = runs::record_eval(
+            &ctx.runs,
+            &runs::EvalRecord {
+                spec: &spec,
+                data: &data,
+                evaluation: &eval,
+                evaluated: describe.clone(),
+                started,
+                environment: modelforge_train::Environment::current(
+                    rayon::current_num_threads(),
+                    1,
+                    &compute.device,
+                ),
+            },
+        )?;
+        println!("{describe} on {} test examples", eval.examples);
+        for (k, v) in &eval.metrics {
+            println!("  {k:<16} {v:.4}");
         }
-        None => native.spec.clone(),
-    };
-    let data = modelforge_data::prepare(&spec)?;
-    let eval = evaluate_test(&spec, &native.network, &data, &device)?;
-    let run_dir = runs::record_eval(
-        &ctx.runs,
-        &runs::EvalRecord {
-            spec: &spec,
-            data: &data,
-            evaluation: &eval,
-            evaluated: describe.clone(),
-            started,
-            environment: modelforge_train::Environment::current(
-                rayon::current_num_threads(),
-                1,
-                &compute.device,
-            ),
-        },
-    )?;
-    println!("{describe} on {} test examples", eval.examples);
-    for (k, v) in &eval.metrics {
-        println!("  {k:<16} {v:.4}");
-    }
-    if !eval.confusion.is_empty() {
-        let labels = &manifest.labels;
-        let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
-        println!(
-            "\n  {:<10} {:>9} {:>9} {:>9}",
-            "class", "precision", "recall", "support"
-        );
-        for c in 0..eval.confusion.len() {
-            let support: u64 = eval.confusion[c].iter().sum();
+        if !eval.confusion.is_empty() {
+            let labels = &manifest.labels;
+            let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
             println!(
-                "  {:<10} {:>9.4} {:>9.4} {:>9}",
-                name(c),
-                eval.precision[c],
-                eval.recall[c],
-                support
+                "\n  {:<10} {:>9} {:>9} {:>9}",
+                "class", "precision", "recall", "support"
             );
+            for c in 0..eval.confusion.len() {
+                let support: u64 = eval.confusion[c].iter().sum();
+                println!(
+                    "  {:<10} {:>9.4} {:>9.4} {:>9}",
+                    name(c),
+                    eval.precision[c],
+                    eval.recall[c],
+                    support
+                );
+            }
+            println!("\n  confusion matrix (rows: actual, columns: predicted)");
+            for row in &eval.confusion {
+                let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
+                println!("  {}", cells.join(""));
+            }
         }
-        println!("\n  confusion matrix (rows: actual, columns: predicted)");
-        for row in &eval.confusion {
-            let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
-            println!("  {}", cells.join(""));
-        }
-    }
-    println!("\nrun folder: {}", run_dir.display());
-    Ok(ExitCode::SUCCESS)
+        println!("\nrun folder: {}", run_dir.display());
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The loaders of every model format this build serves: native (on the compute device)
@@ -716,55 +736,56 @@ pub fn explain(ctx: &Context, options: &ExplainOptions, compute: &Compute) -> Re
             out.display()
         );
     }
-    threads(compute, None)?;
-    let (name, version) = ctx.registry.resolve(options.model)?;
-    let stored = ctx.registry.open(&name, version)?;
-    if stored.manifest.format != crate::native::FORMAT {
-        return Err(modelforge_serve::ServeError::NotExplainable {
-            model: name,
+    computing(compute, || {
+        let (name, version) = ctx.registry.resolve(options.model)?;
+        let stored = ctx.registry.open(&name, version)?;
+        if stored.manifest.format != crate::native::FORMAT {
+            return Err(modelforge_serve::ServeError::NotExplainable {
+                model: name,
+                version,
+                format: stored.manifest.format.clone(),
+            }
+            .into());
+        }
+        let native = crate::native::Native::load(&stored.manifest, &stored.dir, &device(compute)?)?;
+        let info = modelforge_serve::ModelInfo {
+            name: name.clone(),
             version,
-            format: stored.manifest.format.clone(),
+            manifest: stored.manifest.clone(),
+        };
+        let input = options.input;
+        let (values, batch, names) = explain_input(input, &native, &info)?;
+        let attributions = native
+            .explain(&values, batch, &settings)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let labels = &stored.manifest.labels;
+        let look = explain_look(&native, &stored.dir, &values, names);
+        let document = attribution::document(&name, version, &attributions, &settings, labels);
+        let mut files = vec![(
+            "attributions.json".to_string(),
+            serde_json::to_vec_pretty(&document)?,
+        )];
+        let pictures = attribution::pictures(&look, &values, &attributions, &settings, labels);
+        files.extend(pictures.into_iter().map(|(n, svg)| (n, svg.into_bytes())));
+        modelforge_report::write_folder(out, &files)?;
+        let method = attribution::method_name(&settings);
+        println!("{name}@{version}: {method}, {batch} sample(s)");
+        for s in 0..batch {
+            let t = attributions.targets[s];
+            let label = labels.get(t).map_or(String::new(), |l| format!(" ({l})"));
+            let mut line = format!("  sample {s}: output {t}{label}");
+            if let (Some(delta), Some(gap)) = (&attributions.delta, &attributions.gap) {
+                let share = 100.0 * delta[s].abs() / gap[s].abs().max(f32::MIN_POSITIVE);
+                line += &format!(
+                    ", convergence delta {:.3e} ({share:.3} % of the output's change {:.4})",
+                    delta[s], gap[s]
+                );
+            }
+            println!("{line}");
         }
-        .into());
-    }
-    let native = crate::native::Native::load(&stored.manifest, &stored.dir, &device(compute)?)?;
-    let info = modelforge_serve::ModelInfo {
-        name: name.clone(),
-        version,
-        manifest: stored.manifest.clone(),
-    };
-    let input = options.input;
-    let (values, batch, names) = explain_input(input, &native, &info)?;
-    let attributions = native
-        .explain(&values, batch, &settings)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-    let labels = &stored.manifest.labels;
-    let look = explain_look(&native, &stored.dir, &values, names);
-    let document = attribution::document(&name, version, &attributions, &settings, labels);
-    let mut files = vec![(
-        "attributions.json".to_string(),
-        serde_json::to_vec_pretty(&document)?,
-    )];
-    let pictures = attribution::pictures(&look, &values, &attributions, &settings, labels);
-    files.extend(pictures.into_iter().map(|(n, svg)| (n, svg.into_bytes())));
-    modelforge_report::write_folder(out, &files)?;
-    let method = attribution::method_name(&settings);
-    println!("{name}@{version}: {method}, {batch} sample(s)");
-    for s in 0..batch {
-        let t = attributions.targets[s];
-        let label = labels.get(t).map_or(String::new(), |l| format!(" ({l})"));
-        let mut line = format!("  sample {s}: output {t}{label}");
-        if let (Some(delta), Some(gap)) = (&attributions.delta, &attributions.gap) {
-            let share = 100.0 * delta[s].abs() / gap[s].abs().max(f32::MIN_POSITIVE);
-            line += &format!(
-                ", convergence delta {:.3e} ({share:.3} % of the output's change {:.4})",
-                delta[s], gap[s]
-            );
-        }
-        println!("{line}");
-    }
-    println!("wrote {}", out.join("attributions.json").display());
-    Ok(ExitCode::SUCCESS)
+        println!("wrote {}", out.join("attributions.json").display());
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// `modelforge predict MODEL[@V] --input FILE.json`: a TF-Serving predict request
@@ -772,68 +793,69 @@ pub fn explain(ctx: &Context, options: &ExplainOptions, compute: &Compute) -> Re
 pub fn predict(ctx: &Context, model: &str, input: &Path, compute: &Compute) -> Result<ExitCode> {
     use modelforge_serve::Loader as _;
     let request = request_file(input)?;
-    threads(compute, None)?;
-    let (name, version) = ctx.registry.resolve(model)?;
-    let stored = ctx.registry.open(&name, version)?;
-    // One call: the general plan and the batch-1 plan are all it may use.
-    let engine = loaders(compute, 1)?
-        .load(&stored.manifest, &stored.dir)
-        .map_err(anyhow::Error::msg)?;
-    let modelforge_serve::Engine::Predictor(mut runnable) = engine else {
-        bail!(
-            "{name}@{version} is a language model: sample it with `modelforge generate {name}@{version} --prompt TEXT`"
-        );
-    };
-    let info = modelforge_serve::ModelInfo {
-        name: name.clone(),
-        version,
-        manifest: stored.manifest.clone(),
-    };
-    let (batch, values) = request_values(input, &request, &info)?;
-    let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;
-    let all: Vec<usize> = (0..values.len()).collect();
-    let outputs = info.output_tensors(batch, values, &all);
-    let manifest = &stored.manifest;
-    let columns: Vec<Vec<Value>> = outputs
-        .iter()
-        .map(modelforge_server::tfserving::rows)
-        .collect();
-    let predictions: Vec<Value> = (0..columns[0].len())
-        .map(|r| {
-            let row = &columns[0][r];
-            let mut p = json!({ "outputs": row });
-            if manifest.task != "regression" {
-                let scores: Vec<f32> = row
-                    .as_array()
-                    .map(|v| {
-                        v.iter()
-                            .filter_map(Value::as_f64)
-                            .map(|x| x as f32)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let class = modelforge_train::evaluation::predicted_class(&scores);
-                p["class"] = json!(class);
-                if let Some(l) = manifest.labels.get(class) {
-                    p["label"] = json!(l);
+    computing(compute, || {
+        let (name, version) = ctx.registry.resolve(model)?;
+        let stored = ctx.registry.open(&name, version)?;
+        // One call: the general plan and the batch-1 plan are all it may use.
+        let engine = loaders(compute, 1)?
+            .load(&stored.manifest, &stored.dir)
+            .map_err(anyhow::Error::msg)?;
+        let modelforge_serve::Engine::Predictor(mut runnable) = engine else {
+            bail!(
+                "{name}@{version} is a language model: sample it with `modelforge generate {name}@{version} --prompt TEXT`"
+            );
+        };
+        let info = modelforge_serve::ModelInfo {
+            name: name.clone(),
+            version,
+            manifest: stored.manifest.clone(),
+        };
+        let (batch, values) = request_values(input, &request, &info)?;
+        let values = runnable.run(values, batch).map_err(anyhow::Error::msg)?;
+        let all: Vec<usize> = (0..values.len()).collect();
+        let outputs = info.output_tensors(batch, values, &all);
+        let manifest = &stored.manifest;
+        let columns: Vec<Vec<Value>> = outputs
+            .iter()
+            .map(modelforge_server::tfserving::rows)
+            .collect();
+        let predictions: Vec<Value> = (0..columns[0].len())
+            .map(|r| {
+                let row = &columns[0][r];
+                let mut p = json!({ "outputs": row });
+                if manifest.task != "regression" {
+                    let scores: Vec<f32> = row
+                        .as_array()
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(Value::as_f64)
+                                .map(|x| x as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let class = modelforge_train::evaluation::predicted_class(&scores);
+                    p["class"] = json!(class);
+                    if let Some(l) = manifest.labels.get(class) {
+                        p["label"] = json!(l);
+                    }
                 }
-            }
-            // Further outputs by name.
-            for (o, column) in outputs.iter().zip(&columns).skip(1) {
-                p[o.name.as_str()] = column[r].clone();
-            }
-            p
-        })
-        .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({
-            "model": name,
-            "version": version,
-            "predictions": predictions,
-        }))?
-    );
-    Ok(ExitCode::SUCCESS)
+                // Further outputs by name.
+                for (o, column) in outputs.iter().zip(&columns).skip(1) {
+                    p[o.name.as_str()] = column[r].clone();
+                }
+                p
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "model": name,
+                "version": version,
+                "predictions": predictions,
+            }))?
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// What `modelforge serve` listens on and how it batches.

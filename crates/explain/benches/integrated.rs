@@ -37,10 +37,16 @@ fn main() {
             .collect(),
         _ => vec![1, 32],
     };
+    // On a thread of its own pool, as the command and the server run it.
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build_global()
-        .expect("the thread pool");
+        .build()
+        .expect("the thread pool")
+        .install(|| run(&dir, &images, seconds, steps, &batches));
+}
+
+/// Explanations per second at each batch size, one JSON line each.
+fn run(dir: &std::path::Path, images: &[Vec<f32>], seconds: f64, steps: usize, batches: &[usize]) {
     let spec_path = dir.join("spec.toml");
     let spec = modelforge_spec::Spec::parse_stored(
         &std::fs::read_to_string(&spec_path).expect("spec.toml"),
@@ -61,7 +67,8 @@ fn main() {
         budget_bytes: BUDGET_BYTES,
         classifies: true,
     };
-    for batch in batches {
+    let threads = rayon::current_num_threads();
+    for &batch in batches {
         let inputs: Vec<f32> = images
             .iter()
             .cycle()

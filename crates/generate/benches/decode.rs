@@ -32,19 +32,22 @@ fn peak_rss_mib() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // The work runs on a thread of its own pool, as `modelforge generate` and the server
+    // run it: from outside a pool, each parallel kernel would be handed over and waited for.
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(arg(&args, "--threads", 1))
+        .build()
+        .expect("one thread pool")
+        .install(|| run(&args));
+}
+
+fn run(args: &[String]) {
     let file = args
         .iter()
         .skip(1)
         .find(|a| a.ends_with(".toml"))
         .expect("a model section file");
-    let (prompt_tokens, tokens) = (
-        arg(&args, "--prompt-tokens", 32),
-        arg(&args, "--tokens", 64),
-    );
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(arg(&args, "--threads", 1))
-        .build_global()
-        .expect("one thread pool");
+    let (prompt_tokens, tokens) = (arg(args, "--prompt-tokens", 32), arg(args, "--tokens", 64));
     let text = std::fs::read_to_string(file).expect("the model file");
     let spec: modelforge_spec::ModelSpec = toml::from_str(&text).expect("a model section");
     let graph = modelforge_spec::graph::build(&spec).expect("a checked graph");
@@ -72,7 +75,7 @@ fn main() {
             &mut |_| {},
         )
         .expect("warm-up");
-    let batch = arg(&args, "--batch", 1);
+    let batch = arg(args, "--batch", 1);
     if batch > 1 {
         let mut sequences: Vec<_> = (0..batch)
             .map(|i| {

@@ -238,6 +238,29 @@ pub(crate) fn rebuild<T>(
         .ok()
 }
 
+/// Starts a version's named thread running `work` inside a pool of its own, as many threads
+/// as the global compute pool: the engine's parallel kernels then run on that thread and its
+/// pool's peers, instead of being handed one by one to the global pool from outside it (each
+/// a wake-up and a sleep, about as long as a small kernel) and waited for.
+pub(crate) fn start_thread(
+    name: String,
+    work: impl FnOnce() + Send + 'static,
+) -> Result<(), String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name({
+            let name = name.clone();
+            move |i| format!("{name}-{i}")
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || pool.install(work))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The message a panic carried.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -589,10 +612,11 @@ impl Queue {
             reload,
             health: health.clone(),
         };
-        std::thread::Builder::new()
-            .name(format!("compute-{}-{}", info.name, info.version))
-            .spawn(move || worker.run())
-            .map_err(|e| format!("cannot start a compute thread: {e}"))?;
+        start_thread(
+            format!("compute-{}-{}", info.name, info.version),
+            move || worker.run(),
+        )
+        .map_err(|e| format!("cannot start a compute thread: {e}"))?;
         Ok(Queue {
             info,
             tx,

@@ -14,6 +14,7 @@ use tokio::sync::mpsc as events;
 use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
 use crate::queue::{
     Failure, Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, panic_message, rebuild,
+    start_thread,
 };
 use crate::{ModelInfo, ServeError};
 
@@ -135,10 +136,11 @@ impl Scheduler {
             next_id: 0,
             reserved: 0,
         };
-        std::thread::Builder::new()
-            .name(format!("generate-{}-{}", info.name, info.version))
-            .spawn(move || worker.run())
-            .map_err(|e| format!("cannot start a scheduler thread: {e}"))?;
+        start_thread(
+            format!("generate-{}-{}", info.name, info.version),
+            move || worker.run(),
+        )
+        .map_err(|e| format!("cannot start a scheduler thread: {e}"))?;
         Ok(Scheduler {
             info,
             tx,

@@ -240,12 +240,13 @@ pub fn class_count(spec: &Spec) -> usize {
 /// the compute threads) whose gradients are summed, so the result matches one worker.
 pub fn train(spec: &Spec, data: &Prepared, options: TrainOptions) -> Result<Trained, TrainError> {
     let workers = options.workers.max(1);
-    if workers == 1 {
-        let trained = train_rank(spec, data, options, &mut Solo)?;
-        return Ok(trained.expect("rank 0 returns the result"));
-    }
-    let comms = parallel::local::group(workers, options.distributed.timeout);
-    let trained = run_workers(spec, data, options, comms)?;
+    let trained = match workers {
+        1 => run_workers(spec, data, options, vec![Solo])?,
+        _ => {
+            let comms = parallel::local::group(workers, options.distributed.timeout);
+            run_workers(spec, data, options, comms)?
+        }
+    };
     Ok(trained.expect("rank 0 returns the result"))
 }
 
@@ -264,6 +265,9 @@ pub fn train_nested<G: Communicator + Send>(
 
 /// Runs one worker thread per communicator, each on its own share of the compute threads;
 /// returns rank 0's result (when it is here) or the error of the rank that failed first.
+/// Even a lone worker trains inside its own pool: the engine's parallel kernels then run on
+/// the calling worker (and its peers) instead of handing each operation to the global pool
+/// and sleeping until it comes back.
 fn run_workers<C: Communicator + Send>(
     spec: &Spec,
     data: &Prepared,

@@ -2,6 +2,7 @@
 //! engine: forward pass, parameter count, and weights saved to and loaded from
 //! safetensors with PyTorch names and layouts.
 
+mod kernels;
 mod layers;
 mod network;
 mod weights;

@@ -49,7 +49,7 @@ impl Function {
         match self {
             Function::Relu => each_rank!(x, t => activation::relu(t)),
             Function::LeakyRelu(s) => each_rank!(x, t => activation::leaky_relu(t, s)),
-            Function::Gelu => each_rank!(x, t => activation::gelu(t)),
+            Function::Gelu => each_rank!(x, t => crate::kernels::gelu(t)),
             Function::GeluTanh => each_rank!(x, t => activation::gelu_approximate(t)),
             Function::Tanh => each_rank!(x, t => activation::tanh(t)),
             Function::Sigmoid => each_rank!(x, t => activation::sigmoid(t)),

@@ -4,7 +4,7 @@
 # (bench/lm_torch.py), tokens per second over the same steps and both validation losses.
 #   bench/lm_train_throughput.sh [STEPS]     (default 2000, the example's own)
 # PyTorch is installed from PyPI into .venv/ on first use. Each side's time is its training
-# loop with its evaluations (modelforge: run.json's start and finish, whole seconds).
+# loop with its evaluations (modelforge: the elapsed time its last evaluation line prints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -21,11 +21,13 @@ printf '%-8s %-8s %12s %12s %7s %9s %9s\n' threads workers modelforge pytorch ra
 for setting in "1 1" "2 1" "2 2"; do
   read -r threads workers <<<"$setting"
   runs="$work/runs-$threads-$workers"
-  "$exe" train "$work/spec.toml" --threads "$threads" --workers "$workers" --runs "$runs" >/dev/null 2>&1
-  read -r mf mf_val < <(python3 - "$runs" "$tokens" <<'PY'
-import json, pathlib, sys
+  "$exe" train "$work/spec.toml" --threads "$threads" --workers "$workers" --runs "$runs" \
+    >"$work/train-$threads-$workers.log" 2>&1
+  read -r mf mf_val < <(python3 - "$runs" "$tokens" "$work/train-$threads-$workers.log" <<'PY'
+import json, pathlib, re, sys
 info = json.loads(next(pathlib.Path(sys.argv[1]).glob("*/run.json")).read_text())
-seconds = max(info["finished"] - info["started"], 1)
+# The last evaluation's line, "step N/N (12.3s): …", times the loop to a tenth of a second.
+seconds = float(re.findall(r"^step \d+/\d+ \(([0-9.]+)s\)", pathlib.Path(sys.argv[3]).read_text(), re.M)[-1])
 print(round(int(sys.argv[2]) / seconds), f'{info["metrics"]["val_loss"]:.4f}')
 PY
 )

@@ -644,12 +644,21 @@ fn request_values(
     Ok(info.check_inputs(inputs)?)
 }
 
+/// What `modelforge explain` explains.
+pub enum ExplainInput<'a> {
+    /// A request JSON, an image, a CSV file of rows, or a language model's prompt as a text
+    /// file (its whole text) or a generate request JSON (its `text_input`).
+    File(&'a Path),
+    /// A language model's prompt.
+    Prompt(&'a str),
+}
+
 /// What `modelforge explain` is asked.
 pub struct ExplainOptions<'a> {
     /// MODEL[@VERSION|@ALIAS].
     pub model: &'a str,
-    /// A request JSON, an image, or a CSV file of rows.
-    pub input: &'a Path,
+    /// What to explain.
+    pub input: ExplainInput<'a>,
     /// The settings, unchecked.
     pub asked: modelforge_explain::Asked,
     /// The folder to write.
@@ -721,8 +730,95 @@ fn explain_look(
     )
 }
 
+/// The prompt a language model is explained for: given, a text file's whole text, or a
+/// generate request's `text_input`.
+fn explain_prompt_text(input: &ExplainInput) -> Result<String> {
+    let path = match input {
+        ExplainInput::Prompt(text) => return Ok(text.to_string()),
+        ExplainInput::File(path) => *path,
+    };
+    if modelforge_data::image::is_image(path) || path.extension().is_some_and(|e| e == "csv") {
+        bail!(
+            "{}: a language model explains a prompt — give --prompt TEXT, a text file, or a generate request JSON with \"text_input\"",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    if path.extension().is_none_or(|e| e != "json") {
+        return Ok(text);
+    }
+    let doc: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    match &doc["text_input"] {
+        Value::String(prompt) => Ok(prompt.clone()),
+        _ => bail!(
+            "{}: a language model's request needs \"text_input\": \"…\" (the prompt), as its generate route takes",
+            path.display()
+        ),
+    }
+}
+
+/// An explanation ready to be written: the attributions, the samples' inputs (values or
+/// ids), how they look, and a name for each output.
+struct Attributed {
+    attributions: modelforge_explain::Attributions,
+    values: Vec<f32>,
+    look: modelforge_report::attribution::Look,
+    labels: Vec<String>,
+}
+
+/// Explains a native classifier or regression for the samples of a file.
+fn explain_samples(
+    stored: &modelforge_registry::Version,
+    info: &modelforge_serve::ModelInfo,
+    input: &ExplainInput,
+    settings: &modelforge_explain::Explain,
+    device: &Device,
+) -> Result<Attributed> {
+    let ExplainInput::File(input) = input else {
+        bail!(
+            "{}@{} is not a language model: --prompt is for those — give --input FILE (a request JSON, an image or a CSV file)",
+            info.name,
+            info.version
+        );
+    };
+    let native = crate::native::Native::load(&stored.manifest, &stored.dir, device)?;
+    let (values, batch, names) = explain_input(input, &native, info)?;
+    let attributions = native
+        .explain(&values, batch, settings)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let look = explain_look(&native, &stored.dir, &values, names);
+    Ok(Attributed {
+        attributions,
+        values,
+        look,
+        labels: stored.manifest.labels.clone(),
+    })
+}
+
+/// Explains a language model's next token after a prompt.
+fn explain_next_token(
+    stored: &modelforge_registry::Version,
+    input: &ExplainInput,
+    settings: &modelforge_explain::Explain,
+    device: &Device,
+) -> Result<Attributed> {
+    let prompt = explain_prompt_text(input)?;
+    let model = crate::native::Native::load_language_model(&stored.manifest, &stored.dir, device)?;
+    let explained = crate::native::explain_prompt(&model, &prompt, settings)?;
+    let vocab: Vec<u32> = (0..explained.attributions.output_len as u32).collect();
+    Ok(Attributed {
+        attributions: explained.attributions,
+        values: explained.ids,
+        look: modelforge_report::attribution::Look::Tokens(vec![explained.pieces.tokens]),
+        labels: model.pieces(&vocab),
+    })
+}
+
 /// `modelforge explain MODEL --input FILE -o DIR`: attributions of the model's answer for
-/// each sample of the file, as `attributions.json` and a picture per sample.
+/// each sample of the file (or, for a language model, of its next token after the
+/// prompt), as `attributions.json` and a picture per sample.
 pub fn explain(ctx: &Context, options: &ExplainOptions, compute: &Compute) -> Result<ExitCode> {
     use modelforge_report::attribution;
     let settings = options.asked.clone().check()?;
@@ -747,19 +843,23 @@ pub fn explain(ctx: &Context, options: &ExplainOptions, compute: &Compute) -> Re
             }
             .into());
         }
-        let native = crate::native::Native::load(&stored.manifest, &stored.dir, &device(compute)?)?;
         let info = modelforge_serve::ModelInfo {
             name: name.clone(),
             version,
             manifest: stored.manifest.clone(),
         };
-        let input = options.input;
-        let (values, batch, names) = explain_input(input, &native, &info)?;
-        let attributions = native
-            .explain(&values, batch, &settings)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-        let labels = &stored.manifest.labels;
-        let look = explain_look(&native, &stored.dir, &values, names);
+        let device = device(compute)?;
+        let Attributed {
+            attributions,
+            values,
+            look,
+            labels,
+        } = match stored.manifest.task == modelforge_spec::Task::LanguageModel.name() {
+            true => explain_next_token(&stored, &options.input, &settings, &device)?,
+            false => explain_samples(&stored, &info, &options.input, &settings, &device)?,
+        };
+        let labels = &labels;
+        let batch = attributions.targets.len();
         let document = attribution::document(&name, version, &attributions, &settings, labels);
         let mut files = vec![(
             "attributions.json".to_string(),

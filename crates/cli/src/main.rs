@@ -139,13 +139,18 @@ enum Command {
         compute: Compute,
     },
     /// Explain a published model's answer: how much each input value moved the output, as
-    /// attributions.json and a picture per sample (a heat map, feature bars or tokens).
+    /// attributions.json and a picture per sample (a heat map, feature bars or tokens); for
+    /// a language model, how much each prompt token moved the next token's score.
     Explain {
         /// MODEL, MODEL@VERSION or MODEL@ALIAS.
         model: String,
-        /// A request JSON (V2 or TF-Serving), a PNG/JPEG image, or a CSV file of rows.
+        /// A request JSON (V2 or TF-Serving), a PNG/JPEG image, or a CSV file of rows; for a
+        /// language model, a text file (the prompt) or a generate request JSON.
+        #[arg(long, required_unless_present = "prompt", conflicts_with = "prompt")]
+        input: Option<PathBuf>,
+        /// A language model's prompt (instead of --input).
         #[arg(long)]
-        input: PathBuf,
+        prompt: Option<String>,
         /// saliency, input-x-gradient, integrated-gradients or smoothgrad.
         #[arg(long, default_value = "integrated-gradients")]
         method: String,
@@ -163,7 +168,8 @@ enum Command {
         /// file holding a tensor of the input's shape.
         #[arg(long)]
         baseline: Option<String>,
-        /// The output explained (default: the predicted class; output 0 of a regression).
+        /// The output explained (default: the predicted class; output 0 of a regression; a
+        /// language model's most likely next token). For a language model, a token id.
         #[arg(long)]
         target: Option<u64>,
         /// SmoothGrad's noisy samples (default 16).
@@ -596,6 +602,7 @@ fn main() -> ExitCode {
         Command::Explain {
             model,
             input,
+            prompt,
             method,
             over,
             steps,
@@ -612,7 +619,12 @@ fn main() -> ExitCode {
                 &ctx,
                 &commands::ExplainOptions {
                     model: &model,
-                    input: &input,
+                    input: match (&input, &prompt) {
+                        (Some(path), _) => commands::ExplainInput::File(path),
+                        (None, prompt) => {
+                            commands::ExplainInput::Prompt(prompt.as_deref().unwrap_or_default())
+                        }
+                    },
                     asked: modelforge_explain::Asked {
                         method: Some(method),
                         over,

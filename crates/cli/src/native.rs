@@ -6,12 +6,13 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use std::collections::HashMap;
 
+use modelforge_explain::Attributions;
 use modelforge_generate::{GenerateError, LanguageModel, Sequence};
 use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
 use modelforge_serve::{
-    Engine, Explained, GenerateRequest, Generator, Loader, Prompt, Runnable, SequenceId,
+    Engine, Explained, GenerateRequest, Generator, Loader, Pieces, Prompt, Runnable, SequenceId,
     ServeError, Token, Values,
 };
 use modelforge_spec::{Spec, Task};
@@ -92,7 +93,7 @@ impl Native {
     }
 
     /// The language model of the version in `dir`: its network and its `tokenizer.json`.
-    fn load_language_model(
+    pub fn load_language_model(
         manifest: &Manifest,
         dir: &Path,
         device: &Device,
@@ -164,15 +165,61 @@ impl Runnable for Native {
                 Native::explain(self, &input, batch, settings)
                     .map_err(|e| ServeError::BadRequest(e.to_string()))
             })
-            .map(|a| Explained {
-                outputs: vec![Values::F32(a.outputs)],
-                attributions: a.values,
-                shape: a.shape,
-                targets: a.targets,
-                delta: a.delta,
-            });
+            .map(|a| explained(a, None));
         Some(explained)
     }
+}
+
+/// What the inference core answers for attributions computed here.
+fn explained(a: Attributions, pieces: Option<Pieces>) -> Explained {
+    Explained {
+        outputs: vec![Values::F32(a.outputs)],
+        attributions: a.values,
+        shape: a.shape,
+        targets: a.targets,
+        delta: a.delta,
+        pieces,
+    }
+}
+
+/// A language model's prompt explained: its ids, the attributions of its tokens to the
+/// next token's score, and the text of the tokens.
+pub struct PromptExplanation {
+    /// The prompt's token ids.
+    pub ids: Vec<f32>,
+    /// One attribution per token; the outputs are the next token's logits.
+    pub attributions: Attributions,
+    /// The text of each token and of the explained next token.
+    pub pieces: Pieces,
+}
+
+/// Explains what a language model says after `prompt` (the token it would generate first,
+/// or `settings.target`), as `modelforge explain` and the server's explain route answer.
+pub fn explain_prompt(
+    model: &LanguageModel,
+    prompt: &str,
+    settings: &modelforge_explain::Explain,
+) -> Result<PromptExplanation, ServeError> {
+    let ids = model.encode(prompt).map_err(served)?;
+    let values: Vec<f32> = ids.iter().map(|&id| id as f32).collect();
+    let setting = modelforge_explain::Setting {
+        device: model.device(),
+        mean: None,
+        budget_bytes: modelforge_explain::BUDGET_BYTES,
+        classifies: true,
+    };
+    let attributions = modelforge_explain::explain(model.network(), &values, 1, settings, &setting)
+        .map_err(|e| ServeError::BadRequest(e.to_string()))?;
+    let targets: Vec<u32> = attributions.targets.iter().map(|&t| t as u32).collect();
+    let pieces = Pieces {
+        tokens: model.pieces(&ids),
+        targets: model.pieces(&targets),
+    };
+    Ok(PromptExplanation {
+        ids: values,
+        attributions,
+        pieces,
+    })
 }
 
 /// Loads native versions on one device for the inference core.
@@ -291,5 +338,16 @@ impl Generator for NativeGenerator {
 
     fn release(&mut self, id: SequenceId) {
         self.sequences.remove(&id);
+    }
+
+    fn explain(
+        &mut self,
+        prompt: &str,
+        settings: &modelforge_explain::Explain,
+    ) -> Option<Result<Explained, ServeError>> {
+        Some(
+            explain_prompt(&self.model, prompt, settings)
+                .map(|p| explained(p.attributions, Some(p.pieces))),
+        )
     }
 }

@@ -403,6 +403,9 @@ fn bad_explanations_exit_2_with_the_field_and_the_fix() {
     }
     let out = sb.run(&["explain", "mnist-mlp@1", "--input", "small.png"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("resize it to 28×28"));
+    let out = sb.run(&["explain", "mnist-mlp@1", "--prompt", "ROMEO:"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a language model"));
     // An ONNX version has no gradients here.
     sb.ok(&["export", "mnist-mlp@1", "--format", "onnx", "-o", "m.onnx"]);
     sb.ok(&["registry", "import", "m.onnx", "--name", "onnx-mlp"]);
@@ -520,4 +523,245 @@ fn the_server_explains_beside_inference_and_keeps_serving() {
         ),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_language_model_explains_its_next_token_from_the_cli_and_the_server() {
+    let sb = crate::generation::published_language_model();
+    // The CLI: which characters of the prompt made the model say what it says next.
+    sb.ok(&[
+        "explain",
+        "shakespeare-gpt",
+        "--prompt",
+        "ROMEO:",
+        "--steps",
+        "64",
+        "-o",
+        "why",
+        "--threads",
+        "2",
+    ]);
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(sb.path().join("why/attributions.json")).unwrap())
+            .unwrap();
+    let sample = &doc["samples"][0];
+    assert_eq!(doc["shape"], json!([6]), "{doc}");
+    let cli = floats(&sample["attributions"]);
+    assert_eq!(cli.len(), 6, "one attribution per character");
+    let logits = floats(&sample["outputs"]);
+    assert_eq!(logits.len(), 77, "the next token's scores");
+    let target = sample["target"].as_u64().unwrap() as usize;
+    let best = (0..77)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(target, best, "the token it would generate first");
+    // That is the character greedy generation writes after the prompt.
+    let out = sb.run(&[
+        "generate",
+        "shakespeare-gpt",
+        "--prompt",
+        "ROMEO:",
+        "--max-tokens",
+        "1",
+        "--temperature",
+        "0",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let next: String = text["ROMEO:".len()..].chars().take(1).collect();
+    assert_eq!(sample["label"], json!(next), "{text:?}");
+    let (delta, change) = (
+        sample["convergence_delta"].as_f64().unwrap(),
+        sample["output_change"].as_f64().unwrap(),
+    );
+    assert!(delta.abs() < 0.01 * change.abs(), "{delta} of {change}");
+    let svg = std::fs::read_to_string(sb.path().join("why/attributions.svg")).unwrap();
+    assert!(
+        svg.contains(">R<") && svg.contains(">:<"),
+        "the tokens are drawn"
+    );
+    // A prompt file gives the same; a prompt past the context, or characters the
+    // tokenizer lacks, exit 2 with the fix.
+    sb.write("prompt.txt", "ROMEO:");
+    sb.write("request.json", "{\"inputs\": []}");
+    let again = explain(&sb, "shakespeare-gpt", "prompt.txt", &["--steps", "64"]);
+    assert_eq!(again["samples"][0]["attributions"], sample["attributions"]);
+    for (flags, message) in [
+        (&["--prompt", &"a".repeat(65)][..], "shorten the prompt"),
+        (&["--prompt", "ROMEO: ✓"][..], "the prompt"),
+        (&["--prompt", "ROMEO:", "--target", "77"][..], "use 0 to 76"),
+        (&["--input", "request.json"][..], "needs \"text_input\""),
+    ] {
+        let mut args = vec!["explain", "shakespeare-gpt", "-o", "bad"];
+        args.extend_from_slice(flags);
+        let out = sb.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+        assert!(!sb.path().join("bad").exists());
+    }
+
+    // Equal to Captum on the same weights in `transformers` (the Hugging Face export),
+    // explained at the token embedding's output.
+    let python = python(&["torch", "transformers", "safetensors", "numpy", "captum"]);
+    sb.ok(&[
+        "export",
+        "shakespeare-gpt",
+        "--format",
+        "hf",
+        "-o",
+        "gpt-hf",
+    ]);
+    let lm_cases: [(&str, &[&str], Value); 4] = [
+        (
+            "ig",
+            &["--steps", "64"],
+            json!({"method": "integrated-gradients", "steps": 64, "rule": "gauss-legendre", "baseline": null}),
+        ),
+        (
+            "trapezoid",
+            &[
+                "--steps",
+                "20",
+                "--rule",
+                "riemann-trapezoid",
+                "--baseline",
+                "0.5",
+                "--target",
+                "3",
+            ],
+            json!({"method": "integrated-gradients", "steps": 20, "rule": "riemann-trapezoid", "baseline": 0.5, "target": 3}),
+        ),
+        (
+            "saliency",
+            &["--method", "saliency", "--target", "3"],
+            json!({"method": "saliency", "target": 3}),
+        ),
+        (
+            "ixg",
+            &["--method", "input-x-gradient"],
+            json!({"method": "input-x-gradient"}),
+        ),
+    ];
+    let mut ours = Vec::new();
+    let mut cases = Vec::new();
+    for (name, flags, mut captum) in lm_cases {
+        let got = explain(&sb, "shakespeare-gpt", "prompt.txt", flags);
+        captum["name"] = json!(name);
+        captum["target"] = got["samples"][0]["target"].clone();
+        cases.push(captum);
+        ours.push(got);
+    }
+    let tokenizer: Value = serde_json::from_slice(
+        &std::fs::read(sb.path().join("models/shakespeare-gpt/1/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<u64> = "ROMEO:"
+        .chars()
+        .map(|c| tokenizer["model"]["vocab"][c.to_string()].as_u64().unwrap())
+        .collect();
+    sb.write(
+        "lm-cases.json",
+        json!({"ids": ids, "cases": cases}).to_string(),
+    );
+    let hf = sb.path().join("gpt-hf");
+    let cases_path = sb.path().join("lm-cases.json");
+    let reference = client_report(
+        &python,
+        "captum_lm_parity.py",
+        &[hf.to_str().unwrap(), cases_path.to_str().unwrap()],
+    );
+    for (name, got) in ["ig", "trapezoid", "saliency", "ixg"].iter().zip(&ours) {
+        let want = floats(&reference[*name]["attributions"]);
+        let have = floats(&got["samples"][0]["attributions"]);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let gap = want
+            .iter()
+            .zip(&have)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        println!(
+            "{name}: largest gap {:.2e} of the attribution scale",
+            gap / scale
+        );
+        assert!(
+            gap <= 1e-4 * scale,
+            "{name}: {have:?} against Captum's {want:?}"
+        );
+        if let Some(delta) = reference[*name]["delta"].as_f64() {
+            let ours = got["samples"][0]["convergence_delta"].as_f64().unwrap();
+            assert!(
+                (delta - ours).abs() <= 1e-3 * scale,
+                "{name}: delta {ours} against {delta}"
+            );
+        }
+    }
+
+    // The server: the prompt as Triton's generate takes it, or as a V2 BYTES input,
+    // explained on the version's scheduler thread between generation steps.
+    let server = Server::start_with(&sb, &["--threads", "2"]);
+    let path = "/v2/models/shakespeare-gpt/explain";
+    let body = json!({"text_input": "ROMEO:", "parameters": {"steps": 64}});
+    let (status, answer) = server.call("POST", path, Some(&body.to_string()));
+    assert_eq!(status, 200, "{answer}");
+    let outputs = answer["outputs"].as_array().unwrap();
+    assert_eq!(outputs[0]["name"], "logits");
+    assert_eq!(outputs[0]["shape"], json!([1, 77]));
+    assert_eq!(outputs[1]["name"], "attributions");
+    assert_eq!(outputs[1]["shape"], json!([1, 6]));
+    let rest = floats(&outputs[1]["data"]);
+    assert!(
+        rest.iter()
+            .zip(&cli)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0)),
+        "{rest:?} against {cli:?}"
+    );
+    assert_eq!(answer["targets"], json!([target]));
+    assert_eq!(answer["tokens"], json!(["R", "O", "M", "E", "O", ":"]));
+    assert_eq!(answer["target_tokens"], json!([next]));
+    assert!(answer["convergence_delta"][0].is_number());
+    let v2 = json!({
+        "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["ROMEO:"]}],
+        "parameters": {"method": "saliency", "target": 3},
+    });
+    let (status, answer) = server.call(
+        "POST",
+        "/v2/models/shakespeare-gpt/versions/1/explain",
+        Some(&v2.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["targets"], json!([3]));
+    assert!(answer.get("convergence_delta").is_none());
+    for (body, message) in [
+        (json!({"text_input": "a".repeat(65)}), "shorten the prompt"),
+        (json!({"text_input": 5}), "text_input must be a string"),
+        (json!({"parameters": {}}), "explains a prompt"),
+        (
+            json!({"text_input": "ROMEO:", "parameters": {"target": 500}}),
+            "use 0 to 76",
+        ),
+        (
+            json!({"text_input": "ROMEO:", "parameters": {"method": "lime"}}),
+            "parameters.method",
+        ),
+    ] {
+        let (status, answer) = server.call("POST", path, Some(&body.to_string()));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(message),
+            "{body}: {answer}"
+        );
+    }
+    // Generation goes on, and explanations are counted apart.
+    let generate =
+        json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 4, "temperature": 0}});
+    let (status, answer) = server.call(
+        "POST",
+        "/v2/models/shakespeare-gpt/generate",
+        Some(&generate.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["text_output"].as_str().unwrap().starts_with(&next));
+    let (_, stats) = server.call("GET", "/v2/models/shakespeare-gpt/stats", None);
+    let entry = &stats["model_stats"][0];
+    assert_eq!(entry["explain_stats"]["success"]["count"], 2, "{entry}");
+    assert_eq!(entry["explain_stats"]["fail"]["count"], 2, "{entry}");
 }

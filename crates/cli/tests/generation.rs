@@ -18,7 +18,7 @@ fn served_language_model(extra: &[&str]) -> (Sandbox, Server) {
 }
 
 /// The Shakespeare example trained for a few steps and published.
-fn published_language_model() -> Sandbox {
+pub(crate) fn published_language_model() -> Sandbox {
     let sb = Sandbox::new();
     sb.write("spec.toml", example("modelforge.toml", 30));
     sb.ok(&["run", "--no-serve", "spec.toml", "--threads", "2"]);

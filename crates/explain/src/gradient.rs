@@ -23,6 +23,15 @@ pub(crate) enum Space {
     },
 }
 
+/// Which scores of the network one row's outputs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scores {
+    /// Its one output vector per sample (a classifier's or a regression's).
+    Vector,
+    /// A language model's logits at the last position: its scores for the next token.
+    NextToken,
+}
+
 /// A network ready to give gradients: frozen (dropout off, batch norm on its running
 /// statistics), its passes sized by the memory budget.
 pub(crate) struct Engine {
@@ -30,6 +39,7 @@ pub(crate) struct Engine {
     device: Device,
     ad: Device,
     space: Space,
+    scores: Scores,
     /// Values per row in the space.
     pub width: usize,
     outputs: usize,
@@ -49,26 +59,47 @@ impl Engine {
         device: &Device,
         budget_bytes: usize,
     ) -> Result<(Engine, Vec<f32>), ExplainError> {
-        if network.output_shape().len() != 1 {
-            return Err(ExplainError::Unsupported(format!(
-                "the model gives {} values per sample ({}); explanations cover models with one \
-                 output vector per sample (classifiers and regressions), not language models",
-                network.output_shape().iter().product::<usize>(),
-                modelforge_spec::show_shape(network.output_shape()),
-            )));
-        }
-        // Checks the number of values against the input shape.
-        network.input(inputs, batch, device)?;
+        let (scores, outputs, len) = match *network.output_shape() {
+            [outputs] => {
+                // Checks the number of values against the input shape.
+                network.input(inputs, batch, device)?;
+                (Scores::Vector, outputs, network.input_len())
+            }
+            [context, vocab] if network.embeds_ids() => {
+                let len = inputs.len() / batch.max(1);
+                if batch == 0 || len == 0 || len * batch != inputs.len() || len > context {
+                    return Err(ExplainError::Prompt {
+                        tokens: inputs.len(),
+                        batch,
+                        context,
+                    });
+                }
+                (Scores::NextToken, vocab, len)
+            }
+            _ => {
+                return Err(ExplainError::Unsupported(format!(
+                    "the model gives {} values per sample ({}); explanations cover models with \
+                     one output vector per sample (classifiers and regressions) and language \
+                     models (the next token)",
+                    network.output_shape().iter().product::<usize>(),
+                    modelforge_spec::show_shape(network.output_shape()),
+                )));
+            }
+        };
         let network = network.clone().freeze();
-        let per_row = network.activation_floats_per_sample() * FLOATS_PER_ACTIVATION * 4;
+        // A language model's activations grow with the prompt, at most to its context.
+        let fill = match *network.output_shape() {
+            [context, _] => (len, context),
+            _ => (1, 1),
+        };
+        let per_row =
+            network.activation_floats_per_sample() * fill.0 / fill.1 * FLOATS_PER_ACTIVATION * 4;
         let rows_per_pass = (budget_bytes / per_row.max(1)).max(1);
-        let outputs = network.output_shape()[0];
         let ad = device.clone().autodiff();
         let (space, points, width) = match network.embeds_ids() {
-            false => (Space::Raw, inputs.to_vec(), network.input_len()),
+            false => (Space::Raw, inputs.to_vec(), len),
             true => {
-                let ids: Vec<i64> = inputs.iter().map(|&v| v as i64).collect();
-                let len = network.input_len();
+                let ids = checked_ids(&network, inputs)?;
                 let vectors = network.embed(Tensor::from_data(
                     TensorData::new(ids.clone(), [batch, len]),
                     device,
@@ -83,6 +114,7 @@ impl Engine {
             device: device.clone(),
             ad,
             space,
+            scores,
             width,
             outputs,
             rows_per_pass,
@@ -95,17 +127,25 @@ impl Engine {
         self.outputs
     }
 
-    /// Points of the baseline ids (embedded), or the values as they are (raw).
-    pub fn embed_baseline(&self, given: &[f32]) -> Vec<f32> {
+    /// Input values (raw) or ids (embedded) per sample.
+    pub fn input_len(&self) -> usize {
         match &self.space {
-            Space::Raw => given.to_vec(),
+            Space::Raw => self.width,
+            Space::Embedded { len, .. } => *len,
+        }
+    }
+
+    /// Points of the baseline ids (embedded), or the values as they are (raw).
+    pub fn embed_baseline(&self, given: &[f32]) -> Result<Vec<f32>, ExplainError> {
+        match &self.space {
+            Space::Raw => Ok(given.to_vec()),
             Space::Embedded { len, .. } => {
-                let ids: Vec<i64> = given.iter().map(|&v| v as i64).collect();
+                let ids = checked_ids(&self.network, given)?;
                 let rows = ids.len() / len;
-                values(self.network.embed(Tensor::from_data(
+                Ok(values(self.network.embed(Tensor::from_data(
                     TensorData::new(ids, [rows, *len]),
                     &self.device,
-                )))
+                ))))
             }
         }
     }
@@ -194,11 +234,28 @@ impl Engine {
                     })
                     .collect();
                 let ids = Tensor::<2, Int>::from_data(TensorData::new(rows, [n, *len]), device);
-                self.network
-                    .forward_embedded(ids, x.reshape([n, *len, *dim]))
+                let x = x.reshape([n, *len, *dim]);
+                match self.scores {
+                    Scores::Vector => self.network.forward_embedded(ids, x),
+                    Scores::NextToken => self.network.forward_embedded_last(ids, x),
+                }
             }
         }
     }
+}
+
+/// Ids as the embedding takes them: whole numbers below its vocabulary.
+fn checked_ids(network: &Network, given: &[f32]) -> Result<Vec<i64>, ExplainError> {
+    let vocab = network.vocab().unwrap_or(usize::MAX);
+    given
+        .iter()
+        .map(
+            |&v| match v >= 0.0 && v.fract() == 0.0 && (v as usize) < vocab {
+                true => Ok(v as i64),
+                false => Err(ExplainError::Id { id: v, vocab }),
+            },
+        )
+        .collect()
 }
 
 /// A tensor's values on the host.

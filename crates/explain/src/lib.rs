@@ -40,6 +40,26 @@ pub enum ExplainError {
     /// The mean baseline was asked for where no training mean is known.
     #[error("baseline \"mean\" needs {0} — use \"zeros\", a number or a tensor")]
     NoMean(&'static str),
+    /// A language model's prompt is empty, uneven over the batch or longer than its context.
+    #[error(
+        "{tokens} prompt token(s) in {batch} sample(s) do not fit a language model of context {context} — send 1 to {context} tokens per sample, the same number in each"
+    )]
+    Prompt {
+        /// Tokens given in all.
+        tokens: usize,
+        /// Samples.
+        batch: usize,
+        /// The model's context.
+        context: usize,
+    },
+    /// A token id is not one the model's embedding has.
+    #[error("token id {id} is not one of the model's {vocab} ids — send whole numbers from 0 to {}", vocab - 1)]
+    Id {
+        /// The id given.
+        id: f32,
+        /// Ids the embedding has.
+        vocab: usize,
+    },
     /// The model is of a kind explanations do not cover.
     #[error("{0}")]
     Unsupported(String),
@@ -137,7 +157,7 @@ fn baseline(
                 "the training mean, which this version does not record",
             ))?
             .to_vec(),
-        Baseline::Values(v) if v.len() == batch * input_len => return Ok(engine.embed_baseline(v)),
+        Baseline::Values(v) if v.len() == batch * input_len => return engine.embed_baseline(v),
         Baseline::Values(v) => v.clone(),
     };
     if per_sample.len() != input_len {
@@ -146,7 +166,7 @@ fn baseline(
             want: input_len,
         });
     }
-    Ok(engine.embed_baseline(&per_sample.repeat(batch)))
+    engine.embed_baseline(&per_sample.repeat(batch))
 }
 
 /// Attributions of `batch` samples (`inputs` holds `batch × input` raw values, or ids) to
@@ -170,7 +190,7 @@ pub fn explain(
             &settings.baseline,
             batch,
             setting,
-            network.input_len(),
+            engine.input_len(),
         )?,
         false => Vec::new(),
     };
@@ -273,7 +293,7 @@ pub fn explain(
         }
     };
     let shape = match network.embeds_ids() {
-        true => vec![network.input_len()],
+        true => vec![engine.input_len()],
         false => network.input_shape().to_vec(),
     };
     Ok(Attributions {
@@ -545,6 +565,107 @@ layers = [
         assert!(matches!(
             explain(&net, &ids, 1, &mean, &setting(&device)),
             Err(ExplainError::NoMean(_))
+        ));
+    }
+
+    /// A LLaMA-shaped language model: RMS norm, rotary positions, grouped-query attention,
+    /// SwiGLU, an untied head.
+    const LLAMA: &str = r#"
+name = "llama"
+input = { shape = [8], dtype = "i64" }
+output = { task = "language_model" }
+layers = [
+  { embedding = { vocab = 13, dim = 16 } },
+  { block = "decoder", repeat = 2 },
+  { rms_norm = {} },
+  { dense = { units = 13, bias = false } },
+]
+[blocks.decoder]
+layers = [
+  { rms_norm = {} },
+  { self_attention = { heads = 4, kv_heads = 2, rope = {} }, name = "attn" },
+  { add = {}, inputs = ["input", "attn"], name = "mid" },
+  { rms_norm = {} },
+  { swiglu = { hidden = 24 }, name = "ff" },
+  { add = {}, inputs = ["mid", "ff"] },
+]
+"#;
+
+    #[test]
+    fn a_language_model_is_explained_at_its_next_token() {
+        let net = network(LLAMA);
+        let device = Device::flex();
+        // A prompt shorter than the context: the next token's logits are the last row of
+        // the full pass over the prompt.
+        let prompt = [3.0f32, 7.0, 1.0, 12.0, 5.0];
+        let ig = Explain {
+            steps: 64,
+            ..settings(Method::IntegratedGradients)
+        };
+        let got = explain(&net, &prompt, 1, &ig, &setting(&device)).unwrap();
+        assert_eq!(got.shape, vec![5]);
+        assert_eq!(got.values.len(), 5, "one attribution per prompt token");
+        assert_eq!(got.output_len, 13);
+        let ids: Vec<i64> = prompt.iter().map(|&v| v as i64).collect();
+        let full = net.forward_tokens(
+            modelforge_model::burn::tensor::Tensor::from_data(
+                modelforge_model::burn::tensor::TensorData::new(ids, [1, 5]),
+                &device,
+            ),
+            None,
+        );
+        let full = full.into_data().try_into_vec::<f32>().unwrap();
+        let last = &full[4 * 13..];
+        for (a, b) in got.outputs.iter().zip(last) {
+            assert!((a - b).abs() < 1e-5, "{a} against {b}");
+        }
+        let greedy = (0..13)
+            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+            .unwrap();
+        assert_eq!(got.targets, vec![greedy], "the predicted next token");
+        let (delta, gap) = (got.delta.unwrap()[0], got.gap.unwrap()[0]);
+        assert!(delta.abs() < 0.01 * gap.abs().max(1e-3), "{delta} of {gap}");
+        // Causal attention: the last token's saliency is not zero, and a token the
+        // explained position cannot see does not exist (the prompt ends there).
+        let saliency = explain(
+            &net,
+            &prompt,
+            1,
+            &Explain {
+                target: Target::Index(2),
+                ..settings(Method::Saliency)
+            },
+            &setting(&device),
+        )
+        .unwrap();
+        assert_eq!(saliency.targets, vec![2]);
+        assert!(saliency.values.iter().all(|v| v.is_finite()));
+        // Two prompts of one length explain as a batch, each as it would alone.
+        let two = [prompt.as_slice(), &[0.0, 0.0, 4.0, 4.0, 9.0]].concat();
+        let both = explain(&net, &two, 2, &ig, &setting(&device)).unwrap();
+        for (a, b) in both.values[..5].iter().zip(&got.values) {
+            assert!((a - b).abs() < 1e-5, "{a} against {b}");
+        }
+        // Refused: a prompt past the context, an empty one, ids the embedding lacks, a
+        // baseline of the wrong length.
+        let long = [1.0f32; 9];
+        assert!(matches!(
+            explain(&net, &long, 1, &ig, &setting(&device)),
+            Err(ExplainError::Prompt { context: 8, .. })
+        ));
+        assert!(matches!(
+            explain(&net, &[], 1, &ig, &setting(&device)),
+            Err(ExplainError::Prompt { .. })
+        ));
+        let e = explain(&net, &[1.0, 13.0], 1, &ig, &setting(&device)).unwrap_err();
+        assert!(e.to_string().contains("0 to 12"), "{e}");
+        let short = Explain {
+            baseline: Baseline::Values(vec![0.0; 3]),
+            ..ig
+        };
+        assert!(matches!(
+            explain(&net, &prompt, 1, &short, &setting(&device)),
+            Err(ExplainError::BaselineShape { got: 3, want: 5 })
         ));
     }
 

@@ -106,10 +106,8 @@ impl LanguageModel {
         self.network.cache_floats_per_token() * std::mem::size_of::<f32>()
     }
 
-    /// A generation from a prompt: checks the settings and encodes the prompt; nothing runs
-    /// until [`LanguageModel::prefill`].
-    pub fn start(&self, prompt: &str, sampling: &Sampling) -> Result<Sequence, GenerateError> {
-        sampling.check().map_err(GenerateError::Settings)?;
+    /// The ids of a prompt: not empty, every character encoded, within the context.
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, GenerateError> {
         let ids = self
             .tokenizer
             .encode(prompt)
@@ -123,6 +121,36 @@ impl LanguageModel {
                 context: self.context,
             });
         }
+        Ok(ids)
+    }
+
+    /// The text of each id on its own (a piece of a character cut between ids shows as
+    /// U+FFFD, as the tokenizer decodes it).
+    pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer
+                    .decode(&[id])
+                    .unwrap_or_else(|_| format!("#{id}"))
+            })
+            .collect()
+    }
+
+    /// The network, in inference mode.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The device it computes on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A generation from a prompt: checks the settings and encodes the prompt; nothing runs
+    /// until [`LanguageModel::prefill`].
+    pub fn start(&self, prompt: &str, sampling: &Sampling) -> Result<Sequence, GenerateError> {
+        sampling.check().map_err(GenerateError::Settings)?;
+        let ids = self.encode(prompt)?;
         Ok(Sequence {
             sampler: Sampler::new(sampling),
             sampling: sampling.clone(),

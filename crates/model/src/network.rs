@@ -282,6 +282,32 @@ impl Network {
         ))
     }
 
+    /// Logits `[batch, outputs]` at the last position of a sequence model, with the first
+    /// embedding's output replaced by `embedded` (`[batch, len, dim]`): what the model says
+    /// of the token after the ids.
+    pub fn forward_embedded_last(&self, ids: Tensor<2, Int>, embedded: Tensor<3>) -> Tensor<2> {
+        let out = rank3(self.run(
+            Activation::Ids(ids),
+            Some(Activation::R3(embedded)),
+            true,
+            &mut Context::Fresh,
+        ));
+        let [batch, len, outputs] = out.dims();
+        out.slice([0..batch, len - 1..len, 0..outputs])
+            .reshape([batch, outputs])
+    }
+
+    /// Ids the first embedding takes (its table's rows), for a network that embeds ids.
+    pub fn vocab(&self) -> Option<usize> {
+        match self.steps.first().map(|s| &s.op) {
+            Some(Op::Block(b)) if self.embeds_ids() => match &self.blocks[*b] {
+                Block::Embedding(e) => Some(e.weight.dims()[0]),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether any step drops activations in training (dropout draws from the generator).
     pub fn has_dropout(&self) -> bool {
         self.blocks.iter().any(|b| match b {

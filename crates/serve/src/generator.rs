@@ -34,6 +34,17 @@ pub trait Generator: Send {
 
     /// Frees a sequence's cache (it finished, failed or its client left).
     fn release(&mut self, id: SequenceId);
+
+    /// Attributions of a prompt's tokens to the model's score of the token after them (the
+    /// one it would generate first, or `settings.target`), with the tokens' text; `None`
+    /// where the engine has no gradients. Uses no sequence's cache.
+    fn explain(
+        &mut self,
+        _prompt: &str,
+        _settings: &modelforge_spec::explain::Explain,
+    ) -> Option<Result<crate::Explained, ServeError>> {
+        None
+    }
 }
 
 /// One step's output for one sequence.

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use modelforge_registry::{Manifest, PublicKey, TensorInfo};
 use modelforge_registry::{Registry, RegistryError};
 
-pub use explanation::{ExplainRequest, Explained, Explanation};
+pub use explanation::{ExplainRequest, Explained, Explanation, Pieces};
 pub use generator::{
     Event, Finish, GenerateRequest, Generation, Generator, Message, Prompt, Sampling, SequenceId,
     Summary, Token,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::explanation::{ExplainRequest, Explained, Explanation};
+use crate::explanation::{ExplainJob, ExplainRequest, Explanation};
 use crate::tensor::Values;
 use crate::{InferRequest, Inference, ModelInfo, Runnable, ServeError};
 
@@ -288,21 +288,11 @@ struct Job {
     deadline: Option<Instant>,
 }
 
-/// An explanation request on its way to the compute thread.
-struct ExplainJob {
-    inputs: Vec<Values>,
-    batch: usize,
-    settings: modelforge_spec::explain::Explain,
-    reply: oneshot::Sender<Result<Explained, ServeError>>,
-    enqueued: Instant,
-    deadline: Option<Instant>,
-}
-
 /// What the compute thread is asked to do: inference jobs are batched together, an
 /// explanation (a batch of its own, of integration steps and noisy copies) runs alone.
 enum Task {
     Infer(Job),
-    Explain(Box<ExplainJob>),
+    Explain(Box<ExplainJob<(Vec<Values>, usize)>>),
 }
 
 /// A served version: submit requests, read statistics.
@@ -461,44 +451,20 @@ impl Worker {
     }
 
     /// Runs an explanation on its own, unless its caller left or its deadline passed.
-    fn explain(&mut self, job: ExplainJob) {
-        let now = Instant::now();
-        if job.deadline.is_some_and(|d| d <= now) {
-            self.stats.lock().expect("stats lock").explanations.failure += 1;
-            let waited = now.duration_since(job.enqueued);
-            let _ = job.reply.send(Err(ServeError::DeadlineExceeded(waited)));
-            return;
-        }
-        if job.reply.is_closed() {
-            return;
-        }
-        let started = Instant::now();
-        let (inputs, batch, settings) = (job.inputs, job.batch, &job.settings);
-        let result = match self.guarded(|r| r.explain(inputs, batch, settings)) {
-            Err(failure) => Err(failure.error(&self.info)),
-            Ok(None) => Err(ServeError::NotExplainable {
-                model: self.info.name.clone(),
-                version: self.info.version,
-                format: self.info.manifest.format.clone(),
-            }),
-            Ok(Some(Ok(e))) => check_outputs(&self.info, &e.outputs, job.batch)
-                .map(|_| e)
-                .map_err(ServeError::Compute),
-            Ok(Some(Err(e))) => Err(e),
-        };
-        let compute_ns = started.elapsed().as_nanos() as u64;
-        let mut s = self.stats.lock().expect("stats lock");
-        let counts = &mut s.explanations;
-        match result.is_ok() {
-            true => {
-                counts.success += 1;
-                counts.samples += job.batch as u64;
-                counts.compute_ns += compute_ns;
-                counts.latency.observe(job.enqueued.elapsed().as_secs_f64());
-            }
-            false => counts.failure += 1,
-        }
-        let _ = job.reply.send(result);
+    fn explain(&mut self, job: ExplainJob<(Vec<Values>, usize)>) {
+        let (info, stats) = (self.info.clone(), self.stats.clone());
+        job.run(&info, &stats, |(inputs, batch), settings| {
+            let explained = self
+                .guarded(|r| r.explain(inputs, batch, settings))
+                .map_err(|failure| failure.error(&info))?;
+            Ok(explained.map(|e| {
+                e.and_then(|e| {
+                    check_outputs(&info, &e.outputs, batch)
+                        .map(|_| e)
+                        .map_err(ServeError::Compute)
+                })
+            }))
+        });
     }
 
     /// Drops the jobs whose callers left, answers the late ones, runs the rest as one batch.
@@ -663,15 +629,7 @@ impl Queue {
     pub async fn explain(&self, request: ExplainRequest) -> Result<Explanation, ServeError> {
         let info = self.info.clone();
         let (batch, inputs) = info.check_inputs(request.inputs)?;
-        let (reply, rx) = oneshot::channel();
-        let job = ExplainJob {
-            inputs,
-            batch,
-            settings: request.settings,
-            reply,
-            enqueued: Instant::now(),
-            deadline: request.timeout.map(|t| Instant::now() + t),
-        };
+        let (job, rx) = ExplainJob::new((inputs, batch), request.settings, request.timeout);
         self.send(Task::Explain(Box::new(job)), |s| {
             s.explanations.failure += 1
         })?;
@@ -717,7 +675,7 @@ impl Queue {
 
 /// The compute thread's answer, waited for at most `timeout`: dropping the channel on
 /// timeout tells the compute thread to skip the request.
-async fn answer<T>(
+pub(crate) async fn answer<T>(
     reply: oneshot::Receiver<Result<T, ServeError>>,
     timeout: Option<Duration>,
 ) -> Result<T, ServeError> {
@@ -733,6 +691,7 @@ async fn answer<T>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::explanation::Explained;
     use modelforge_registry::{Lineage, Manifest, TensorInfo};
 
     /// Doubles its input and counts calls.
@@ -985,6 +944,7 @@ pub(crate) mod tests {
                 shape: vec![2],
                 targets: vec![0; batch],
                 delta: None,
+                pieces: None,
             }))
         }
     }

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc as events;
 
+use modelforge_spec::explain::Explain;
+
+use crate::explanation::{ExplainJob, Explanation};
 use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
 use crate::queue::{
-    Failure, Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, panic_message, rebuild,
-    start_thread,
+    Failure, Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, answer, panic_message,
+    rebuild, start_thread,
 };
 use crate::{ModelInfo, ServeError};
 
@@ -83,6 +86,13 @@ impl Default for GenerationStatistics {
 /// holds back its own sequence (it skips decode steps), never the others or the memory.
 pub(crate) const EVENT_BUFFER: usize = 64;
 
+/// What the scheduler thread is asked to do: a generation joins the running batch; an
+/// explanation runs on its own between two steps.
+enum Job {
+    Generate(Submission),
+    Explain(Box<ExplainJob<String>>),
+}
+
 /// A request on its way to the scheduler thread.
 struct Submission {
     request: GenerateRequest,
@@ -97,7 +107,7 @@ pub type Reload = Box<dyn FnMut() -> Result<Box<dyn Generator>, String> + Send>;
 /// A served generating version: submit requests, read statistics.
 pub struct Scheduler {
     info: ModelInfo,
-    tx: Sender<Submission>,
+    tx: Sender<Job>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     stats: Arc<Mutex<Statistics>>,
@@ -186,12 +196,31 @@ impl Scheduler {
             submitted: Instant::now(),
         };
         self.tx
-            .send(submission)
+            .send(Job::Generate(submission))
             .map_err(|_| ServeError::Compute("the generation's compute thread stopped".into()))?;
         Ok(Generation {
             events: rx,
             version: self.info.version,
         })
+    }
+
+    /// Explains what the model would say after `prompt`: the attributions of its tokens to
+    /// the next token's score, computed on the scheduler thread between two steps.
+    pub async fn explain(
+        &self,
+        prompt: String,
+        settings: Explain,
+        timeout: Option<Duration>,
+    ) -> Result<Explanation, ServeError> {
+        let (job, rx) = ExplainJob::new(prompt, settings, timeout);
+        if self.tx.send(Job::Explain(Box::new(job))).is_err() {
+            self.stats.lock().expect("stats lock").explanations.failure += 1;
+            return Err(ServeError::Compute(
+                "the generation's compute thread stopped".into(),
+            ));
+        }
+        let explained = answer(rx, timeout).await?;
+        Ok(Explanation::new(self.info.clone(), 1, explained))
     }
 }
 
@@ -253,7 +282,7 @@ struct Worker {
     generator: Box<dyn Generator>,
     reload: Option<Reload>,
     health: Arc<Mutex<Health>>,
-    rx: Receiver<Submission>,
+    rx: Receiver<Job>,
     stats: Arc<Mutex<Statistics>>,
     waiting_count: Arc<AtomicUsize>,
     max_sequences: usize,
@@ -316,7 +345,26 @@ impl Worker {
         }
     }
 
-    fn enqueue(&mut self, submission: Submission) {
+    /// Takes a job: a generation waits for admission; an explanation runs now, between two
+    /// steps (a panic in it heals the generator as one in a step does).
+    fn enqueue(&mut self, job: Job) {
+        let submission = match job {
+            Job::Generate(submission) => submission,
+            Job::Explain(job) => {
+                let (info, stats) = (self.info.clone(), self.stats.clone());
+                return (*job).run(&info, &stats, |prompt, settings| {
+                    if let Some(reason) = self.failed() {
+                        return Err(Failure::Unavailable(reason).error(&info));
+                    }
+                    guarded(self.generator.as_mut(), |g| g.explain(&prompt, settings)).map_err(
+                        |message| {
+                            self.heal(&message);
+                            Failure::Crashed(message).error(&info)
+                        },
+                    )
+                });
+            }
+        };
         self.next_id += 1;
         self.waiting.push_back(Sequence {
             id: self.next_id,
@@ -697,6 +745,27 @@ mod tests {
             self.sequences.remove(&id).expect("released once");
             self.log.lock().unwrap().released.push(id);
         }
+        /// Attributes 1 to each prompt character (the target is their count); a prompt of
+        /// "panic" panics.
+        fn explain(
+            &mut self,
+            prompt: &str,
+            _: &Explain,
+        ) -> Option<Result<crate::Explained, ServeError>> {
+            assert_ne!(prompt, "panic", "the gradients overflowed");
+            let n = prompt.chars().count();
+            Some(Ok(crate::Explained {
+                outputs: vec![crate::Values::F32(vec![0.5; 4])],
+                attributions: vec![1.0; n],
+                shape: vec![n],
+                targets: vec![n],
+                delta: None,
+                pieces: Some(crate::Pieces {
+                    tokens: prompt.chars().map(String::from).collect(),
+                    targets: vec![letter(n).to_string()],
+                }),
+            }))
+        }
     }
 
     /// The `i`-th letter of the alphabet, round and round.
@@ -888,6 +957,39 @@ mod tests {
         assert_eq!((s.crashes(), *reloads.lock().unwrap()), (1, 1));
         assert_eq!(s.failed(), None);
         assert_eq!(s.statistics().failure, 2);
+    }
+
+    #[test]
+    fn explanations_run_between_steps_count_apart_and_a_panic_in_one_heals() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let fresh = log.clone();
+        let reload: Reload = Box::new(move || Ok(letters(&fresh)));
+        let (s, _) = scheduler_with(SchedulerConfig::default(), Some(reload));
+        let rt = runtime();
+        let running = s.submit(request("hi", 200)).unwrap();
+        let e = rt
+            .block_on(s.explain("abc".into(), Explain::default(), None))
+            .unwrap();
+        assert_eq!(e.attributions.shape, vec![1, 3]);
+        assert_eq!(e.outputs[0].name, crate::explanation::NEXT_TOKEN_LOGITS);
+        assert_eq!(e.outputs[0].shape, vec![1, 4]);
+        assert_eq!(e.pieces.unwrap().tokens, vec!["a", "b", "c"]);
+        // The stream beside it was not disturbed.
+        let (text, _) = rt.block_on(running.collect()).unwrap();
+        assert_eq!(text.len(), 200);
+        // A panic while explaining fails that request and heals the generator.
+        let crashed = rt.block_on(s.explain("panic".into(), Explain::default(), None));
+        assert!(
+            matches!(&crashed, Err(ServeError::Crashed { message, .. }) if message.contains("overflowed")),
+            "{crashed:?}"
+        );
+        assert_eq!(s.crashes(), 1);
+        let (text, _) = rt
+            .block_on(s.submit(request("ok", 3)).unwrap().collect())
+            .unwrap();
+        assert_eq!(text, "abc");
+        let stats = s.statistics().explanations;
+        assert_eq!((stats.success, stats.samples, stats.failure), (1, 1, 1));
     }
 
     #[test]

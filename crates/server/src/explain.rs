@@ -1,6 +1,7 @@
 //! Explanation requests over REST: the V2 inference body plus `parameters` (method, steps,
 //! target, baseline, …) at `/v2/models/{m}[/versions/{v}]/explain`, and TF-Serving's
-//! `instances` at `/v1/models/{m}:explain`, both answered by the core's one `explain`.
+//! `instances` at `/v1/models/{m}:explain`, both answered by the core's one `explain`; a
+//! language model's prompt (`text_input`) at the V2 route, answered by its scheduler.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use modelforge_serve::{Core, ExplainRequest, Explanation, Inference};
+use modelforge_serve::{Core, ExplainRequest, Explanation, Inference, Scheduler, Served};
 use modelforge_spec::explain::{Asked, Baseline, Explain};
 use serde_json::{Map, Value, json};
 
@@ -105,7 +106,59 @@ fn fields(e: &Explanation) -> Map<String, Value> {
     if let Some(delta) = &e.delta {
         extra.insert("convergence_delta".into(), json!(delta));
     }
+    if let Some(pieces) = &e.pieces {
+        extra.insert("tokens".into(), json!(pieces.tokens));
+        extra.insert("target_tokens".into(), json!(pieces.targets));
+    }
     extra
+}
+
+/// A language model's prompt: `text_input` as Triton's generate takes it, or the V2 input
+/// tensor of that name (one BYTES string).
+fn prompt(body: &Map<String, Value>) -> Result<String, ApiError> {
+    if let Some(text) = body.get("text_input") {
+        return text.as_str().map(str::to_string).ok_or_else(|| {
+            ApiError::bad(format!(
+                "text_input must be a string (the prompt), not {text}"
+            ))
+        });
+    }
+    let tensor = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .and_then(|inputs| inputs.iter().find(|i| i["name"] == "text_input"));
+    match tensor.map(|t| (&t["datatype"], &t["data"])) {
+        Some((Value::String(d), Value::Array(data))) if d == "BYTES" && data.len() == 1 => data[0]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::bad("input \"text_input\" must hold one string, the prompt")),
+        _ => Err(ApiError::bad(
+            "a language model explains a prompt: send {\"text_input\": \"…\", \"parameters\": {…}} or the V2 input \"text_input\" (BYTES, shape [1], one string)",
+        )),
+    }
+}
+
+/// The V2 explain route of a language model: the attributions of the prompt's tokens to
+/// the next token's score, with the next token's `logits` and the text of the tokens.
+async fn next_token(
+    scheduler: &Scheduler,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = crate::generation::object(body)?;
+    let prompt = prompt(&body)?;
+    let parameters = body.get("parameters").cloned().unwrap_or(Value::Null);
+    let settings = settings(&parameters)?;
+    let explanation = scheduler.explain(prompt, settings, None).await?;
+    let extra = fields(&explanation);
+    let Explanation {
+        info,
+        mut outputs,
+        attributions,
+        ..
+    } = explanation;
+    outputs.push(attributions);
+    let reply = v2::Reply::json(body.get("id").cloned(), parameters);
+    Ok(v2::encode_with(Inference { info, outputs }, &reply, extra))
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/explain`.
@@ -116,7 +169,10 @@ pub(crate) async fn v2(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let queue = core.version(&model, version.as_deref())?;
+    let queue = match core.served(&model, version.as_deref())? {
+        Served::Predictor(queue) => queue,
+        Served::Generator(scheduler) => return next_token(&scheduler, body).await,
+    };
     let body = body.map_err(rejected)?;
     let (request, reply) = v2::decode(headers, &body)?;
     let settings = settings(reply.parameters())?;

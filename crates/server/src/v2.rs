@@ -66,6 +66,15 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// The reply to a request that was not a V2 body: every output as JSON.
+    pub(crate) fn json(id: Option<Value>, parameters: Value) -> Reply {
+        Reply {
+            id,
+            parameters,
+            outputs: Value::Null,
+        }
+    }
+
     /// The request's `parameters` (null when it had none).
     pub(crate) fn parameters(&self) -> &Value {
         &self.parameters

@@ -35,18 +35,24 @@ def main(module_file, weights, images_file, threads, seconds, steps, *batches):
             return ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=int(steps),
                                 method="gausslegendre", return_convergence_delta=True)
 
-        for _ in range(2):
-            explain()
-        times = []
-        start = time.perf_counter()
-        while time.perf_counter() - start < float(seconds) or len(times) < 3:
-            t = time.perf_counter()
-            explain()
-            times.append(time.perf_counter() - t)
-        times.sort()
-        print(json.dumps({"batch": batch, "threads": int(threads),
-                          "explanations_per_s": len(times) * batch / sum(times),
-                          "median_ms": times[len(times) // 2] * 1e3}))
+        report(explain, batch, threads, seconds)
+
+
+def report(explain, batch, threads, seconds):
+    """Times `explain` (a call explaining `batch` samples) after two warm-up calls, for
+    `seconds` and at least three calls; prints the JSON line the bench scripts read."""
+    for _ in range(2):
+        explain()
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < float(seconds) or len(times) < 3:
+        t = time.perf_counter()
+        explain()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    print(json.dumps({"batch": batch, "threads": int(threads),
+                      "explanations_per_s": len(times) * batch / sum(times),
+                      "median_ms": times[len(times) // 2] * 1e3}))
 
 
 if __name__ == "__main__":

@@ -11,17 +11,17 @@ size: explanations per second and the median time per call.
 """
 import json
 import sys
-import time
 
 import torch
 import transformers
 from captum.attr import IntegratedGradients
+from explain_captum import report
 
 
 def main(folder, prompts_file, threads, seconds, steps, *batches):
     torch.set_num_threads(int(threads))
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, torch_dtype=torch.float32
+        folder, dtype=torch.float32
     ).eval()
     prompts = torch.tensor(json.load(open(prompts_file)))
     embed = model.get_input_embeddings()
@@ -38,18 +38,7 @@ def main(folder, prompts_file, threads, seconds, steps, *batches):
                                 return_convergence_delta=True)
             return a.sum(-1)
 
-        for _ in range(2):
-            explain()
-        times = []
-        start = time.perf_counter()
-        while time.perf_counter() - start < float(seconds) or len(times) < 3:
-            t = time.perf_counter()
-            explain()
-            times.append(time.perf_counter() - t)
-        times.sort()
-        print(json.dumps({"batch": batch, "threads": int(threads),
-                          "explanations_per_s": len(times) * batch / sum(times),
-                          "median_ms": times[len(times) // 2] * 1e3}))
+        report(explain, batch, threads, seconds)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ json.dump({"text_input": "ROMEO:", "parameters": {"max_tokens": 64, "temperature
           open(f"{work}/generate.json", "w"))
 PY
 
-rate() { sed -n 's/.*"batch": \([0-9]*\).*"explanations_per_s": \([0-9.]*\).*/\1 \2/p'; }
 echo "prompts of $len tokens, 64 steps"
 printf '%-8s %-6s %14s %14s %7s\n' threads batch "modelforge/s" "captum/s" ratio
 for threads in 1 "$(nproc)"; do
@@ -49,10 +48,7 @@ for threads in 1 "$(nproc)"; do
     "$work/models/shakespeare-gpt/1" "$work/prompts.json" "$threads" "$seconds" 64 1 8 | rate >"$work/ours"
   "$python" bench/explain_captum_lm.py "$work/hf" "$work/prompts.json" \
     "$threads" "$seconds" 64 1 8 | rate >"$work/captum"
-  join "$work/ours" "$work/captum" | while read -r batch ours captum; do
-    printf '%-8s %-6s %14.1f %14.1f %6.2fx\n' "$threads" "$batch" "$ours" "$captum" \
-      "$(echo "$ours / $captum" | bc -l)"
-  done
+  ratio_rows "$threads" "$work/ours" "$work/captum"
 done
 
 port=$(free_port)
@@ -67,9 +63,12 @@ for c in 1 8; do
   printf '%-24s %12s %9s %9s\n' "explain, concurrency $c" "$rps" "$p50" "$p99"
 done
 # Explanations share the scheduler thread with generation: both at once.
-(load "$url/generate" "$work/generate.json" "Content-Type: application/json" 4 >"$work/generating") &
+read -r rps p50 p99 < <(load "$url/generate" "$work/generate.json" "Content-Type: application/json" 4)
+printf '%-24s %12s %9s %9s\n' "generate alone, c=4" "$rps" "$p50" "$p99"
+load "$url/generate" "$work/generate.json" "Content-Type: application/json" 4 >"$work/generating" &
+generating=$!
 read -r rps p50 p99 < <(load "$url/explain" "$work/explain.json" "Content-Type: application/json" 1)
-wait %1
-printf '%-24s %12s %9s %9s\n' "explain beside 4 gen." "$rps" "$p50" "$p99"
+wait "$generating"
+printf '%-24s %12s %9s %9s\n' "explain beside generate" "$rps" "$p50" "$p99"
 read -r rps p50 p99 <"$work/generating"
-printf '%-24s %12s %9s %9s\n' "generate (64 tok), c=4" "$rps" "$p50" "$p99"
+printf '%-24s %12s %9s %9s\n' "generate beside explain" "$rps" "$p50" "$p99"

@@ -37,17 +37,13 @@ json.dump({"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP
           open(f"{work}/explain.json", "w"))
 PY
 
-rate() { sed -n 's/.*"batch": \([0-9]*\).*"explanations_per_s": \([0-9.]*\).*/\1 \2/p'; }
 printf '%-8s %-6s %14s %14s %7s\n' threads batch "modelforge/s" "captum/s" ratio
 for threads in 1 "$(nproc)"; do
   cargo bench -q -p modelforge-explain --bench integrated -- \
     "$work/models/mnist-mlp/1" "$work/images.json" "$threads" "$seconds" 64 1 32 | rate >"$work/ours"
   "$python" bench/explain_captum.py "$work/module.py" "$work/model.safetensors" "$work/images.json" \
     "$threads" "$seconds" 64 1 32 | rate >"$work/captum"
-  join "$work/ours" "$work/captum" | while read -r batch ours captum; do
-    printf '%-8s %-6s %14.1f %14.1f %6.2fx\n' "$threads" "$batch" "$ours" "$captum" \
-      "$(echo "$ours / $captum" | bc -l)"
-  done
+  ratio_rows "$threads" "$work/ours" "$work/captum"
 done
 
 port=$(free_port)

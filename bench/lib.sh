@@ -70,3 +70,14 @@ open(f"{work}/mf.bin.len", "w").write(str(len(header)))
 PY
   binary_headers="Content-Type: application/octet-stream;Inference-Header-Content-Length: $(cat "$1/mf.bin.len")"
 }
+
+# "batch explanations/s" pairs from the JSON lines of an explanation benchmark.
+rate() { sed -n 's/.*"batch": \([0-9]*\).*"explanations_per_s": \([0-9.]*\).*/\1 \2/p'; }
+
+# Rows "threads batch ours peer ratio" from two files of "batch rate" lines.
+ratio_rows() { # threads, our file, the peer's file
+  join "$2" "$3" | while read -r batch ours peer; do
+    printf '%-8s %-6s %14.1f %14.1f %6.2fx\n' "$1" "$batch" "$ours" "$peer" \
+      "$(echo "$ours / $peer" | bc -l)"
+  done
+}

@@ -22,14 +22,7 @@ import sys
 import torch
 import transformers
 from captum.attr import IntegratedGradients, InputXGradient, Saliency
-
-RULES = {
-    "riemann-left": "riemann_left",
-    "riemann-right": "riemann_right",
-    "riemann-middle": "riemann_middle",
-    "riemann-trapezoid": "riemann_trapezoid",
-    "gauss-legendre": "gausslegendre",
-}
+from captum_parity import RULES
 
 
 def main():
@@ -38,7 +31,7 @@ def main():
     with open(cases_path) as f:
         request = json.load(f)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, torch_dtype=torch.float32
+        folder, dtype=torch.float32
     ).eval()
     ids = torch.tensor([request["ids"]])
     with torch.no_grad():

@@ -2,9 +2,18 @@
 
     python onnx_interop.py make DIR
         Writes DIR/multi.onnx (built with the onnx package: two inputs, three outputs,
-        FP32, INT64 and BOOL, a symbolic batch axis) and copies the classic graphs the
-        onnx wheel ships (onnx/backend/test/data/light) with their expected outputs.
-        Prints one JSON line: [{"name", "file"}].
+        FP32, INT64 and BOOL, a symbolic batch axis), two graphs that compute a shape at
+        run time as other exporters do (expand.onnx: Shape → Gather → Concat → Expand;
+        broadcast.onnx: tf2onnx's BroadcastTo, ranks padded by ConstantOfShape), and
+        copies the classic graphs the onnx wheel ships (onnx/backend/test/data/light) with
+        their expected outputs. Prints one JSON line: [{"name", "file"}].
+
+    python onnx_interop.py transformer DIR SEQ
+        Exports a small causal transformer language model (token and position embeddings,
+        two pre-norm blocks of causal multi-head attention that reshape by the input's
+        batch and length read at run time, GELU MLP) with
+        torch.onnx.export, batch and sequence axes dynamic, to DIR/transformer.onnx, and
+        prints one JSON line: {"ids": [[...]] (2 × SEQ), "logits": onnxruntime's output}.
 
     python onnx_interop.py check HTTP_HOST:PORT GRPC_HOST:PORT DIR
         Runs every model of `make` in onnxruntime and through a modelforge server with
@@ -62,6 +71,11 @@ def make(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     onnx.save(model, os.path.join(out_dir, "multi.onnx"))
     listing = [{"name": "multi", "file": "multi.onnx"}]
+    for name, graph in shape_graphs(rng).items():
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(model)
+        onnx.save(model, os.path.join(out_dir, f"{name}.onnx"))
+        listing.append({"name": name, "file": f"{name}.onnx"})
     light = os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light")
     for path in sorted(glob.glob(os.path.join(light, "light_*.onnx"))):
         base = os.path.basename(path)
@@ -70,6 +84,102 @@ def make(out_dir):
         shutil.copy(expected, out_dir)
         listing.append({"name": base[: -len(".onnx")].replace("_", "-"), "file": base})
     print(json.dumps(listing))
+
+
+def shape_graphs(rng):
+    """Graphs whose Expand target is computed from the input's shape at run time, as
+    jax2tf + tf2onnx and other exporters write them, each `[batch, 4] → [batch, 3]`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    row = numpy_helper.from_array(rng.standard_normal((1, 4)).astype(np.float32), "row")
+    vector = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "vector")
+    first = numpy_helper.from_array(np.array([0], dtype=np.int64), "first")
+    four = numpy_helper.from_array(np.array([4], dtype=np.int64), "four")
+    one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    tail = [
+        helper.make_node("Add", ["x", "spread"], ["sum"]),
+        helper.make_node("MatMul", ["sum", "w"], ["y"]),
+    ]
+    expand = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "first"], ["rows"], axis=0),
+        helper.make_node("Concat", ["rows", "four"], ["target"], axis=0),
+        helper.make_node("Expand", ["row", "target"], ["spread"]),
+    ]
+    broadcast = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Shape", ["vector"], ["vshape"]),
+        helper.make_node("Shape", ["shape"], ["rank"]),
+        helper.make_node("Shape", ["vshape"], ["vrank"]),
+        helper.make_node("Sub", ["rank", "vrank"], ["missing"]),
+        helper.make_node("ConstantOfShape", ["missing"], ["ones"], value=one),
+        helper.make_node("Concat", ["ones", "vshape"], ["padded"], axis=0),
+        helper.make_node("Max", ["shape", "padded"], ["target"]),
+        helper.make_node("Expand", ["vector", "target"], ["spread"]),
+    ]
+    return {
+        "expand": helper.make_graph(expand + tail, "expand", [x], [y], [w, row, first, four]),
+        "broadcast": helper.make_graph(broadcast + tail, "broadcast", [x], [y], [w, vector]),
+    }
+
+
+def transformer(out_dir, seq):
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    torch.manual_seed(3)
+    vocab, width, context = 40, 32, 64
+
+    heads = 4
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+            self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+            self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+        def attend(self, h):
+            # Batch and length read from the tensor: Shape → Gather → Concat → Reshape.
+            b, n = h.shape[0], h.shape[1]
+            split = lambda t: t.reshape(b, n, heads, width // heads).transpose(1, 2)
+            q, k, v = (split(t) for t in self.qkv(h).split(width, dim=-1))
+            scores = q @ k.transpose(-2, -1) / (width // heads) ** 0.5
+            future = torch.triu(torch.ones(n, n, dtype=torch.bool, device=h.device), 1)
+            weights = scores.masked_fill(future, float("-inf")).softmax(-1)
+            return self.proj((weights @ v).transpose(1, 2).reshape(b, n, width))
+
+        def forward(self, x):
+            x = x + self.attend(self.ln1(x))
+            return x + self.mlp(self.ln2(x))
+
+    class LanguageModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens, self.positions = nn.Embedding(vocab, width), nn.Embedding(context, width)
+            self.blocks = nn.Sequential(Block(), Block())
+            self.head = nn.Linear(width, vocab)
+
+        def forward(self, ids):
+            at = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+            return self.head(self.blocks(self.tokens(ids) + self.positions(at)))
+
+    model = LanguageModel().eval()
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "transformer.onnx")
+    torch.onnx.export(
+        model, (torch.zeros(1, 5, dtype=torch.int64),), path, input_names=["ids"],
+        output_names=["logits"], opset_version=17, dynamo=False,
+        dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}},
+    )
+    ids = np.random.default_rng(5).integers(0, vocab, (2, int(seq))).astype(np.int64)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"ids": ids})[0]
+    print(json.dumps({"ids": ids.tolist(), "logits": logits.reshape(-1).tolist()}))
 
 
 def feeds_for(path, batch):
@@ -195,4 +305,6 @@ def run_torch(module_file, weights, rows_file):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"make": make, "check": check, "ort": run_ort, "torch": run_torch}[command](*args)
+    {"make": make, "check": check, "ort": run_ort, "torch": run_torch, "transformer": transformer}[
+        command
+    ](*args)

@@ -600,9 +600,85 @@ fn a_language_model_explains_its_next_token_from_the_cli_and_the_server() {
         assert!(!sb.path().join("bad").exists());
     }
 
-    // Equal to Captum on the same weights in `transformers` (the Hugging Face export),
-    // explained at the token embedding's output.
+    // The server: the prompt as Triton's generate takes it, or as a V2 BYTES input,
+    // explained on the version's scheduler thread between generation steps.
+    let server = Server::start_with(&sb, &["--threads", "2"]);
+    let path = "/v2/models/shakespeare-gpt/explain";
+    let body = json!({"text_input": "ROMEO:", "parameters": {"steps": 64}});
+    let (status, answer) = server.call("POST", path, Some(&body.to_string()));
+    assert_eq!(status, 200, "{answer}");
+    let outputs = answer["outputs"].as_array().unwrap();
+    assert_eq!(outputs[0]["name"], "logits");
+    assert_eq!(outputs[0]["shape"], json!([1, 77]));
+    assert_eq!(outputs[1]["name"], "attributions");
+    assert_eq!(outputs[1]["shape"], json!([1, 6]));
+    let rest = floats(&outputs[1]["data"]);
+    assert!(
+        rest.iter()
+            .zip(&cli)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0)),
+        "{rest:?} against {cli:?}"
+    );
+    assert_eq!(answer["targets"], json!([target]));
+    assert_eq!(answer["tokens"], json!(["R", "O", "M", "E", "O", ":"]));
+    assert_eq!(answer["target_tokens"], json!([next]));
+    assert!(answer["convergence_delta"][0].is_number());
+    let v2 = json!({
+        "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["ROMEO:"]}],
+        "parameters": {"method": "saliency", "target": 3},
+    });
+    let (status, answer) = server.call(
+        "POST",
+        "/v2/models/shakespeare-gpt/versions/1/explain",
+        Some(&v2.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["targets"], json!([3]));
+    assert!(answer.get("convergence_delta").is_none());
+    for (body, message) in [
+        (json!({"text_input": "a".repeat(65)}), "shorten the prompt"),
+        (json!({"text_input": 5}), "text_input must be a string"),
+        (json!({"parameters": {}}), "explains a prompt"),
+        (
+            json!({"text_input": "ROMEO:", "parameters": {"target": 500}}),
+            "use 0 to 76",
+        ),
+        (
+            json!({"text_input": "ROMEO:", "parameters": {"method": "lime"}}),
+            "parameters.method",
+        ),
+    ] {
+        let (status, answer) = server.call("POST", path, Some(&body.to_string()));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(message),
+            "{body}: {answer}"
+        );
+    }
+    // Generation goes on, and explanations are counted apart.
+    let generate =
+        json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 4, "temperature": 0}});
+    let (status, answer) = server.call(
+        "POST",
+        "/v2/models/shakespeare-gpt/generate",
+        Some(&generate.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["text_output"].as_str().unwrap().starts_with(&next));
+    let (_, stats) = server.call("GET", "/v2/models/shakespeare-gpt/stats", None);
+    let entry = &stats["model_stats"][0];
+    assert_eq!(entry["explain_stats"]["success"]["count"], 2, "{entry}");
+    assert_eq!(entry["explain_stats"]["fail"]["count"], 2, "{entry}");
+}
+
+#[test]
+#[ignore = "installs PyTorch, transformers and Captum from PyPI: scripts/test.sh runs it unless MODELFORGE_TORCH=0"]
+fn a_language_models_attributions_equal_captums_on_its_hugging_face_export() {
+    // The same weights in `transformers`, explained by Captum at the token embedding's
+    // output, as modelforge explains them.
     let python = python(&["torch", "transformers", "safetensors", "numpy", "captum"]);
+    let sb = crate::generation::published_language_model();
+    sb.write("prompt.txt", "ROMEO:");
     sb.ok(&[
         "export",
         "shakespeare-gpt",
@@ -694,74 +770,4 @@ fn a_language_model_explains_its_next_token_from_the_cli_and_the_server() {
             );
         }
     }
-
-    // The server: the prompt as Triton's generate takes it, or as a V2 BYTES input,
-    // explained on the version's scheduler thread between generation steps.
-    let server = Server::start_with(&sb, &["--threads", "2"]);
-    let path = "/v2/models/shakespeare-gpt/explain";
-    let body = json!({"text_input": "ROMEO:", "parameters": {"steps": 64}});
-    let (status, answer) = server.call("POST", path, Some(&body.to_string()));
-    assert_eq!(status, 200, "{answer}");
-    let outputs = answer["outputs"].as_array().unwrap();
-    assert_eq!(outputs[0]["name"], "logits");
-    assert_eq!(outputs[0]["shape"], json!([1, 77]));
-    assert_eq!(outputs[1]["name"], "attributions");
-    assert_eq!(outputs[1]["shape"], json!([1, 6]));
-    let rest = floats(&outputs[1]["data"]);
-    assert!(
-        rest.iter()
-            .zip(&cli)
-            .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0)),
-        "{rest:?} against {cli:?}"
-    );
-    assert_eq!(answer["targets"], json!([target]));
-    assert_eq!(answer["tokens"], json!(["R", "O", "M", "E", "O", ":"]));
-    assert_eq!(answer["target_tokens"], json!([next]));
-    assert!(answer["convergence_delta"][0].is_number());
-    let v2 = json!({
-        "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["ROMEO:"]}],
-        "parameters": {"method": "saliency", "target": 3},
-    });
-    let (status, answer) = server.call(
-        "POST",
-        "/v2/models/shakespeare-gpt/versions/1/explain",
-        Some(&v2.to_string()),
-    );
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["targets"], json!([3]));
-    assert!(answer.get("convergence_delta").is_none());
-    for (body, message) in [
-        (json!({"text_input": "a".repeat(65)}), "shorten the prompt"),
-        (json!({"text_input": 5}), "text_input must be a string"),
-        (json!({"parameters": {}}), "explains a prompt"),
-        (
-            json!({"text_input": "ROMEO:", "parameters": {"target": 500}}),
-            "use 0 to 76",
-        ),
-        (
-            json!({"text_input": "ROMEO:", "parameters": {"method": "lime"}}),
-            "parameters.method",
-        ),
-    ] {
-        let (status, answer) = server.call("POST", path, Some(&body.to_string()));
-        assert_eq!(status, 400, "{body}: {answer}");
-        assert!(
-            answer["error"].as_str().unwrap().contains(message),
-            "{body}: {answer}"
-        );
-    }
-    // Generation goes on, and explanations are counted apart.
-    let generate =
-        json!({"text_input": "ROMEO:", "parameters": {"max_tokens": 4, "temperature": 0}});
-    let (status, answer) = server.call(
-        "POST",
-        "/v2/models/shakespeare-gpt/generate",
-        Some(&generate.to_string()),
-    );
-    assert_eq!(status, 200, "{answer}");
-    assert!(answer["text_output"].as_str().unwrap().starts_with(&next));
-    let (_, stats) = server.call("GET", "/v2/models/shakespeare-gpt/stats", None);
-    let entry = &stats["model_stats"][0];
-    assert_eq!(entry["explain_stats"]["success"]["count"], 2, "{entry}");
-    assert_eq!(entry["explain_stats"]["fail"]["count"], 2, "{entry}");
 }

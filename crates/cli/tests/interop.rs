@@ -346,3 +346,56 @@ fn safetensors_export_loads_into_the_generated_pytorch_module() {
     .unwrap();
     assert_predictions_match(&predicted, &torch, "PyTorch");
 }
+
+#[test]
+#[ignore = "installs PyTorch, about 4 GB from PyPI: scripts/test.sh runs it unless MODELFORGE_TORCH=0"]
+fn a_transformer_exported_by_torch_with_dynamic_axes_serves_what_onnxruntime_computes() {
+    let python = python(&["torch", "onnx", "onnxruntime", "numpy"]);
+    let sb = Sandbox::new();
+    let dir = sb.path().join("torch");
+    let printed = interop(&python, &["transformer", dir.to_str().unwrap(), "12"]);
+    let reference: Value = serde_json::from_str(printed.lines().last().unwrap()).unwrap();
+    // Batch and sequence axes are dynamic in the file: the import asks for the length,
+    // then folds the shapes the graph computes from it (Shape → Gather → Concat → Reshape).
+    let out = sb.run(&[
+        "registry",
+        "import",
+        "torch/transformer.onnx",
+        "--name",
+        "tiny-lm",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shape ids="));
+    sb.ok(&[
+        "registry",
+        "import",
+        "torch/transformer.onnx",
+        "--name",
+        "tiny-lm",
+        "--shape",
+        "ids=12",
+    ]);
+    let server = Server::start(&sb);
+    let ids: Vec<i64> = reference["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
+        .collect();
+    let body =
+        json!({"inputs": [{"name": "ids", "datatype": "INT64", "shape": [2, 12], "data": ids}]});
+    let (status, answer) = server.call("POST", "/v2/models/tiny-lm/infer", Some(&body.to_string()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][0]["shape"], json!([2, 12, 40]));
+    let got = output(&answer);
+    let want: Vec<f64> = reference["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        allclose(&got, &want),
+        "{got:?} against onnxruntime's {want:?}"
+    );
+}

@@ -113,6 +113,19 @@ fn fields(e: &Explanation) -> Map<String, Value> {
     extra
 }
 
+/// An explanation as a V2 answer: the outputs, then `attributions`, and the fields.
+fn v2_answer(explanation: Explanation, reply: &v2::Reply) -> Response {
+    let extra = fields(&explanation);
+    let Explanation {
+        info,
+        mut outputs,
+        attributions,
+        ..
+    } = explanation;
+    outputs.push(attributions);
+    v2::encode_with(Inference { info, outputs }, reply, extra)
+}
+
 /// A language model's prompt: `text_input` as Triton's generate takes it, or the V2 input
 /// tensor of that name (one BYTES string).
 fn prompt(body: &Map<String, Value>) -> Result<String, ApiError> {
@@ -149,16 +162,8 @@ async fn next_token(
     let parameters = body.get("parameters").cloned().unwrap_or(Value::Null);
     let settings = settings(&parameters)?;
     let explanation = scheduler.explain(prompt, settings, None).await?;
-    let extra = fields(&explanation);
-    let Explanation {
-        info,
-        mut outputs,
-        attributions,
-        ..
-    } = explanation;
-    outputs.push(attributions);
     let reply = v2::Reply::json(body.get("id").cloned(), parameters);
-    Ok(v2::encode_with(Inference { info, outputs }, &reply, extra))
+    Ok(v2_answer(explanation, &reply))
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/explain`.
@@ -183,15 +188,7 @@ pub(crate) async fn v2(
             timeout: request.timeout,
         })
         .await?;
-    let extra = fields(&explanation);
-    let Explanation {
-        info,
-        mut outputs,
-        attributions,
-        ..
-    } = explanation;
-    outputs.push(attributions);
-    Ok(v2::encode_with(Inference { info, outputs }, &reply, extra))
+    Ok(v2_answer(explanation, &reply))
 }
 
 /// `POST /v1/models/{m}[/versions/{v}|/labels/{l}]:explain`: `instances` (or `inputs`)

@@ -12,8 +12,8 @@ use modelforge_model::Network;
 use modelforge_model::burn::tensor::Device;
 use modelforge_registry::{Manifest, Registry};
 use modelforge_serve::{
-    Engine, Explained, GenerateRequest, Generator, Loader, Pieces, Prompt, Runnable, SequenceId,
-    ServeError, Token, Values,
+    Engine, Explained, Explainer, GenerateRequest, Generator, Loader, Pieces, Prompt, Runnable,
+    SequenceId, ServeError, Token, Values,
 };
 use modelforge_spec::{Spec, Task};
 
@@ -340,14 +340,20 @@ impl Generator for NativeGenerator {
         self.sequences.remove(&id);
     }
 
+    fn explainer(&self) -> Option<Box<dyn Explainer>> {
+        Some(Box::new(NativeExplainer(self.model.clone())))
+    }
+}
+
+/// A native language model's prompts explained beside its scheduler, over the same weights.
+struct NativeExplainer(LanguageModel);
+
+impl Explainer for NativeExplainer {
     fn explain(
         &mut self,
         prompt: &str,
         settings: &modelforge_explain::Explain,
-    ) -> Option<Result<Explained, ServeError>> {
-        Some(
-            explain_prompt(&self.model, prompt, settings)
-                .map(|p| explained(p.attributions, Some(p.pieces))),
-        )
+    ) -> Result<Explained, ServeError> {
+        explain_prompt(&self.0, prompt, settings).map(|p| explained(p.attributions, Some(p.pieces)))
     }
 }

@@ -90,6 +90,81 @@ fn two_processes_match_one_and_only_rank_0_writes() {
     assert_matches_one_process(&sb, "iris");
 }
 
+/// Dropout masks come from each rank's own stream, not from the engine's shared generator:
+/// two local workers and two MPI processes draw the same masks, and a second local run
+/// repeats them bit for bit.
+#[test]
+fn dropout_draws_the_same_masks_in_local_workers_and_in_mpi_processes() {
+    let sb = Sandbox::new();
+    let spec = spec(3).replace(
+        "{ tanh = {} }, ",
+        "{ tanh = {} }, { dropout = { rate = 0.3 } }, ",
+    );
+    assert!(spec.contains("dropout"), "{spec}");
+    sb.write("spec.toml", spec);
+    let out = mpirun(
+        &sb,
+        2,
+        &["run", "--no-serve", "spec.toml", "--threads", "1"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for registry in ["local", "again"] {
+        sb.ok(&[
+            "run",
+            "--no-serve",
+            "spec.toml",
+            "--threads",
+            "1",
+            "--workers",
+            "2",
+            "--registry",
+            registry,
+            "--force",
+        ]);
+    }
+    let weights =
+        |registry: &str| crate::common::weights(&sb.path().join(registry).join("iris").join("1"));
+    let (mpi, local) = (weights("models"), weights("local"));
+    assert_eq!(local, weights("again"), "the same masks again");
+    let scale = local.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = local
+        .iter()
+        .zip(&mpi)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst / scale <= 1e-5,
+        "relative difference {}",
+        worst / scale
+    );
+    // Without the same masks the weights part at once: one worker draws other ones.
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--registry",
+        "single",
+        "--force",
+    ]);
+    let single = weights("single");
+    let apart = single
+        .iter()
+        .zip(&local)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        apart / scale > 1e-3,
+        "one worker's masks differ: {}",
+        apart / scale
+    );
+}
+
 /// The modelforge processes working in `dir`, oldest (lowest pid) first.
 fn ranks_in(dir: &Path) -> Vec<u32> {
     let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_modelforge")).unwrap();

@@ -53,6 +53,8 @@ pub enum GenerateError {
 }
 
 /// A language model ready to generate: its network (inference mode), tokenizer and context.
+/// A clone shares the weights.
+#[derive(Clone)]
 pub struct LanguageModel {
     network: Network,
     tokenizer: Tokenizer,

@@ -8,6 +8,7 @@ mod network;
 mod weights;
 
 pub use burn;
+pub use layers::dropout::with_stream as with_dropout_stream;
 pub use layers::{Activation, Block, KeyValues, PositionalEmbedding, SelfAttention, Swiglu};
 pub use network::{InputNorm, KvCache, Network};
 pub use weights::{

@@ -308,15 +308,6 @@ impl Network {
         }
     }
 
-    /// Whether any step drops activations in training (dropout draws from the generator).
-    pub fn has_dropout(&self) -> bool {
-        self.blocks.iter().any(|b| match b {
-            Block::Dropout(d) => d.prob > 0.0,
-            Block::SelfAttention(a) => a.dropout.prob > 0.0,
-            _ => false,
-        })
-    }
-
     /// Floats the key/value cache holds per position of one sequence (keys and values of
     /// every attention layer).
     pub fn cache_floats_per_token(&self) -> usize {

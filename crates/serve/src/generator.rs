@@ -35,16 +35,23 @@ pub trait Generator: Send {
     /// Frees a sequence's cache (it finished, failed or its client left).
     fn release(&mut self, id: SequenceId);
 
-    /// Attributions of a prompt's tokens to the model's score of the token after them (the
-    /// one it would generate first, or `settings.target`), with the tokens' text; `None`
-    /// where the engine has no gradients. Uses no sequence's cache.
-    fn explain(
-        &mut self,
-        _prompt: &str,
-        _settings: &modelforge_spec::explain::Explain,
-    ) -> Option<Result<crate::Explained, ServeError>> {
+    /// What explains this model's prompts beside the scheduler, over the same weights;
+    /// `None` where the engine has no gradients.
+    fn explainer(&self) -> Option<Box<dyn Explainer>> {
         None
     }
+}
+
+/// Explains a generating version's prompts on a thread of its own, so that explanations
+/// never hold up the running streams' steps.
+pub trait Explainer: Send {
+    /// Attributions of a prompt's tokens to the model's score of the token after them (the
+    /// one it would generate first, or `settings.target`), with the tokens' text.
+    fn explain(
+        &mut self,
+        prompt: &str,
+        settings: &modelforge_spec::explain::Explain,
+    ) -> Result<crate::Explained, ServeError>;
 }
 
 /// One step's output for one sequence.

@@ -25,8 +25,8 @@ use modelforge_registry::{Registry, RegistryError};
 
 pub use explanation::{ExplainRequest, Explained, Explanation, Pieces};
 pub use generator::{
-    Event, Finish, GenerateRequest, Generation, Generator, Message, Prompt, Sampling, SequenceId,
-    Summary, Token,
+    Event, Explainer, Finish, GenerateRequest, Generation, Generator, Message, Prompt, Sampling,
+    SequenceId, Summary, Token,
 };
 pub use policy::VersionPolicy;
 pub use queue::{Histogram, Statistics};

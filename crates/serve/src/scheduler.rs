@@ -14,7 +14,9 @@ use tokio::sync::mpsc as events;
 use modelforge_spec::explain::Explain;
 
 use crate::explanation::{ExplainJob, Explanation};
-use crate::generator::{Event, GenerateRequest, Generation, Generator, SequenceId, Summary};
+use crate::generator::{
+    Event, Explainer, GenerateRequest, Generation, Generator, SequenceId, Summary,
+};
 use crate::queue::{
     Failure, Health, Histogram, NOT_RELOADABLE, SECONDS, Statistics, answer, panic_message,
     rebuild, start_thread,
@@ -86,13 +88,6 @@ impl Default for GenerationStatistics {
 /// holds back its own sequence (it skips decode steps), never the others or the memory.
 pub(crate) const EVENT_BUFFER: usize = 64;
 
-/// What the scheduler thread is asked to do: a generation joins the running batch; an
-/// explanation runs on its own between two steps.
-enum Job {
-    Generate(Submission),
-    Explain(Box<ExplainJob<String>>),
-}
-
 /// A request on its way to the scheduler thread.
 struct Submission {
     request: GenerateRequest,
@@ -107,7 +102,9 @@ pub type Reload = Box<dyn FnMut() -> Result<Box<dyn Generator>, String> + Send>;
 /// A served generating version: submit requests, read statistics.
 pub struct Scheduler {
     info: ModelInfo,
-    tx: Sender<Job>,
+    tx: Sender<Submission>,
+    /// The explanation thread's queue, when the engine explains.
+    explain_tx: Option<Sender<ExplainJob<String>>>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     stats: Arc<Mutex<Statistics>>,
@@ -130,6 +127,15 @@ impl Scheduler {
         let waiting = Arc::new(AtomicUsize::new(0));
         let health = Arc::new(Mutex::new(Health::default()));
         let one_sequence = generator.context() * generator.cache_bytes_per_token();
+        let explain_tx = match generator.explainer() {
+            Some(explainer) => Some(start_explaining(
+                &info,
+                explainer,
+                stats.clone(),
+                health.clone(),
+            )?),
+            None => None,
+        };
         let worker = Worker {
             info: info.clone(),
             generator,
@@ -154,6 +160,7 @@ impl Scheduler {
         Ok(Scheduler {
             info,
             tx,
+            explain_tx,
             waiting,
             max_waiting: config.max_waiting,
             stats,
@@ -196,7 +203,7 @@ impl Scheduler {
             submitted: Instant::now(),
         };
         self.tx
-            .send(Job::Generate(submission))
+            .send(submission)
             .map_err(|_| ServeError::Compute("the generation's compute thread stopped".into()))?;
         Ok(Generation {
             events: rx,
@@ -205,19 +212,31 @@ impl Scheduler {
     }
 
     /// Explains what the model would say after `prompt`: the attributions of its tokens to
-    /// the next token's score, computed on the scheduler thread between two steps.
+    /// the next token's score, computed on the version's explanation thread (running streams
+    /// go on stepping meanwhile).
     pub async fn explain(
         &self,
         prompt: String,
         settings: Explain,
         timeout: Option<Duration>,
     ) -> Result<Explanation, ServeError> {
-        let (job, rx) = ExplainJob::new(prompt, settings, timeout);
-        if self.tx.send(Job::Explain(Box::new(job))).is_err() {
+        let refuse = |e: ServeError| {
             self.stats.lock().expect("stats lock").explanations.failure += 1;
-            return Err(ServeError::Compute(
-                "the generation's compute thread stopped".into(),
-            ));
+            Err(e)
+        };
+        let Some(tx) = &self.explain_tx else {
+            return refuse(ServeError::NotExplainable {
+                model: self.info.name.clone(),
+                version: self.info.version,
+                format: self.info.manifest.format.clone(),
+            });
+        };
+        if let Some(reason) = self.failed() {
+            return refuse(Failure::Unavailable(reason).error(&self.info));
+        }
+        let (job, rx) = ExplainJob::new(prompt, settings, timeout);
+        if tx.send(job).is_err() {
+            return refuse(ServeError::Compute("the explanation thread stopped".into()));
         }
         let explained = answer(rx, timeout).await?;
         Ok(Explanation::new(self.info.clone(), 1, explained))
@@ -267,6 +286,42 @@ impl Sequence {
     }
 }
 
+/// Starts a version's explanation thread: it answers explanation jobs one at a time with
+/// `explainer`, beside the scheduler thread, and ends with the version. A panic fails its
+/// request with 500 and counts as the version's crash; the explainer holds no state a panic
+/// could leave half-changed (the weights are read only), so it carries on.
+fn start_explaining(
+    info: &ModelInfo,
+    mut explainer: Box<dyn Explainer>,
+    stats: Arc<Mutex<Statistics>>,
+    health: Arc<Mutex<Health>>,
+) -> Result<Sender<ExplainJob<String>>, String> {
+    let (tx, rx) = mpsc::channel::<ExplainJob<String>>();
+    let info = info.clone();
+    start_thread(
+        format!("explain-{}-{}", info.name, info.version),
+        move || {
+            for job in rx {
+                job.run(&info, &stats, |prompt, settings| {
+                    let explained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        explainer.explain(&prompt, settings)
+                    }));
+                    match explained {
+                        Ok(result) => Ok(Some(result)),
+                        Err(payload) => {
+                            let message = panic_message(payload.as_ref());
+                            health.lock().expect("health lock").crashes += 1;
+                            Err(Failure::Crashed(message).error(&info))
+                        }
+                    }
+                });
+            }
+        },
+    )
+    .map_err(|e| format!("cannot start an explanation thread: {e}"))?;
+    Ok(tx)
+}
+
 /// Runs `f` on the generator, catching a panic: `Err` holds the panic's message.
 fn guarded<T>(
     generator: &mut dyn Generator,
@@ -282,7 +337,7 @@ struct Worker {
     generator: Box<dyn Generator>,
     reload: Option<Reload>,
     health: Arc<Mutex<Health>>,
-    rx: Receiver<Job>,
+    rx: Receiver<Submission>,
     stats: Arc<Mutex<Statistics>>,
     waiting_count: Arc<AtomicUsize>,
     max_sequences: usize,
@@ -345,26 +400,7 @@ impl Worker {
         }
     }
 
-    /// Takes a job: a generation waits for admission; an explanation runs now, between two
-    /// steps (a panic in it heals the generator as one in a step does).
-    fn enqueue(&mut self, job: Job) {
-        let submission = match job {
-            Job::Generate(submission) => submission,
-            Job::Explain(job) => {
-                let (info, stats) = (self.info.clone(), self.stats.clone());
-                return (*job).run(&info, &stats, |prompt, settings| {
-                    if let Some(reason) = self.failed() {
-                        return Err(Failure::Unavailable(reason).error(&info));
-                    }
-                    guarded(self.generator.as_mut(), |g| g.explain(&prompt, settings)).map_err(
-                        |message| {
-                            self.heal(&message);
-                            Failure::Crashed(message).error(&info)
-                        },
-                    )
-                });
-            }
-        };
+    fn enqueue(&mut self, submission: Submission) {
         self.next_id += 1;
         self.waiting.push_back(Sequence {
             id: self.next_id,
@@ -745,17 +781,24 @@ mod tests {
             self.sequences.remove(&id).expect("released once");
             self.log.lock().unwrap().released.push(id);
         }
-        /// Attributes 1 to each prompt character (the target is their count); a prompt of
-        /// "panic" panics.
-        fn explain(
-            &mut self,
-            prompt: &str,
-            _: &Explain,
-        ) -> Option<Result<crate::Explained, ServeError>> {
+        fn explainer(&self) -> Option<Box<dyn Explainer>> {
+            Some(Box::new(Counting(self.log.clone())))
+        }
+    }
+
+    /// Attributes 1 to each prompt character (the target is their count), after waiting
+    /// 100 ms; a prompt of "panic" panics. Records the decode steps it saw meanwhile.
+    struct Counting(Arc<Mutex<Log>>);
+
+    impl Explainer for Counting {
+        fn explain(&mut self, prompt: &str, _: &Explain) -> Result<crate::Explained, ServeError> {
             assert_ne!(prompt, "panic", "the gradients overflowed");
+            let before = self.0.lock().unwrap().batches.len();
+            std::thread::sleep(Duration::from_millis(100));
+            let during = self.0.lock().unwrap().batches.len() - before;
             let n = prompt.chars().count();
-            Some(Ok(crate::Explained {
-                outputs: vec![crate::Values::F32(vec![0.5; 4])],
+            Ok(crate::Explained {
+                outputs: vec![crate::Values::F32(vec![during as f32; 4])],
                 attributions: vec![1.0; n],
                 shape: vec![n],
                 targets: vec![n],
@@ -764,7 +807,7 @@ mod tests {
                     tokens: prompt.chars().map(String::from).collect(),
                     targets: vec![letter(n).to_string()],
                 }),
-            }))
+            })
         }
     }
 
@@ -960,13 +1003,10 @@ mod tests {
     }
 
     #[test]
-    fn explanations_run_between_steps_count_apart_and_a_panic_in_one_heals() {
-        let log = Arc::new(Mutex::new(Log::default()));
-        let fresh = log.clone();
-        let reload: Reload = Box::new(move || Ok(letters(&fresh)));
-        let (s, _) = scheduler_with(SchedulerConfig::default(), Some(reload));
+    fn explanations_run_beside_the_steps_count_apart_and_a_panic_in_one_fails_only_it() {
+        let (s, _) = scheduler(SchedulerConfig::default());
         let rt = runtime();
-        let running = s.submit(request("hi", 200)).unwrap();
+        let running = s.submit(request("hi", 1000)).unwrap();
         let e = rt
             .block_on(s.explain("abc".into(), Explain::default(), None))
             .unwrap();
@@ -974,22 +1014,25 @@ mod tests {
         assert_eq!(e.outputs[0].name, crate::explanation::NEXT_TOKEN_LOGITS);
         assert_eq!(e.outputs[0].shape, vec![1, 4]);
         assert_eq!(e.pieces.unwrap().tokens, vec!["a", "b", "c"]);
-        // The stream beside it was not disturbed.
-        let (text, _) = rt.block_on(running.collect()).unwrap();
-        assert_eq!(text.len(), 200);
-        // A panic while explaining fails that request and heals the generator.
+        // The stream beside it kept stepping while it ran (a step takes a millisecond).
+        let steps_meanwhile = e.outputs[0].data.to_f32()[0];
+        assert!(steps_meanwhile >= 1.0, "{steps_meanwhile} steps");
+        // A panic while explaining fails that request; the stream and later explanations
+        // go on.
         let crashed = rt.block_on(s.explain("panic".into(), Explain::default(), None));
         assert!(
             matches!(&crashed, Err(ServeError::Crashed { message, .. }) if message.contains("overflowed")),
             "{crashed:?}"
         );
         assert_eq!(s.crashes(), 1);
-        let (text, _) = rt
-            .block_on(s.submit(request("ok", 3)).unwrap().collect())
-            .unwrap();
-        assert_eq!(text, "abc");
+        assert!(
+            rt.block_on(s.explain("ok".into(), Explain::default(), None))
+                .is_ok()
+        );
+        let (text, _) = rt.block_on(running.collect()).unwrap();
+        assert_eq!(text.len(), 1000);
         let stats = s.statistics().explanations;
-        assert_eq!((stats.success, stats.samples, stats.failure), (1, 1, 1));
+        assert_eq!((stats.success, stats.samples, stats.failure), (2, 2, 1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod layer;
 pub mod memory;
 pub mod model;
+pub mod seed;
 pub mod train;
 pub mod tune;
 

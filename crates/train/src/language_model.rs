@@ -16,8 +16,8 @@ use crate::evaluation::{Tally, evaluate_tokens, token_ids, token_loss};
 use crate::parallel::{self, Collective, Communicator};
 use crate::run;
 use crate::{
-    Ending, EpochReport, Started, StepReport, TrainError, TrainOptions, Trained, Update,
-    dropout_stream, finish, reduce_tally, start,
+    Ending, EpochReport, Started, StepReport, TrainError, TrainOptions, Trained, Update, finish,
+    reduce_tally, start, with_step_dropout,
 };
 
 /// Trains a language model on a corpus; rank 0 returns the result.
@@ -59,7 +59,6 @@ pub(crate) fn train(
     let steps = max_steps as usize;
     let update = Update::new(spec, &network, distributed, steps, steps, &device);
     let ckpt = t.checkpoint.get_ref().clone();
-    let has_dropout = network.has_dropout();
     // Evaluated during training: the validation windows, or the test windows without them.
     let (held_out, prefix) = match corpus.validation.is_empty() {
         false => (&corpus.validation, "val_"),
@@ -87,10 +86,10 @@ pub(crate) fn train(
                 if mine.is_empty() {
                     continue;
                 }
-                let serial = dropout_stream(has_dropout, &ad, seed, state.step, rank, world);
                 let (inputs, targets) = corpus.batch(&corpus.train, mine);
-                let logits = network.forward_tokens(token_ids(inputs, mine.len(), &ad), None);
-                drop(serial);
+                let logits = with_step_dropout(seed, state.step, rank, world, || {
+                    network.forward_tokens(token_ids(inputs, mine.len(), &ad), None)
+                });
                 let loss = token_loss(logits, &targets, &ad);
                 let value = loss.clone().into_scalar::<f32>() as f64;
                 step.loss_sum += value * mine.len() as f64;

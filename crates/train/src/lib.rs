@@ -351,7 +351,8 @@ pub fn run_guarded<C: Communicator, T>(
 }
 
 /// Serialises the use of the engine's one process-wide random generator by local workers
-/// (seeding, then initialising or drawing dropout masks), so draws stay reproducible.
+/// (seeding, then initialising the weights), so draws stay reproducible. Dropout masks come
+/// from each worker's own stream instead ([`with_step_dropout`]).
 static ENGINE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn engine_rng() -> std::sync::MutexGuard<'static, ()> {
@@ -588,7 +589,6 @@ fn train_examples(
     let total_steps = batches * epochs;
     let update = Update::new(spec, &network, distributed, batches, total_steps, &device);
     let ckpt = t.checkpoint.get_ref().clone();
-    let has_dropout = network.has_dropout();
     if leader {
         progress.start(epochs, batches, state.step);
     }
@@ -608,16 +608,11 @@ fn train_examples(
                 let mut step = Tally::default();
                 let mut grads = GradientsParams::new();
                 if !mine.is_empty() {
-                    // Dropout draws from the engine's one process-wide generator: reseed it
-                    // per step (so a resumed run draws exactly what the uninterrupted one
-                    // did) and hold it for the forward pass, so that other workers or runs in
-                    // this process neither reseed it meanwhile nor draw from it. Models without
-                    // dropout never touch it.
-                    let serial = dropout_stream(has_dropout, &ad, seed, state.step, rank, world);
                     examples.train.gather_features(mine, &mut buf);
                     let x = network.input(&buf, mine.len(), &ad)?;
-                    let logits = network.forward_logits(x);
-                    drop(serial);
+                    let logits = with_step_dropout(seed, state.step, rank, world, || {
+                        network.forward_logits(x)
+                    });
                     let width = logits.dims()[1];
                     let loss = batch_loss(
                         loss_kind,
@@ -779,26 +774,21 @@ fn train_examples(
     )
 }
 
-/// Dropout draws from the engine's one process-wide generator: reseed it per step (so a
-/// resumed run draws exactly what the uninterrupted one did) and hold it for the forward
-/// pass, so that other workers or runs in this process neither reseed it meanwhile nor draw
-/// from it. Models without dropout never touch it.
-pub(crate) fn dropout_stream(
-    has_dropout: bool,
-    ad: &Device,
+/// Runs a training forward pass with its dropout masks drawn from the stream of this step
+/// and rank: a resumed run draws exactly what the uninterrupted one did, and workers draw
+/// concurrently, each from its own stream (the same ones in local workers and over MPI).
+pub(crate) fn with_step_dropout<T>(
     seed: u64,
     step: u64,
     rank: usize,
     world: usize,
-) -> Option<std::sync::MutexGuard<'static, ()>> {
-    has_dropout.then(|| {
-        let guard = engine_rng();
-        ad.seed(match world {
-            1 => mix(seed, step),
-            _ => mix(mix(seed, step), rank as u64),
-        });
-        guard
-    })
+    forward: impl FnOnce() -> T,
+) -> T {
+    let stream = match world {
+        1 => mix(seed, step),
+        _ => mix(mix(seed, step), rank as u64),
+    };
+    modelforge_model::with_dropout_stream(stream, forward)
 }
 
 /// A step's figures summed over the ranks; a loss that is not finite stops the run.

@@ -241,7 +241,7 @@ impl SelfAttention {
         } else {
             scores
         };
-        let weights = self.dropout.forward(activation::softmax(scores, 3));
+        let weights = super::dropout::drop(&self.dropout, activation::softmax(scores, 3));
         weights.matmul(v)
     }
 }

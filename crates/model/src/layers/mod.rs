@@ -6,7 +6,7 @@ mod attention;
 mod batch_norm;
 mod conv2d;
 mod dense;
-mod dropout;
+pub(crate) mod dropout;
 mod embedding;
 mod layer_norm;
 mod merge;

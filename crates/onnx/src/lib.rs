@@ -178,6 +178,44 @@ impl std::fmt::Debug for OnnxModel {
     }
 }
 
+/// Why a graph (or a graph inside one of its nodes, as `If` and `Loop` hold, which may also
+/// read what `outer` produces) cannot be read: an output that no node, input or
+/// initializer produces. tract's reader assumes every output is produced and stops the
+/// process on a file that breaks it (found by fuzzing the import), so the import checks
+/// first.
+fn unproduced_output(
+    graph: &tract_onnx::pb::GraphProto,
+    outer: &std::collections::HashSet<&str>,
+) -> Option<String> {
+    let mut produced = outer.clone();
+    produced.extend(
+        graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .chain(graph.input.iter().map(|i| i.name.as_str()))
+            .chain(graph.initializer.iter().map(|t| t.name.as_str())),
+    );
+    let missing = graph
+        .output
+        .iter()
+        .find(|o| !produced.contains(o.name.as_str()))
+        .map(|o| {
+            format!(
+                "graph {:?} names output {:?}, which no node, input or initializer produces — export the model again, or check it with onnx.checker.check_model",
+                graph.name, o.name
+            )
+        });
+    missing.or_else(|| {
+        graph
+            .node
+            .iter()
+            .flat_map(|n| &n.attribute)
+            .flat_map(|a| a.g.iter().chain(&a.graphs))
+            .find_map(|g| unproduced_output(g, &produced))
+    })
+}
+
 impl OnnxModel {
     /// Loads, checks and optimises the graph in `path`, with a plan for batch 1.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<OnnxModel, OnnxError> {
@@ -215,9 +253,17 @@ impl OnnxModel {
             path: shown.clone(),
             reason,
         };
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .map_err(parse)?;
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(parse)?;
+        if let Some(reason) = (proto.graph.as_ref())
+            .and_then(|g| unproduced_output(g, &std::collections::HashSet::new()))
+        {
+            return Err(OnnxError::Parse {
+                path: shown,
+                reason,
+            });
+        }
+        let mut model = onnx.model_for_proto_model(&proto).map_err(parse)?;
         let batch = model.symbols.sym("batch");
         // A batch holds at least one sample. Knowing so lets the optimiser prove sizes
         // such as 784·batch ≥ 32 and pick its vectorised element-wise kernels, which

@@ -252,6 +252,18 @@ fn files_that_are_not_runnable_onnx_are_refused_and_nothing_is_published() {
         )
     };
     let unknown_op = one_op("unknown.onnx", "NoSuchOperator", DataType::Float);
+    // An output no node produces (found by fuzzing: tract's reader aborted on it).
+    let ghost = write(
+        dir.path(),
+        "ghost.onnx",
+        GraphProto {
+            name: "g".into(),
+            node: vec![node("Relu", &["a"], "y")],
+            input: vec![tensor("a", DataType::Float, &["N", "2"])],
+            output: vec![tensor("ghost", DataType::Float, &["N", "2"])],
+            ..Default::default()
+        },
+    );
     let strings = one_op("strings.onnx", "Identity", DataType::String);
     for (file, expect) in [
         (&truncated, "is not a readable ONNX model"),
@@ -261,6 +273,10 @@ fn files_that_are_not_runnable_onnx_are_refused_and_nothing_is_published() {
             "is not a readable ONNX model",
         ),
         (&unknown_op, "NoSuchOperator"),
+        (
+            &ghost,
+            "graph \"g\" names output \"ghost\", which no node, input or initializer produces",
+        ),
         (&strings, "input \"a\" is String"),
     ] {
         let err = import(

@@ -241,12 +241,15 @@ pub fn assert_matches_one_process(sb: &Sandbox, name: &str) {
         weights(&sb.path().join("models").join(name).join("1")),
         weights(&sb.path().join("single").join(name).join("1")),
     );
-    let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = one
-        .iter()
-        .zip(&parallel)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst / scale <= 1e-5, "relative error {}", worst / scale);
+    let gap = relative_gap(&parallel, &one);
+    assert!(gap <= 1e-5, "relative error {gap}");
+}
+
+/// The largest difference between two sets of weights, over the largest magnitude of `b`.
+pub fn relative_gap(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    worst / scale
 }
 
 /// The venv python with the packages given (made by `scripts/python-env.sh`).

@@ -132,16 +132,8 @@ fn dropout_draws_the_same_masks_in_local_workers_and_in_mpi_processes() {
         |registry: &str| crate::common::weights(&sb.path().join(registry).join("iris").join("1"));
     let (mpi, local) = (weights("models"), weights("local"));
     assert_eq!(local, weights("again"), "the same masks again");
-    let scale = local.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = local
-        .iter()
-        .zip(&mpi)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        worst / scale <= 1e-5,
-        "relative difference {}",
-        worst / scale
-    );
+    let gap = crate::common::relative_gap(&mpi, &local);
+    assert!(gap <= 1e-5, "relative difference {gap}");
     // Without the same masks the weights part at once: one worker draws other ones.
     sb.ok(&[
         "run",
@@ -153,16 +145,8 @@ fn dropout_draws_the_same_masks_in_local_workers_and_in_mpi_processes() {
         "single",
         "--force",
     ]);
-    let single = weights("single");
-    let apart = single
-        .iter()
-        .zip(&local)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        apart / scale > 1e-3,
-        "one worker's masks differ: {}",
-        apart / scale
-    );
+    let apart = crate::common::relative_gap(&weights("single"), &local);
+    assert!(apart > 1e-3, "one worker's masks differ: {apart}");
 }
 
 /// The modelforge processes working in `dir`, oldest (lowest pid) first.

@@ -227,22 +227,31 @@ pub fn weights(dir: &Path) -> Vec<f32> {
 /// Trains `spec.toml` again in one process (registry `single`) and asserts that the
 /// parallel job's published weights (`models/NAME/1`) match it to 1e-5 relative.
 pub fn assert_matches_one_process(sb: &Sandbox, name: &str) {
-    sb.ok(&[
-        "run",
-        "--no-serve",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--registry",
-        "single",
-        "--force",
-    ]);
+    run_into(sb, "single", 1);
     let (parallel, one) = (
         weights(&sb.path().join("models").join(name).join("1")),
         weights(&sb.path().join("single").join(name).join("1")),
     );
     let gap = relative_gap(&parallel, &one);
     assert!(gap <= 1e-5, "relative error {gap}");
+}
+
+/// Runs `spec.toml` again on one thread with `workers` local workers, publishing into the
+/// registry folder `registry`.
+pub fn run_into(sb: &Sandbox, registry: &str, workers: usize) {
+    let workers = workers.to_string();
+    sb.ok(&[
+        "run",
+        "--no-serve",
+        "spec.toml",
+        "--threads",
+        "1",
+        "--workers",
+        &workers,
+        "--registry",
+        registry,
+        "--force",
+    ]);
 }
 
 /// The largest difference between two sets of weights, over the largest magnitude of `b`.

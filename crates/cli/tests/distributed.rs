@@ -115,18 +115,7 @@ fn dropout_draws_the_same_masks_in_local_workers_and_in_mpi_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
     for registry in ["local", "again"] {
-        sb.ok(&[
-            "run",
-            "--no-serve",
-            "spec.toml",
-            "--threads",
-            "1",
-            "--workers",
-            "2",
-            "--registry",
-            registry,
-            "--force",
-        ]);
+        crate::common::run_into(&sb, registry, 2);
     }
     let weights =
         |registry: &str| crate::common::weights(&sb.path().join(registry).join("iris").join("1"));
@@ -135,16 +124,7 @@ fn dropout_draws_the_same_masks_in_local_workers_and_in_mpi_processes() {
     let gap = crate::common::relative_gap(&mpi, &local);
     assert!(gap <= 1e-5, "relative difference {gap}");
     // Without the same masks the weights part at once: one worker draws other ones.
-    sb.ok(&[
-        "run",
-        "--no-serve",
-        "spec.toml",
-        "--threads",
-        "1",
-        "--registry",
-        "single",
-        "--force",
-    ]);
+    crate::common::run_into(&sb, "single", 1);
     let apart = crate::common::relative_gap(&weights("single"), &local);
     assert!(apart > 1e-3, "one worker's masks differ: {apart}");
 }

@@ -647,7 +647,7 @@ fn request_values(
 /// What `modelforge explain` explains.
 pub enum ExplainInput<'a> {
     /// A request JSON, an image, a CSV file of rows, or a language model's prompt as a text
-    /// file (its whole text) or a generate request JSON (its `text_input`).
+    /// file (its whole text) or a request JSON as the server's explain route takes it.
     File(&'a Path),
     /// A language model's prompt.
     Prompt(&'a str),
@@ -730,8 +730,8 @@ fn explain_look(
     )
 }
 
-/// The prompt a language model is explained for: given, a text file's whole text, or a
-/// generate request's `text_input`.
+/// The prompt a language model is explained for: given, a text file's whole text, or the
+/// prompt of a request JSON as the server's explain route reads it.
 fn explain_prompt_text(input: &ExplainInput) -> Result<String> {
     let path = match input {
         ExplainInput::Prompt(text) => return Ok(text.to_string()),
@@ -750,13 +750,8 @@ fn explain_prompt_text(input: &ExplainInput) -> Result<String> {
     }
     let doc: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    match &doc["text_input"] {
-        Value::String(prompt) => Ok(prompt.clone()),
-        _ => bail!(
-            "{}: a language model's request needs \"text_input\": \"…\" (the prompt), as its generate route takes",
-            path.display()
-        ),
-    }
+    modelforge_server::explained_prompt(&doc)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// An explanation ready to be written: the attributions, the samples' inputs (values or

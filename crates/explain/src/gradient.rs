@@ -59,11 +59,13 @@ impl Engine {
         device: &Device,
         budget_bytes: usize,
     ) -> Result<(Engine, Vec<f32>), ExplainError> {
-        let (scores, outputs, len) = match *network.output_shape() {
+        // What a row explains, outputs per row, ids or values per sample, and the share of
+        // the context a sample fills (a language model's activations grow with the prompt).
+        let (scores, outputs, len, fill) = match *network.output_shape() {
             [outputs] => {
                 // Checks the number of values against the input shape.
                 network.input(inputs, batch, device)?;
-                (Scores::Vector, outputs, network.input_len())
+                (Scores::Vector, outputs, network.input_len(), (1, 1))
             }
             [context, vocab] if network.embeds_ids() => {
                 let len = inputs.len() / batch.max(1);
@@ -74,7 +76,7 @@ impl Engine {
                         context,
                     });
                 }
-                (Scores::NextToken, vocab, len)
+                (Scores::NextToken, vocab, len, (len, context))
             }
             _ => {
                 return Err(ExplainError::Unsupported(format!(
@@ -87,11 +89,6 @@ impl Engine {
             }
         };
         let network = network.clone().freeze();
-        // A language model's activations grow with the prompt, at most to its context.
-        let fill = match *network.output_shape() {
-            [context, _] => (len, context),
-            _ => (1, 1),
-        };
         let per_row =
             network.activation_floats_per_sample() * fill.0 / fill.1 * FLOATS_PER_ACTIVATION * 4;
         let rows_per_pass = (budget_bytes / per_row.max(1)).max(1);

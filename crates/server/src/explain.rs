@@ -128,13 +128,9 @@ fn v2_answer(explanation: Explanation, reply: &v2::Reply) -> Response {
 
 /// A language model's prompt: `text_input` as Triton's generate takes it, or the V2 input
 /// tensor of that name (one BYTES string).
-fn prompt(body: &Map<String, Value>) -> Result<String, ApiError> {
-    if let Some(text) = body.get("text_input") {
-        return text.as_str().map(str::to_string).ok_or_else(|| {
-            ApiError::bad(format!(
-                "text_input must be a string (the prompt), not {text}"
-            ))
-        });
+pub(crate) fn prompt(body: &Map<String, Value>) -> Result<String, ApiError> {
+    if let Some(text) = crate::generation::text_input(body).map_err(|e| ApiError::bad(e.message))? {
+        return Ok(text);
     }
     let tensor = body
         .get("inputs")
@@ -146,7 +142,7 @@ fn prompt(body: &Map<String, Value>) -> Result<String, ApiError> {
             .map(str::to_string)
             .ok_or_else(|| ApiError::bad("input \"text_input\" must hold one string, the prompt")),
         _ => Err(ApiError::bad(
-            "a language model explains a prompt: send {\"text_input\": \"…\", \"parameters\": {…}} or the V2 input \"text_input\" (BYTES, shape [1], one string)",
+            "a language model explains a prompt, and the request needs \"text_input\": send {\"text_input\": \"…\", \"parameters\": {…}} or the V2 input \"text_input\" (BYTES, shape [1], one string)",
         )),
     }
 }

@@ -210,25 +210,28 @@ pub(crate) fn sse(
 /// Keys of a Triton generate request's body besides the sampling parameters.
 const GENERATE_KEYS: &[&str] = &["text_input", "parameters", "id", "stream"];
 
+/// The prompt of a Triton generate-style body, `text_input`, if it has one.
+pub(crate) fn text_input(obj: &Map<String, Value>) -> Result<Option<String>, ParamError> {
+    match obj.get("text_input") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ParamError::new(
+            "text_input",
+            format!("text_input must be a string, got {}", kind(other)),
+        )),
+    }
+}
+
 /// A Triton generate request: `text_input`, and sampling parameters under `parameters` or
 /// beside `text_input`.
 fn generate_request(obj: &Map<String, Value>) -> Result<GenerateRequest, ParamError> {
     let known: Vec<&str> = GENERATE_KEYS.iter().chain(SAMPLING_KEYS).copied().collect();
     only_known(obj, &known)?;
-    let prompt = match obj.get("text_input") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(ParamError::new(
-                "text_input",
-                format!("text_input must be a string, got {}", kind(other)),
-            ));
-        }
-        None => {
-            return Err(ParamError::new(
-                "text_input",
-                "the request needs \"text_input\": the prompt, a string",
-            ));
-        }
+    let Some(prompt) = text_input(obj)? else {
+        return Err(ParamError::new(
+            "text_input",
+            "the request needs \"text_input\": the prompt, a string",
+        ));
     };
     let mut params = match obj.get("parameters") {
         None | Some(Value::Null) => Map::new(),

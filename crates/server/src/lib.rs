@@ -56,6 +56,13 @@ pub fn v2_inputs(
 }
 pub use status::{ApiError, grpc_code, http_status};
 
+/// The prompt of a language model's explanation request as the REST route reads it:
+/// `text_input` (Triton's generate) or the V2 input `text_input` (one BYTES string).
+pub fn explained_prompt(body: &serde_json::Value) -> Result<String, String> {
+    let empty = serde_json::Map::new();
+    explain::prompt(body.as_object().unwrap_or(&empty)).map_err(|ApiError(_, message)| message)
+}
+
 /// Where the server listens.
 pub struct Listeners {
     /// REST.

@@ -1,7 +1,7 @@
 //! An explanation request — inference inputs, or a language model's prompt, plus the
 //! attribution settings — and what answers it: the model's outputs, the attributions and
-//! integrated gradients' delta. Explanations run on the thread that owns the version's
-//! engine (its compute or scheduler thread), between batches or steps.
+//! integrated gradients' delta. A predicting version explains on its compute thread,
+//! between batches; a generating one on an explanation thread beside its scheduler.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
